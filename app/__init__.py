@@ -1,0 +1,1 @@
+"""The autoslim service: settings, database, API routes, dashboard and the command line."""

@@ -1,0 +1,93 @@
+"""BN post-statistics (US-Net) and evaluation on in-memory tensors.
+
+Shared BN statistics collected during training mix every width and are wrong for any single
+configuration; before a configuration is scored or exported, its BN statistics are reset and
+re-estimated over a fixed sample of training images with exact cumulative averaging (momentum
+``None``), the rest of the network in eval mode and no gradients.  Data are kept as tensors (on
+the model's device) because the search calibrates and scores hundreds of candidates.
+"""
+
+from __future__ import annotations
+
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Iterator
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from models.ops import SlimBatchNorm2d
+
+
+@dataclass
+class Batches:
+    """A dataset held as a few large tensors, iterated in fixed batches (no loader overhead)."""
+
+    x: torch.Tensor
+    y: torch.Tensor
+    batch_size: int = 200
+
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        for i in range(0, len(self.y), self.batch_size):
+            yield self.x[i : i + self.batch_size], self.y[i : i + self.batch_size]
+
+    def __len__(self) -> int:
+        return len(self.y)
+
+    def to(self, device: torch.device | str) -> "Batches":
+        return Batches(self.x.to(device), self.y.to(device), self.batch_size)
+
+
+def shared_bns(model: nn.Module) -> list[SlimBatchNorm2d]:
+    return [m for m in model.modules() if isinstance(m, SlimBatchNorm2d)]
+
+
+@contextmanager
+def _calibration_mode(model: nn.Module, bns: list[nn.BatchNorm2d]) -> Iterator[None]:
+    was_training = model.training
+    saved = [bn.momentum for bn in bns]
+    model.eval()
+    for bn in bns:
+        bn.train()
+        bn.momentum = None
+    try:
+        yield
+    finally:
+        for bn, momentum in zip(bns, saved):
+            bn.momentum = momentum
+        model.train(was_training)
+
+
+@torch.no_grad()
+def calibrate_bn(model: nn.Module, data: Batches, bns: list[nn.BatchNorm2d] | None = None) -> None:
+    """Re-estimate the statistics of ``bns`` (default: every shared BN) at the model's current widths."""
+    bns = shared_bns(model) if bns is None else bns
+    for bn in bns:
+        bn.reset_running_stats()
+    with _calibration_mode(model, bns):
+        for x, _ in data:
+            model(x)
+
+
+@dataclass
+class Score:
+    accuracy: float  # percent
+    loss: float  # mean cross-entropy
+
+    def better_than(self, other: "Score | None") -> bool:
+        """Higher accuracy wins; lower loss breaks ties (AutoSlim keeps the removal that hurts least)."""
+        return other is None or (self.accuracy, -self.loss) > (other.accuracy, -other.loss)
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, data: Batches) -> Score:
+    was_training = model.training
+    model.eval()
+    correct, loss = 0, 0.0
+    for x, y in data:
+        logits = model(x).float()
+        loss += F.cross_entropy(logits, y, reduction="sum").item()
+        correct += (logits.argmax(1) == y).sum().item()
+    model.train(was_training)
+    return Score(100.0 * correct / len(data), loss / len(data))

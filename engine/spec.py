@@ -1,0 +1,107 @@
+"""The plain-data contract of a search job: what goes into `run_search` and what comes out.
+
+Kept free of torch so the API, the worker and the command line can build, validate and store a
+spec without importing the training stack.  Everything here round-trips through JSON
+(`to_dict` / `from_dict`) because specs live in the database and results are served as JSON.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any, Callable, Literal
+
+TrainMode = Literal["snet", "usnet", "usnet-nonuniform", "mutual"]
+TRAIN_MODES: tuple[str, ...] = ("snet", "usnet", "usnet-nonuniform", "mutual")
+PHASES: tuple[str, ...] = ("data", "train", "search", "retrain", "export", "done")
+
+
+@dataclass
+class TrainSpec:
+    """How the supernet is trained (AutoSlim: nonuniform US-Net, a fraction of a full schedule)."""
+
+    mode: str = "usnet-nonuniform"
+    epochs: int = 10
+    batch_size: int = 64
+    lr: float = 0.1
+    momentum: float = 0.9
+    weight_decay: float = 5e-5
+    warmup_epochs: float = 1.0
+    label_smoothing: float = 0.0
+    num_sandwich: int = 4
+    inplace_distill: bool = True
+    width_min: float = 0.25
+    resolutions: list[int] = field(default_factory=list)  # mutual mode; empty = derived from input size
+
+
+@dataclass
+class SearchSettings:
+    """Greedy slimming knobs: bin count per group, held-out sizes used to score and to calibrate BN."""
+
+    bins: int = 10
+    divisor: int = 8
+    val_fraction: float = 0.1
+    score_size: int = 1000
+    calib_size: int = 2000
+    calib_batch_size: int = 200
+
+
+@dataclass
+class RetrainSpec:
+    """Optional fine-tuning of every chosen configuration from the supernet's weights."""
+
+    epochs: int = 0
+    from_scratch: bool = False
+    lr: float = 0.01
+
+
+@dataclass
+class SearchSpec:
+    """One search job.  `macs` are multiply-accumulates (the papers' "FLOPs")."""
+
+    arch: str
+    dataset: str
+    macs: list[int] = field(default_factory=list)
+    latency_ms: list[float] = field(default_factory=list)
+    params: list[int] = field(default_factory=list)
+    input_size: int = 32
+    width_mult: float = 1.0
+    seed: int = 0
+    device: str = "auto"
+    train: TrainSpec = field(default_factory=TrainSpec)
+    search: SearchSettings = field(default_factory=SearchSettings)
+    retrain: RetrainSpec = field(default_factory=RetrainSpec)
+    export_formats: list[str] = field(default_factory=lambda: ["pt", "onnx"])
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "SearchSpec":
+        """Build from JSON-like data; unknown keys are an error so typos never pass silently."""
+        data = dict(data)
+        nested = {"train": TrainSpec, "search": SearchSettings, "retrain": RetrainSpec}
+        for key, kind in nested.items():
+            if key in data and isinstance(data[key], dict):
+                data[key] = _strict(kind, data[key], key)
+        return _strict(cls, data, "spec")
+
+
+def _strict(kind: type, data: dict[str, Any], where: str) -> Any:
+    known = {f.name for f in fields(kind)}
+    unknown = sorted(set(data) - known)
+    if unknown:
+        raise ValueError(f"{where}: unknown field(s) {', '.join(unknown)}")
+    return kind(**data)
+
+
+ReportFn = Callable[[dict[str, Any]], None]
+"""Progress callback.  Receives plain dicts, always with `phase` (one of PHASES) and `percent`
+(0-100 over the whole job); training adds `epoch`, `epochs`, `step`, `loss`, `lr`, `images_per_s`,
+`eta_s`; the search adds `trajectory_step` (one recorded greedy step, see `run_search`)."""
+
+CancelFn = Callable[[], bool]
+"""Returns True when the job should stop; checked between steps."""
+
+
+class Cancelled(Exception):
+    """Raised by `run_search` when its cancel check fires; the work directory keeps all progress."""

@@ -1,0 +1,35 @@
+"""Slimmable networks: layers, architectures, channel space, exact counting and slim export.
+
+Public surface::
+
+    supernet = build_supernet("mobilenet_v2", num_classes=10, input_size=32, width_mult=1.5)
+    supernet.set_widths(supernet.space.uniform(0.5))
+    count_macs(supernet.space, supernet.widths)
+    slim = export_slim(supernet)                 # plain nn.Module with the sliced weights
+    slim = build("mobilenet_v2", channels=cfg)   # fresh slim model from a ChannelConfig
+"""
+
+from __future__ import annotations
+
+from torch import nn
+
+from models.config import ChannelConfig, ConfigError
+from models.counting import count_macs, count_params
+from models.export import export_slim
+from models.registry import list_archs
+from models.supernet import NetSpec, Supernet, build_supernet
+
+__all__ = [
+    "ChannelConfig", "ConfigError", "NetSpec", "Supernet", "build", "build_supernet", "count_macs",
+    "count_params", "export_slim", "list_archs",
+]
+
+
+def build(arch: str, channels: ChannelConfig | None = None, **net_kwargs) -> nn.Module:
+    """A plain, freshly initialised model: the full network, or the slim one a config describes."""
+    if channels is None:
+        return export_slim(build_supernet(arch, **net_kwargs))
+    if channels.arch != arch:
+        raise ConfigError(f"config is for {channels.arch!r}, not {arch!r}")
+    supernet = Supernet(channels.net)
+    return export_slim(supernet, channels.widths(supernet))

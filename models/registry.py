@@ -1,0 +1,51 @@
+"""Architecture registry: a name maps to a builder ``(layers, num_classes, width_mult, cifar_stem)``.
+
+Registering is all a new architecture needs: the channel space is traced, MACs counted and export
+done generically, and the test-suite is parametrised over this registry.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+from torch import nn
+
+from models.ops import LayerFactory
+
+Builder = Callable[[LayerFactory, int, float, bool], nn.Module]
+_REGISTRY: dict[str, Builder] = {}
+
+CIFAR_STEM_MAX_INPUT = 64
+"""Inputs up to this many pixels get the CIFAR stem (no early downsampling)."""
+
+
+def register(name: str) -> Callable[[Builder], Builder]:
+    def wrap(builder: Builder) -> Builder:
+        _REGISTRY[name] = builder
+        return builder
+
+    return wrap
+
+
+def list_archs() -> list[str]:
+    _load_builtin()
+    return sorted(_REGISTRY)
+
+
+def get_builder(arch: str) -> Builder:
+    _load_builtin()
+    if arch not in _REGISTRY:
+        raise KeyError(f"unknown architecture {arch!r}; choose from {', '.join(sorted(_REGISTRY))}")
+    return _REGISTRY[arch]
+
+
+def uses_cifar_stem(input_size: int) -> bool:
+    """The stem follows the input size: small images skip the ImageNet stem's 4x downsampling."""
+    return input_size <= CIFAR_STEM_MAX_INPUT
+
+
+def _load_builtin() -> None:
+    # Imported lazily so that `models.registry` has no import cycle with the architecture files.
+    import models.mobilenet_v1  # noqa: F401
+    import models.mobilenet_v2  # noqa: F401
+    import models.resnet  # noqa: F401
