@@ -1,0 +1,1 @@
+"""The algorithms: data, supernet training, BN calibration, greedy slimming, run_search."""
