@@ -94,6 +94,8 @@ class ChannelConfig:
             data = json.loads(path.read_text())
         except FileNotFoundError:
             raise ConfigError(f"config file {path} does not exist") from None
+        except OSError as err:
+            raise ConfigError(f"config file {path} cannot be read: {err.strerror}") from None
         except (json.JSONDecodeError, UnicodeDecodeError) as err:
             raise ConfigError(f"config file {path} is not valid JSON: {err}") from None
         return cls.from_dict(data)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pickle
 from pathlib import Path
 
 import torch
@@ -22,9 +23,24 @@ def slim_from_config(config: ChannelConfig, checkpoint: Path | None = None) -> n
     """
     supernet = Supernet(config.net)
     if checkpoint is not None:
+        _load_weights(supernet, checkpoint)
+    return export_slim(supernet, config.widths(supernet))
+
+
+def _load_weights(supernet: Supernet, checkpoint: Path) -> None:
+    """Supernet weights from a checkpoint (a plain dict with ``model``, or a bare state dict).
+
+    A file that is no checkpoint, or one of another network, is a user error: ``ValueError`` with
+    one line, so the command line never shows a traceback for it.
+    """
+    try:
         state = torch.load(checkpoint, map_location="cpu", weights_only=False)
         supernet.load_state_dict(state["model"] if "model" in state else state)
-    return export_slim(supernet, config.widths(supernet))
+    except FileNotFoundError:
+        raise
+    except (OSError, RuntimeError, EOFError, KeyError, TypeError, pickle.UnpicklingError) as err:
+        first_line = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise ValueError(f"checkpoint {checkpoint} cannot be loaded into this config's network: {first_line}") from None
 
 
 def save_model(model: nn.Module, path: Path, input_size: int) -> Path:

@@ -5,6 +5,7 @@ Which layers must share a width follows from the graph, not from a per-architect
 - a depthwise conv's output is its input;
 - BN, activations, pooling, dropout and flatten pass the width through;
 - a linear layer's output (the classes) is fixed.
+- a concatenation or product of two branches is not modelled and raises, rather than mis-counting.
 Each resulting group of convs shares one output width.  The trace also records, per layer, where
 its input width comes from and its output resolution, which is all that exact MAC and parameter
 counting and slim-model export need.
@@ -12,7 +13,6 @@ counting and slim-model export need.
 
 from __future__ import annotations
 
-import operator
 from dataclasses import dataclass, field
 
 import torch
@@ -23,8 +23,10 @@ from models.ops import BN_TYPES, SLIM_LEAVES, SlimConv2d, SlimLinear, make_divis
 IMAGE = "@image"
 """Source name of the network input (3 fixed channels)."""
 
-_ADDS = {operator.add, operator.iadd, torch.add}
-_TIES_NOT_SUPPORTED = {torch.cat, torch.concat, torch.stack, operator.mul, torch.mul}
+_TIES = {"add", "add_", "iadd", "sub", "sub_", "isub"}
+"""Elementwise ops whose tensor operands must have the same channels (function or method names)."""
+_TIES_NOT_SUPPORTED = {"cat", "concat", "concatenate", "stack", "mul", "mul_", "imul"}
+"""Ops that combine channels in ways the space does not model, when given two or more tensors."""
 
 
 @dataclass
@@ -193,10 +195,15 @@ class _UnionFind:
             self.parent[rb] = ra
 
 
+def _op_name(node: fx.Node) -> str:
+    """``operator.add``, ``torch.add`` and ``x.add(...)`` all read as ``"add"``."""
+    return node.target if isinstance(node.target, str) else getattr(node.target, "__name__", "")
+
+
 def _first_tensor_source(node: fx.Node, source: dict[fx.Node, str | None]) -> str | None:
-    for arg in node.args:
-        if isinstance(arg, fx.Node):
-            return source.get(arg)
+    # all_input_nodes also sees tensors nested in lists (torch.cat([a, b])) and keyword arguments.
+    for arg in node.all_input_nodes:
+        return source.get(arg)
     return None
 
 
@@ -229,14 +236,18 @@ def _propagate(node: fx.Node, modules: dict[str, nn.Module], source: dict[fx.Nod
         if isinstance(module, (nn.Linear, nn.Conv2d, nn.BatchNorm2d)):
             raise TypeError(f"layer {node.target!r} is a plain {type(module).__name__}; build networks from models.ops layers")
         return incoming
-    if node.target in _ADDS:
-        operands = [source.get(a) for a in node.args if isinstance(a, fx.Node)]
+    name = _op_name(node)
+    if name in _TIES:
+        operands = [source.get(a) for a in node.all_input_nodes]
         operands = [s for s in operands if s is not None]
         for other in operands[1:]:
             ties.union(operands[0], other)
         return operands[0] if operands else None
-    if node.target in _TIES_NOT_SUPPORTED and sum(isinstance(a, fx.Node) for a in node.args) > 1:
-        raise NotImplementedError(f"graph node {node.name!r} ({node.target}) combines channels in a way the channel space does not model")
+    if name in _TIES_NOT_SUPPORTED and len(node.all_input_nodes) > 1:
+        raise NotImplementedError(
+            f"graph node {node.name!r} ({name} of {', '.join(a.name for a in node.all_input_nodes)}) combines "
+            "channels in a way the channel space does not model; only residual additions can join branches"
+        )
     return incoming
 
 

@@ -47,7 +47,8 @@ class Supernet(nn.Module):
 
     def __init__(self, spec: NetSpec) -> None:
         super().__init__()
-        if spec.width_mult <= 0 or spec.num_classes < 1 or spec.input_size < 8:
+        if (spec.width_mult <= 0 or spec.num_classes < 1 or spec.input_size < 8 or spec.divisor < 1
+                or not 0 < spec.width_min <= 1):
             raise ValueError(f"invalid network spec {spec}")
         switches = sorted({*spec.switches, 1.0}) if spec.switches else None
         layers = LayerFactory(switches, spec.divisor)
