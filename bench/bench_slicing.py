@@ -34,10 +34,7 @@ class Row:
     macs: int
     supernet_ms: float
     slim_ms: float
-
-    @property
-    def ratio(self) -> float:
-        return self.supernet_ms / self.slim_ms
+    ratio: float
 
 
 def _once(model: nn.Module, x: torch.Tensor) -> float:
@@ -46,13 +43,18 @@ def _once(model: nn.Module, x: torch.Tensor) -> float:
     return time.perf_counter() - start
 
 
-def time_pair(supernet: nn.Module, slim: nn.Module, x: torch.Tensor, warmup: int, repeats: int) -> tuple[float, float]:
-    """Median milliseconds of one forward of each model, the two measured alternately."""
+def time_pair(supernet: nn.Module, slim: nn.Module, x: torch.Tensor, warmup: int, repeats: int) -> tuple[float, float, float]:
+    """Median milliseconds of one forward of each model, and the median of the paired ratios.
+
+    The two are measured alternately; the ratio of each back-to-back pair cancels slow drift in
+    the machine's load, so its median is the steadier overhead figure on a shared machine.
+    """
     with torch.inference_mode():
         for _ in range(warmup):
             _once(supernet, x), _once(slim, x)
-        times = [(_once(supernet, x), _once(slim, x)) for _ in range(repeats)]
-    return tuple(1e3 * statistics.median(t[i] for t in times) for i in (0, 1))
+        pairs = [(_once(supernet, x), _once(slim, x)) for _ in range(repeats)]
+    supernet_s, slim_s = (statistics.median(t[i] for t in pairs) for i in (0, 1))
+    return 1e3 * supernet_s, 1e3 * slim_s, statistics.median(a / b for a, b in pairs)
 
 
 def configurations(supernet: models.Supernet, seed: int, n_random: int) -> dict[str, dict[str, int]]:
@@ -72,8 +74,8 @@ def bench_arch(arch: str, size: int, args: argparse.Namespace) -> list[Row]:
     for name, widths in configurations(supernet, args.seed, args.random).items():
         supernet.set_widths(widths)
         slim = models.export_slim(supernet, widths)
-        super_ms, slim_ms = time_pair(supernet, slim, x, args.warmup, args.repeats)
-        rows.append(Row(arch, size, name, models.count_macs(supernet.space, widths), super_ms, slim_ms))
+        timing = time_pair(supernet, slim, x, args.warmup, args.repeats)
+        rows.append(Row(arch, size, name, models.count_macs(supernet.space, widths), *timing))
         print(format_row(rows[-1]), flush=True)
     return rows
 
