@@ -64,7 +64,8 @@ NAMING = {
 
 class Base(DeclarativeBase):
     metadata = MetaData(naming_convention=NAMING)
-    type_annotation_map = {datetime: UTCDateTime, dict[str, Any]: JSON, list[Any]: JSON}
+    type_annotation_map = {datetime: UTCDateTime, dict[str, Any]: JSON(none_as_null=True),
+                           list[Any]: JSON(none_as_null=True)}
 
 
 class Token(Base):

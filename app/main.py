@@ -1,0 +1,57 @@
+"""The FastAPI app factory: ``uvicorn --factory app.main:create_app``.
+
+`create_app` owns the process's view of the world: settings, the database engine (checked to be
+at the newest migration), and the Celery app used to enqueue.  More routers are mounted by adding
+them to `ROUTERS`.
+"""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, FastAPI, Request, status
+from fastapi.encoders import jsonable_encoder
+from fastapi.responses import JSONResponse
+
+from app.db import engine_for, session_factory
+from app.migrate import require_current
+from app.routes import health, searches, tokens
+from app.search_service import Conflict, NotFound
+from app.settings import Settings, get_settings
+from app.spec_validation import FieldError
+from worker.celery_app import make_celery
+
+ROUTERS: list[APIRouter] = [health.router, searches.router, tokens.router]
+
+DESCRIPTION = """Channel-number search (AutoSlim) as a service.  POST a search, poll it, download the
+per-layer channel counts for each MACs / latency budget.  Authenticate with `Authorization: Bearer <token>`
+(`autoslim token create --name NAME`)."""
+
+
+def create_app(settings: Settings | None = None, routers: list[APIRouter] | None = None) -> FastAPI:
+    """An app on ``settings`` (default: the environment); refuses an unmigrated database."""
+    settings = settings or get_settings()
+    engine = engine_for(settings.db_url)
+    require_current(engine)
+    app = FastAPI(title="autoslim", version="0.1.0", description=DESCRIPTION)
+    app.state.settings = settings
+    app.state.engine = engine
+    app.state.sessionmaker = session_factory(engine)
+    app.state.celery = make_celery(settings)
+    for router in ROUTERS if routers is None else routers:
+        app.include_router(router)
+    _add_error_handlers(app)
+    return app
+
+
+def _add_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(FieldError)
+    def field_error(_: Request, err: FieldError) -> JSONResponse:
+        detail = [{"type": "value_error", "loc": list(err.loc), "msg": err.message}]
+        return JSONResponse(jsonable_encoder({"detail": detail}), status.HTTP_422_UNPROCESSABLE_CONTENT)
+
+    @app.exception_handler(NotFound)
+    def not_found(_: Request, err: NotFound) -> JSONResponse:
+        return JSONResponse({"detail": str(err)}, status.HTTP_404_NOT_FOUND)
+
+    @app.exception_handler(Conflict)
+    def conflict(_: Request, err: Conflict) -> JSONResponse:
+        return JSONResponse({"detail": str(err), "status": err.status}, status.HTTP_409_CONFLICT)

@@ -1,0 +1,222 @@
+"""Request and response bodies of the API (pydantic v2), with the examples shown in OpenAPI.
+
+The request models mirror `engine.spec` field for field (a test keeps them in step) and add what a
+dataclass cannot say: bounds, descriptions, examples.  Defaults are read from the dataclasses so
+the API and the library never disagree on them.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
+
+from app.settings import Queue
+from engine.budgets import parse_amount
+from engine.spec import TRAIN_MODES, RetrainSpec, SearchSettings, TrainSpec
+
+TrainMode = Literal[TRAIN_MODES]  # type: ignore[valid-type]
+
+
+def parse_count(value: Any) -> Any:
+    """``"2.5M"`` -> 2500000: budgets are easier to type with a k/M/G suffix.  Other input passes on."""
+    return round(parse_amount(value)) if isinstance(value, str) else value
+
+
+Count = Annotated[int, BeforeValidator(parse_count), Field(gt=0)]
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class TrainSettings(Strict):
+    """Supernet training (AutoSlim: nonuniform US-Net with the sandwich rule and inplace distillation)."""
+
+    mode: TrainMode = TrainSpec.mode
+    epochs: int = Field(TrainSpec.epochs, ge=1, description="Supernet training epochs (at most AUTOSLIM_MAX_EPOCHS).")
+    batch_size: int = Field(TrainSpec.batch_size, ge=1, le=8192)
+    lr: float = Field(TrainSpec.lr, gt=0, le=10)
+    momentum: float = Field(TrainSpec.momentum, ge=0, lt=1)
+    weight_decay: float = Field(TrainSpec.weight_decay, ge=0, le=1)
+    warmup_epochs: float = Field(TrainSpec.warmup_epochs, ge=0)
+    label_smoothing: float = Field(TrainSpec.label_smoothing, ge=0, lt=1)
+    num_sandwich: int = Field(TrainSpec.num_sandwich, ge=2, le=16, description="Widths per step: max, min, random.")
+    inplace_distill: bool = TrainSpec.inplace_distill
+    width_min: float = Field(TrainSpec.width_min, gt=0, le=1, description="Narrowest width ratio trained.")
+    resolutions: list[Annotated[int, Field(ge=8, le=1024)]] = Field(default_factory=list, max_length=8)
+
+
+class SearchKnobs(Strict):
+    """Greedy slimming: channel bins per layer group and the held-out sizes used to score candidates."""
+
+    bins: int = Field(SearchSettings.bins, ge=2, le=100)
+    divisor: int = Field(SearchSettings.divisor, ge=1, le=64)
+    val_fraction: float = Field(SearchSettings.val_fraction, gt=0, lt=1)
+    score_size: int = Field(SearchSettings.score_size, ge=10)
+    calib_size: int = Field(SearchSettings.calib_size, ge=10)
+    calib_batch_size: int = Field(SearchSettings.calib_batch_size, ge=1, le=8192)
+
+
+class RetrainSettings(Strict):
+    """Optional fine-tuning of each chosen configuration."""
+
+    epochs: int = Field(RetrainSpec.epochs, ge=0)
+    from_scratch: bool = RetrainSpec.from_scratch
+    lr: float = Field(RetrainSpec.lr, gt=0, le=10)
+
+
+class SearchCreate(Strict):
+    """A search to run: which network, which data, which budgets."""
+
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [{
+        "arch": "mobilenet_v2", "dataset": "digits", "width_mult": 0.35, "macs": ["1M", 1500000],
+        "train": {"epochs": 2, "batch_size": 64}, "search": {"bins": 8}}]})
+
+    arch: str = Field(description="A registered architecture (`autoslim archs`).", examples=["mobilenet_v2"])
+    dataset: str = Field(description="`digits`, `cifar10:DIR` or `imagefolder:DIR`; DIR under a data root.",
+                         examples=["digits", "cifar10:cifar10-subset"], max_length=500)
+    macs: list[Count] = Field(default_factory=list, max_length=32,
+                              description="MACs budgets (the papers' FLOPs); numbers or strings like `150M`.")
+    latency_ms: list[Annotated[float, Field(gt=0)]] = Field(default_factory=list, max_length=32)
+    params: list[Count] = Field(default_factory=list, max_length=32)
+    input_size: int = Field(32, ge=8, le=1024)
+    width_mult: float = Field(1.0, gt=0, le=4)
+    seed: int = Field(0, ge=0, le=2**31 - 1)
+    device: str = Field("auto", pattern=r"^(auto|cpu|mps|cuda(:[0-9]+)?)$")
+    train: TrainSettings = Field(default_factory=TrainSettings)
+    search: SearchKnobs = Field(default_factory=SearchKnobs)
+    retrain: RetrainSettings = Field(default_factory=RetrainSettings)
+    export_formats: list[Literal["pt", "onnx", "ts"]] = Field(default_factory=lambda: ["pt", "onnx"])
+    queue: Queue | None = Field(None, description="Worker queue; default AUTOSLIM_DEFAULT_QUEUE.")
+
+
+class Links(BaseModel):
+    self: str
+    config: str
+    trajectory: str
+    events: str
+    cancel: str
+    retry: str
+
+
+class SearchCreated(BaseModel):
+    model_config = ConfigDict(json_schema_extra={"examples": [{
+        "id": "3f2a9c0e5b7d4e1f8a6b2c3d4e5f6a7b", "status": "queued",
+        "links": {"self": "/searches/3f2a...", "config": "/searches/3f2a.../config"}}]})
+
+    id: str
+    status: str
+    links: Links
+
+
+class BudgetSummary(BaseModel):
+    kind: str = Field(examples=["macs"])
+    target: float
+    macs: int
+    params: int
+    latency_ms: float | None = None
+    val_accuracy: float | None = None
+    test_accuracy: float | None = None
+    config: str = Field(description="Link to this budget's channel config.")
+
+
+class SupernetInfo(BaseModel):
+    key: str
+    reused: bool | None
+
+
+class SearchSummary(BaseModel):
+    """One line of the search list."""
+
+    id: str
+    owner: str
+    arch: str
+    dataset: str
+    status: str
+    phase: str | None
+    percent: float
+    budgets: dict[str, list[float]] = Field(description="Requested targets by kind.")
+    created_at: datetime
+    finished_at: datetime | None
+    links: Links
+
+
+class SearchDetail(SearchSummary):
+    """Everything about one search: progress, timings, error, and a summary per budget."""
+
+    spec: dict[str, Any]
+    queue: str
+    eta_s: float | None
+    progress: dict[str, Any] | None
+    attempts: int
+    cancel_requested: bool
+    error: str | None
+    timings: dict[str, Any] | None
+    summary: dict[str, Any] | None
+    supernet: SupernetInfo | None
+    results: list[BudgetSummary]
+    started_at: datetime | None
+    heartbeat_at: datetime | None
+    updated_at: datetime
+
+
+class SearchPage(BaseModel):
+    items: list[SearchSummary]
+    total: int
+    limit: int
+    offset: int
+
+
+class BudgetConfig(BaseModel):
+    kind: str
+    target: float
+    macs: int
+    config: dict[str, Any] = Field(description="The channel config: `models.ChannelConfig.from_dict` reads it.")
+
+
+class ConfigSet(BaseModel):
+    search_id: str
+    budgets: list[BudgetConfig]
+
+
+class TrajectoryPoint(BaseModel):
+    step: int
+    macs: int | None
+    params: int | None
+    accuracy: float | None
+    data: dict[str, Any] = Field(description="The step exactly as the engine reported it.")
+
+
+class Trajectory(BaseModel):
+    search_id: str
+    status: str
+    steps: list[TrajectoryPoint]
+
+
+class EventOut(BaseModel):
+    at: datetime
+    level: str
+    kind: str
+    message: str
+    data: dict[str, Any] | None
+
+
+class Health(BaseModel):
+    model_config = ConfigDict(json_schema_extra={"examples": [{"status": "ok", "database": "ok", "broker": "ok"}]})
+
+    status: Literal["ok", "unavailable"]
+    database: str
+    broker: str
+
+
+class TokenCreate(Strict):
+    name: str = Field(min_length=1, max_length=100, examples=["alice"])
+    admin: bool = False
+
+
+class TokenCreated(BaseModel):
+    name: str
+    role: str
+    token: str = Field(description="The secret; shown once, stored only as a hash.")

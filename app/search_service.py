@@ -1,0 +1,147 @@
+"""What the API does to searches: submit (validate, store, enqueue), look up, cancel, retry.
+
+State changes are conditional UPDATEs on the current status, so the API and a worker acting on
+the same search at the same moment (a cancel racing a claim, two retries) never both win.
+"""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+from celery import Celery
+from sqlalchemy import func, select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from app.auth import User
+from app.schemas import SearchCreate
+from app.settings import Settings
+from app.spec_validation import FieldError, validated_spec
+from app.tables import RETRYABLE, Event, Search, Status, TrajectoryStep, utcnow
+from worker.celery_app import enqueue
+
+
+class NotFound(LookupError):
+    """No such search, or not one this user may see (the two are not told apart)."""
+
+
+class Conflict(RuntimeError):
+    """The search is not in a state that allows this; carries the current status for the 409."""
+
+    def __init__(self, message: str, status: str) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+def log_event(session: Session, search_id: str | None, kind: str, message: str, level: str = "info",
+              data: dict[str, Any] | None = None) -> None:
+    session.add(Event(search_id=search_id, kind=kind, message=message, level=level, data=data))
+
+
+def submit(session: Session, celery: Celery, settings: Settings, user: User, body: SearchCreate,
+           idempotency_key: str | None = None) -> tuple[Search, bool]:
+    """Store and enqueue a search; (search, created).  A repeated Idempotency-Key returns the first."""
+    spec = validated_spec(body, settings).to_dict()
+    queue = body.queue or settings.default_queue
+    if idempotency_key:
+        existing = _by_key(session, user.name, idempotency_key)
+        if existing is not None:
+            return _same_request(existing, spec, queue), False
+    search = Search(id=uuid.uuid4().hex, owner=user.name, idempotency_key=idempotency_key, arch=body.arch,
+                    dataset=body.dataset, spec=spec, queue=queue, status=Status.queued,
+                    max_attempts=settings.max_attempts)
+    session.add(search)
+    session.flush()  # the row first: events reference it, and the unit of work does not order them
+    log_event(session, search.id, "submitted", f"submitted by {user.name} to the {queue} queue")
+    try:
+        session.commit()
+    except IntegrityError:  # the same key raced in from a concurrent retry of this POST
+        session.rollback()
+        existing = _by_key(session, user.name, idempotency_key or "")
+        if existing is None:
+            raise
+        return _same_request(existing, spec, queue), False
+    enqueue(celery, search.id, queue)
+    return search, True
+
+
+def _by_key(session: Session, owner: str, key: str) -> Search | None:
+    return session.scalar(select(Search).where(Search.owner == owner, Search.idempotency_key == key))
+
+
+def _same_request(existing: Search, spec: dict[str, Any], queue: str) -> Search:
+    if existing.spec != spec or existing.queue != queue:
+        raise FieldError(("header", "Idempotency-Key"), "this key was used for a different request")
+    return existing
+
+
+def get_visible(session: Session, user: User, search_id: str) -> Search:
+    """The search if it exists and ``user`` owns it (admins see all); else `NotFound`."""
+    search = session.get(Search, search_id) if len(search_id) <= 32 else None
+    if search is None or not (user.is_admin or search.owner == user.name):
+        raise NotFound(f"no search {search_id}")
+    return search
+
+
+def list_visible(session: Session, user: User, status: Status | None, owner: str | None, limit: int,
+                 offset: int) -> tuple[list[Search], int]:
+    """Newest first; users see theirs, admins all (or one owner's)."""
+    query = select(Search)
+    if not user.is_admin:
+        query = query.where(Search.owner == user.name)
+    elif owner:
+        query = query.where(Search.owner == owner)
+    if status:
+        query = query.where(Search.status == status)
+    total = session.scalar(select(func.count()).select_from(query.subquery())) or 0
+    rows = session.scalars(query.order_by(Search.created_at.desc(), Search.id.desc()).limit(limit).offset(offset))
+    return list(rows), total
+
+
+def cancel(session: Session, search: Search, user: User) -> Search:
+    """A queued search ends now; a running one is flagged and its worker stops at the next step,
+    keeping its checkpoints and every trajectory step found so far (a retry continues from them)."""
+    now = utcnow()
+    if _transition(session, search, (Status.queued,), status=Status.cancelled, finished_at=now):
+        log_event(session, search.id, "cancelled", f"cancelled by {user.name} before it started")
+    elif _transition(session, search, (Status.running,), cancel_requested=True):
+        log_event(session, search.id, "cancel-requested", f"cancel requested by {user.name}")
+    else:
+        raise Conflict(f"search is {search.status}; only queued or running searches can be cancelled",
+                       search.status)
+    session.commit()
+    session.refresh(search)
+    return search
+
+
+def retry(session: Session, celery: Celery, settings: Settings, search: Search, user: User) -> Search:
+    """Queue a failed or cancelled search again; the worker resumes from its work directory."""
+    if not _transition(session, search, RETRYABLE, status=Status.queued, cancel_requested=False, error=None,
+                       finished_at=None, claim_id=None, max_attempts=search.attempts + settings.max_attempts):
+        raise Conflict(f"search is {search.status}; only failed or cancelled searches can be retried",
+                       search.status)
+    log_event(session, search.id, "retried", f"retried by {user.name}; continues from its checkpoints")
+    session.commit()
+    session.refresh(search)
+    enqueue(celery, search.id, search.queue)
+    return search
+
+
+def _transition(session: Session, search: Search, from_states: tuple[str, ...], **values: Any) -> bool:
+    """UPDATE ... WHERE status IN from_states; True when this call made the change."""
+    result = session.execute(update(Search).where(Search.id == search.id, Search.status.in_(from_states))
+                             .values(updated_at=utcnow(), **values).execution_options(synchronize_session=False))
+    if result.rowcount == 0:
+        session.refresh(search)
+        return False
+    return True
+
+
+def trajectory(session: Session, search_id: str) -> list[TrajectoryStep]:
+    return list(session.scalars(select(TrajectoryStep).where(TrajectoryStep.search_id == search_id)
+                                .order_by(TrajectoryStep.step)))
+
+
+def events(session: Session, search_id: str, limit: int) -> list[Event]:
+    return list(session.scalars(select(Event).where(Event.search_id == search_id).order_by(Event.id).limit(limit)))

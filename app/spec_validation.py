@@ -1,0 +1,116 @@
+"""Checks a submitted search against the model library and the configured data, cheaply.
+
+Everything a worker would only find out hours later (an unknown architecture, a dataset folder
+that is not there, a budget no configuration can meet) is rejected here with the field named, so a
+request either gets a 422 that says what to fix or a search that can run.  Datasets are never
+loaded in the API process: a folder's presence and its class folders are enough.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+import models
+from app.schemas import SearchCreate
+from app.settings import Settings
+from engine.budgets import Budget, BudgetError, check_budgets, feasible_range
+from engine.spec import SearchSpec
+
+Loc = tuple[str | int, ...]
+CIFAR10_FILES = ("data_batch_1", "train.npz")
+
+
+class FieldError(ValueError):
+    """Bad input in one field of the request; becomes a 422 naming ``loc`` (FastAPI's error format)."""
+
+    def __init__(self, loc: Loc, message: str) -> None:
+        super().__init__(message)
+        self.loc, self.message = loc, message
+
+
+def validated_spec(body: SearchCreate, settings: Settings) -> SearchSpec:
+    """The engine spec for a request, with the dataset path made absolute; raises `FieldError`."""
+    if body.arch not in models.list_archs():
+        raise FieldError(("body", "arch"), f"unknown architecture {body.arch!r}; choose from "
+                                           f"{', '.join(models.list_archs())}")
+    if body.train.epochs > settings.max_epochs:
+        raise FieldError(("body", "train", "epochs"),
+                         f"{body.train.epochs} epochs is more than the limit of {settings.max_epochs}")
+    dataset, num_classes = check_dataset(body.dataset, settings.resolved_data_roots)
+    check_request_budgets(body, num_classes)
+    data = body.model_dump(exclude={"queue"})
+    data["dataset"] = dataset
+    return SearchSpec.from_dict(data)
+
+
+def check_request_budgets(body: SearchCreate, num_classes: int) -> None:
+    """Every budget list: not all empty, no repeats, each inside what the channel space can reach."""
+    if not (body.macs or body.latency_ms or body.params):
+        raise FieldError(("body", "macs"), "give at least one budget: macs, latency_ms or params")
+    ranges = _ranges(body.arch, body.input_size, num_classes, body.width_mult, body.train.width_min,
+                     body.search.divisor)
+    for kind in ("macs", "params", "latency_ms"):
+        targets = getattr(body, kind)
+        if len(set(targets)) != len(targets):
+            raise FieldError(("body", kind), f"repeated {kind} budget")
+        for index, target in enumerate(targets):
+            if kind in ranges:
+                try:
+                    check_budgets([Budget(kind, float(target))], ranges)
+                except BudgetError as err:
+                    raise FieldError(("body", kind, index), str(err)) from None
+
+
+@lru_cache(maxsize=256)
+def _ranges(arch: str, input_size: int, num_classes: int, width_mult: float, width_min: float,
+            divisor: int) -> dict[str, dict[str, Any]]:
+    """Building the supernet takes a moment; the same network is asked about again and again."""
+    try:
+        return feasible_range(arch, input_size, num_classes, width_mult, width_min, divisor)
+    except (ValueError, RuntimeError) as err:  # e.g. a width_mult too small for the divisor
+        raise FieldError(("body", "width_mult"), f"cannot build {arch} with these settings: {err}") from None
+
+
+def check_dataset(spec: str, roots: list[Path]) -> tuple[str, int]:
+    """(spec with an absolute folder, number of classes) for a dataset SPEC, without loading it."""
+    kind, _, arg = spec.partition(":")
+    if kind == "digits" and not arg:
+        return "digits", 10
+    if kind not in ("cifar10", "imagefolder") or not arg:
+        raise FieldError(("body", "dataset"),
+                         f"unknown dataset {spec!r}; use 'digits', 'cifar10:DIR' or 'imagefolder:DIR'")
+    folder = resolve_under_roots(arg, roots)
+    if kind == "cifar10":
+        if not any((folder / name).is_file() for name in CIFAR10_FILES):
+            raise FieldError(("body", "dataset"), f"{arg} holds no CIFAR-10 data ({' or '.join(CIFAR10_FILES)})")
+        return f"cifar10:{folder}", 10
+    return f"imagefolder:{folder}", count_classes(folder, arg)
+
+
+def resolve_under_roots(arg: str, roots: list[Path]) -> Path:
+    """The folder ``arg`` names, which must lie under a configured data root (no ``..`` escapes)."""
+    if not roots:
+        raise FieldError(("body", "dataset"), "no data roots are configured (AUTOSLIM_DATA_ROOTS); "
+                                              "only 'digits' can be searched")
+    path = Path(arg).expanduser()
+    candidates = [path.resolve()] if path.is_absolute() else [(root / path).resolve() for root in roots]
+    inside = [c for c in candidates if any(c == root or root in c.parents for root in roots)]
+    if not inside:
+        raise FieldError(("body", "dataset"), f"{arg} is outside the data roots "
+                                              f"({', '.join(str(r) for r in roots)})")
+    for candidate in inside:
+        if candidate.is_dir():
+            return candidate
+    raise FieldError(("body", "dataset"), f"dataset folder {arg} does not exist under "
+                                          f"{', '.join(str(r) for r in roots)}")
+
+
+def count_classes(folder: Path, arg: str) -> int:
+    """Class folders of an ImageFolder tree (``DIR/train/<class>`` or ``DIR/<class>``)."""
+    tree = folder / "train" if (folder / "train").is_dir() else folder
+    classes = [p for p in tree.iterdir() if p.is_dir() and not p.name.startswith(".")]
+    if len(classes) < 2:
+        raise FieldError(("body", "dataset"), f"{arg} needs at least 2 class folders, found {len(classes)}")
+    return len(classes)
