@@ -1,0 +1,143 @@
+"""Budgets of a search (MACs, latency in ms, parameters): parsing, feasibility, and which step fits.
+
+A budget outside what the channel space can reach is a user error caught before any work: below
+the smallest configuration nothing fits, and above the full network the search would answer "the
+full network", which is never what was meant.  `feasible_range` gives the MACs and parameter range
+without data or training, so the API can validate a request when it arrives.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Callable, Iterable, Protocol
+
+from models import build_supernet, count_macs, count_params
+from models.space import ChannelSpace
+
+KINDS = ("macs", "latency_ms", "params")
+_SUFFIX = {"": 1, "k": 1e3, "m": 1e6, "g": 1e9, "t": 1e12}
+_AMOUNT = re.compile(r"^\s*([0-9]*\.?[0-9]+(?:e[+-]?[0-9]+)?)\s*([kmgt]?)\s*$", re.IGNORECASE)
+
+
+class BudgetError(ValueError):
+    """A budget that cannot be met (or is malformed); the message gives the feasible range."""
+
+
+class Measured(Protocol):
+    macs: int
+    params: int
+    latency_ms: float | None
+
+
+@dataclass(frozen=True)
+class Budget:
+    kind: str  # one of KINDS
+    target: float
+
+    def value(self, point: Measured) -> float | None:
+        return getattr(point, self.kind)
+
+    def fits(self, point: Measured) -> bool:
+        value = self.value(point)
+        return value is not None and value <= self.target
+
+    @property
+    def label(self) -> str:
+        """A file-name-safe name: ``macs-2M``, ``latency_ms-1.5``, ``params-100k``."""
+        return f"{self.kind}-{self.target:g}" if self.kind == "latency_ms" else f"{self.kind}-{format_amount(self.target, 4)}"
+
+    def describe(self) -> str:
+        if self.kind == "latency_ms":
+            return f"{self.target:g} ms"
+        return f"{format_amount(self.target)} {'MACs' if self.kind == 'macs' else 'params'}"
+
+
+def parse_amount(text: str | float | int) -> float:
+    """``"2M"`` -> 2e6, ``"300k"`` -> 3e5, ``"1.5G"`` -> 1.5e9; plain numbers pass through."""
+    if isinstance(text, (int, float)) and not isinstance(text, bool):
+        return float(text)
+    match = _AMOUNT.match(str(text))
+    if not match:
+        raise BudgetError(f"cannot read {text!r} as an amount (examples: 2M, 300k, 1.5G, 1500000)")
+    return float(match.group(1)) * _SUFFIX[match.group(2).lower()]
+
+
+def parse_amounts(text: str) -> list[float]:
+    """A comma-separated list of amounts (``"2M,4M"``)."""
+    return [parse_amount(part) for part in text.split(",") if part.strip()]
+
+
+def format_amount(value: float, digits: int = 3) -> str:
+    """2000000 -> ``2M``, 2150000 -> ``2.15M``, 950 -> ``950``."""
+    for suffix, scale in (("G", 1e9), ("M", 1e6), ("k", 1e3)):
+        if abs(value) >= scale:
+            return f"{value / scale:.{digits}g}{suffix}"
+    return f"{value:.{digits}g}"
+
+
+def budgets_of(macs: Iterable[float] = (), latency_ms: Iterable[float] = (), params: Iterable[float] = ()) -> list[Budget]:
+    """The budget list of a request, in the order given; at least one budget is required."""
+    out = [Budget("macs", float(v)) for v in macs] + [Budget("latency_ms", float(v)) for v in latency_ms]
+    out += [Budget("params", float(v)) for v in params]
+    if not out:
+        raise BudgetError("give at least one budget (MACs, latency in ms, or params)")
+    for budget in out:
+        if not budget.target > 0:
+            raise BudgetError(f"a {budget.kind} budget must be positive, got {budget.target:g}")
+    return out
+
+
+def space_range(space: ChannelSpace) -> dict[str, dict[str, int]]:
+    """MACs and params of the smallest and the full configuration."""
+    small, full = space.smallest(), space.full()
+    return {"macs": {"min": count_macs(space, small), "max": count_macs(space, full)},
+            "params": {"min": count_params(space, small), "max": count_params(space, full)}}
+
+
+def feasible_range(arch: str, input_size: int, num_classes: int, width_mult: float = 1.0, width_min: float = 0.25,
+                   divisor: int = 8) -> dict[str, dict[str, int]]:
+    """``{"macs": {"min", "max"}, "params": {"min", "max"}}`` a search of this network can reach."""
+    supernet = build_supernet(arch, num_classes, input_size, width_mult, divisor, width_min)
+    return space_range(supernet.space)
+
+
+def check_budgets(budgets: list[Budget], ranges: dict[str, dict[str, float]]) -> None:
+    """Raise `BudgetError` for every budget outside its range, naming the feasible range."""
+    problems = []
+    for budget in budgets:
+        if budget.kind not in ranges:
+            raise BudgetError(f"no {budget.kind} range is known, so a {budget.kind} budget cannot be checked")
+        low, high = ranges[budget.kind]["min"], ranges[budget.kind]["max"]
+        where = "below the smallest" if budget.target < low else "above the full" if budget.target > high else None
+        if where:
+            problems.append(f"{budget.describe()} is {where} configuration; feasible range is "
+                            f"{_describe(budget.kind, low)} to {_describe(budget.kind, high)}")
+    if problems:
+        raise BudgetError("; ".join(problems))
+
+
+def _describe(kind: str, value: float) -> str:
+    return Budget(kind, value).describe()
+
+
+def until_all_met(budgets: list[Budget]) -> Callable[[list[Measured]], bool]:
+    """A stop test for a growing trajectory: true once every budget is fitted by some point.
+
+    It looks at each point once (the trajectory only grows), so checking after every step is cheap.
+    """
+    unmet, seen = list(budgets), 0
+
+    def done(points: list[Measured]) -> bool:
+        nonlocal unmet, seen
+        for point in points[seen:]:
+            unmet = [b for b in unmet if not b.fits(point)]
+        seen = len(points)
+        return not unmet
+
+    return done
+
+
+def first_fit(points: list, budget: Budget):
+    """The first point of a trajectory that fits ``budget`` (None if none does)."""
+    return next((p for p in points if budget.fits(p)), None)

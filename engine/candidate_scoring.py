@@ -1,0 +1,135 @@
+"""Score one greedy step's candidates: BN calibrated per candidate, evaluated on held-out data.
+
+Two scorers with one interface (``score(parent, candidates) -> {group: Score}``) give identical
+results:
+
+- `FullScorer` is the definition: per candidate, re-estimate every BN over the calibration sample
+  and run the whole network over the scoring sample.
+- `SharedPrefixScorer` does the same arithmetic without repeating it.  Candidates are visited in
+  the order of their cut (`engine.partial_forward`); the parent's activations are carried forward
+  from cut to cut once per step - calibrating the parent's BN layers in that range on the way, as
+  a full calibration would - and each candidate runs only from its cut, re-estimating only the BN
+  layers from there on.  BN statistics before the cut need no work: per-channel statistics of the
+  parent's calibration are exactly the candidate's.
+"""
+
+from __future__ import annotations
+
+from contextlib import contextmanager
+from typing import Iterator
+
+import torch
+import torch.nn.functional as F
+
+from engine.calibrate import Batches, Score, _calibration_mode, calibrate_bn, evaluate
+from engine.partial_forward import Env, PartialForward
+from models.supernet import Supernet
+
+Widths = dict[str, int]
+
+
+class FullScorer:
+    """Straightforward scoring: full calibration and full forward per candidate."""
+
+    def __init__(self, supernet: Supernet, calib: Batches, score: Batches) -> None:
+        self.supernet, self.calib, self.data = supernet, calib, score
+
+    def score(self, parent: Widths, candidates: dict[str, Widths]) -> dict[str, Score]:
+        scores = {}
+        for group, widths in candidates.items():
+            self.supernet.set_widths(widths)
+            calibrate_bn(self.supernet, self.calib)
+            scores[group] = evaluate(self.supernet, self.data)
+        self.supernet.set_widths(parent)
+        return scores
+
+
+class SharedPrefixScorer:
+    """Scoring that computes each step's shared prefix once (same numbers as `FullScorer`)."""
+
+    def __init__(self, supernet: Supernet, calib: Batches, score: Batches) -> None:
+        self.supernet, self.calib, self.data = supernet, calib, score
+        self.graph = PartialForward(supernet)
+        self._calib_stop = self.graph.last_batchnorm()
+
+    @torch.no_grad()
+    def score(self, parent: Widths, candidates: dict[str, Widths]) -> dict[str, Score]:
+        order = sorted(candidates, key=self.graph.cut)  # stable: equal cuts keep the group order
+        calib_envs = [self.graph.start(x) for x, _ in self.calib]
+        score_envs = [self.graph.start(x) for x, _ in self.data]
+        position, scores = 0, {}
+        for group in order:
+            cut = self.graph.cut(group)
+            if cut > position:
+                self.supernet.set_widths(parent)
+                calib_envs, score_envs = self._carry(calib_envs, score_envs, position, cut)
+                position = cut
+            self.supernet.set_widths(candidates[group])
+            narrow = lambda env: self.graph.narrow(env, group, parent[group], candidates[group][group])  # noqa: E731
+            self._calibrate_from(cut, [narrow(e) for e in calib_envs])
+            scores[group] = self._evaluate_from(cut, [narrow(e) for e in score_envs])
+        self.supernet.set_widths(parent)
+        return {group: scores[group] for group in candidates}
+
+    def _carry(self, calib_envs: list[Env], score_envs: list[Env], start: int, stop: int) -> tuple[list[Env], list[Env]]:
+        """Advance the parent's activations from ``start`` to ``stop``, calibrating its BN there."""
+        bns = self.graph.batchnorms(start, stop)
+        for bn in bns:
+            bn.reset_running_stats()
+        with _calibration_mode(self.supernet, bns):
+            calib_envs = [self.graph.advance(env, start, stop) for env in calib_envs]
+        with _eval_mode(self.supernet):
+            score_envs = [self.graph.advance(env, start, stop) for env in score_envs]
+        return calib_envs, score_envs
+
+    @torch.no_grad()
+    def _calibrate_from(self, cut: int, envs: list[Env]) -> None:
+        bns = self.graph.batchnorms(cut, self.graph.end)
+        for bn in bns:
+            bn.reset_running_stats()
+        with _calibration_mode(self.supernet, bns):
+            for env in envs:
+                self.graph.finish(env, cut, max(cut, self._calib_stop))
+
+    @torch.no_grad()
+    def _evaluate_from(self, cut: int, envs: list[Env]) -> Score:
+        total = ScoreSum()
+        with _eval_mode(self.supernet):
+            for env, (_, y) in zip(envs, self.data):
+                total.add(self.graph.finish(env, cut), y)
+        return total.score()
+
+
+class ScoreSum:
+    """Accumulates accuracy and cross-entropy batch by batch, in `engine.calibrate.evaluate`'s order."""
+
+    def __init__(self) -> None:
+        self.correct, self.loss, self.count = 0, 0.0, 0
+
+    def add(self, logits: torch.Tensor, y: torch.Tensor) -> None:
+        logits = logits.float()
+        self.loss += F.cross_entropy(logits, y, reduction="sum").item()
+        self.correct += (logits.argmax(1) == y).sum().item()
+        self.count += len(y)
+
+    def score(self) -> Score:
+        return Score(100.0 * self.correct / self.count, self.loss / self.count)
+
+
+@contextmanager
+def _eval_mode(model: torch.nn.Module) -> Iterator[None]:
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            yield
+    finally:
+        model.train(was_training)
+
+
+def make_scorer(kind: str, supernet: Supernet, calib: Batches, score: Batches) -> FullScorer | SharedPrefixScorer:
+    """``"shared"`` (the search default) or ``"full"`` (the reference the benchmark compares against)."""
+    kinds = {"shared": SharedPrefixScorer, "full": FullScorer}
+    if kind not in kinds:
+        raise ValueError(f"unknown scorer {kind!r}; use one of {', '.join(kinds)}")
+    return kinds[kind](supernet, calib, score)

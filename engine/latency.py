@@ -1,0 +1,314 @@
+"""Latency of any channel configuration from a per-layer table measured once per device.
+
+Every node of the traced network (conv, BN, activation, addition, pooling, classifier) is timed on
+its own, as the plain op the exported slim model runs, at a grid of widths of the channel groups
+it depends on: its input's group and, for a conv, its output's group.  The grid is each group's
+greedy bin ladder thinned to at most ``max_levels`` points; between grid points the table
+interpolates (bilinearly for a dense conv, whose cost is close to ``a*cin*cout + b*cin + c*cout +
+d``, which bilinear interpolation reproduces exactly).  A configuration's latency is the sum over
+nodes plus a constant for what no single op shows (module-call overhead of the containers), fitted
+once on the full and the smallest end-to-end measured models.
+
+A table depends on the architecture and its shape (width multiplier, classes, bounds), the input
+size, the batch size, the device and the torch build; it is cached on disk under a key of all of
+these, so a worker measures it once.  `measure_model` times an exported slim model end to end,
+which is what `bench/bench_search.py` checks the predictions against.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import itertools
+import json
+import os
+import platform
+import statistics
+import time
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Callable, Iterator
+
+import torch
+from torch import fx, nn
+
+from engine.greedy import bin_size
+from engine.partial_forward import PartialForward
+from models import export_slim
+from models.ops import BN_TYPES, SlimConv2d, SlimLinear
+from models.space import Group
+from models.supernet import Supernet
+
+TABLE_FORMAT = "autoslim.latency-table/1"
+Widths = dict[str, int]
+
+
+@dataclass
+class Timing:
+    """How each op is timed: the fastest of ``blocks`` blocks, each at least ``block_s`` long.
+
+    The minimum, not the mean: on a shared machine other processes only ever add time, so the
+    fastest block is the best estimate of the op's own cost (the `timeit` convention).
+    """
+
+    blocks: int = 5
+    block_s: float = 0.002
+    warmup: int = 2
+    threads: int | None = None  # CPU threads while timing (None: torch's current setting)
+
+
+@dataclass
+class NodeCost:
+    """Measured milliseconds of one node over the grid of the groups it depends on (0-2 groups)."""
+
+    groups: list[str]
+    levels: list[list[int]]  # ascending widths per group
+    ms: float | list  # scalar, list, or list of lists, indexed like ``levels``
+
+    def at(self, widths: Widths) -> float:
+        if not self.groups:
+            return float(self.ms)
+        if len(self.groups) == 1:
+            lo, hi, t = _bracket(self.levels[0], widths[self.groups[0]])
+            return (1 - t) * self.ms[lo] + t * self.ms[hi]
+        (a0, a1, ta), (b0, b1, tb) = (_bracket(lv, widths[g]) for lv, g in zip(self.levels, self.groups))
+        rows = [(1 - tb) * self.ms[a][b0] + tb * self.ms[a][b1] for a in (a0, a1)]
+        return (1 - ta) * rows[0] + ta * rows[1]
+
+
+@dataclass
+class LatencyTable:
+    key: dict
+    nodes: dict[str, NodeCost]
+    overhead_ms: float = 0.0
+    fit: dict = field(default_factory=dict)  # the end-to-end measurements the overhead came from
+
+    def predict(self, widths: Widths) -> float:
+        """Predicted end-to-end milliseconds of the slim model at ``widths``."""
+        return self.overhead_ms + sum(cost.at(widths) for cost in self.nodes.values())
+
+    def save(self, path: Path) -> Path:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps({"format": TABLE_FORMAT, **asdict(self)}))
+        os.replace(tmp, path)
+        return path
+
+    @classmethod
+    def load(cls, path: Path) -> "LatencyTable":
+        data = json.loads(Path(path).read_text())
+        if data.get("format") != TABLE_FORMAT:
+            raise ValueError(f"{path} is not a latency table")
+        nodes = {name: NodeCost(**cost) for name, cost in data["nodes"].items()}
+        return cls(data["key"], nodes, data["overhead_ms"], data.get("fit", {}))
+
+
+def _bracket(levels: list[int], width: int) -> tuple[int, int, float]:
+    """Indices of the grid points around ``width`` and its fraction of the way between them."""
+    if width <= levels[0]:
+        return 0, 0, 0.0
+    for i in range(1, len(levels)):
+        if width <= levels[i]:
+            return i - 1, i, (width - levels[i - 1]) / (levels[i] - levels[i - 1])
+    return len(levels) - 1, len(levels) - 1, 0.0
+
+
+# ---- measuring ----------------------------------------------------------------------------------
+def device_name(device: torch.device) -> str:
+    """What identifies a device's speed: the GPU model, or the CPU model and torch's thread count."""
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    model = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return f"{model} x{torch.get_num_threads()} threads"
+
+
+def table_key(supernet: Supernet, device: torch.device, batch_size: int, bins: int, max_levels: int,
+              timing: Timing) -> dict:
+    with cpu_threads(timing.threads):
+        name = device_name(device)
+    return {"net": supernet.spec.to_dict(), "batch_size": batch_size, "device": name,
+            "torch": torch.__version__, "bins": bins, "max_levels": max_levels}
+
+
+def grid(group: Group, bins: int, max_levels: int) -> list[int]:
+    """The group's greedy ladder (full, one bin less, ..., min), thinned to ``max_levels``, ascending."""
+    ladder, width = [group.max], group.max
+    while width > group.min:
+        width = max(group.min, (width - bin_size(group, bins)) // group.divisor * group.divisor)
+        ladder.append(width)
+    ladder = ladder[::-1]
+    if len(ladder) <= max_levels:
+        return ladder
+    picks = sorted({round(i * (len(ladder) - 1) / (max_levels - 1)) for i in range(max_levels)})
+    return [ladder[i] for i in picks]
+
+
+@contextmanager
+def cpu_threads(threads: int | None) -> Iterator[None]:
+    """Run with ``threads`` CPU threads (a table is only valid for the thread count it was timed with)."""
+    saved = torch.get_num_threads()
+    if threads:
+        torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(saved)
+
+
+def _timed_ms(run: Callable[[], object], device: torch.device, timing: Timing) -> float:
+    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+    with torch.inference_mode(), cpu_threads(timing.threads):
+        for _ in range(timing.warmup):
+            run()
+        sync()
+        start, calls = time.perf_counter(), 0
+        while time.perf_counter() - start < timing.block_s or calls == 0:  # size one block
+            run()
+            calls += 1
+        sync()
+        per_block = []
+        for _ in range(timing.blocks):
+            start = time.perf_counter()
+            for _ in range(calls):
+                run()
+            sync()
+            per_block.append((time.perf_counter() - start) / calls)
+    return 1000.0 * min(per_block)
+
+
+def measure_model(model: nn.Module, input_size: int, batch_size: int = 1, device: torch.device | str = "cpu",
+                  timing: Timing | None = None) -> float:
+    """End-to-end milliseconds of one forward pass of ``model`` (eval mode, no autograd)."""
+    device = torch.device(device)
+    model = model.to(device).eval()
+    x = torch.randn(batch_size, 3, input_size, input_size, device=device)
+    return _timed_ms(lambda: model(x), device, timing or end_to_end_timing(Timing()))
+
+
+def end_to_end_timing(per_op: Timing) -> Timing:
+    """Whole-model timing to match a per-op timing: same threads, longer blocks."""
+    return Timing(blocks=max(7, per_op.blocks), block_s=max(0.02, per_op.block_s), warmup=per_op.warmup, threads=per_op.threads)
+
+
+class _NodeBench:
+    """Times one graph node as the plain op the exported model runs, at any widths."""
+
+    def __init__(self, graph: PartialForward, node: fx.Node, input_shapes: dict[fx.Node, torch.Size],
+                 device: torch.device) -> None:
+        self.graph, self.node, self.shapes, self.device = graph, node, input_shapes, device
+        self.module = graph.modules.get(node.target) if node.op == "call_module" else None
+        space = graph.supernet.space
+        self.full = {name: g.max for name, g in space.groups.items()}
+        groups = [graph.group[n] for n in node.all_input_nodes]
+        if isinstance(self.module, SlimConv2d):
+            groups.append(space.layers[node.target].group)
+        self.groups = list(dict.fromkeys(g for g in groups if g is not None))
+
+    def time(self, widths: Widths, timing: Timing) -> float:
+        inputs = {n: self._input(n, shape, widths) for n, shape in self.shapes.items()}
+        op = self._op(widths, inputs)
+        args, kwargs = fx.node.map_arg((self.node.args, self.node.kwargs), lambda n: inputs[n])
+        if self.node.op == "call_method":
+            return _timed_ms(lambda: getattr(args[0], self.node.target)(*args[1:], **kwargs), self.device, timing)
+        return _timed_ms(lambda: op(*args, **kwargs), self.device, timing)
+
+    def _input(self, node: fx.Node, shape: torch.Size, widths: Widths) -> torch.Tensor:
+        group = self.graph.group[node]
+        channels = shape[1] if group is None else shape[1] // self.full[group] * widths[group]
+        return torch.randn(shape[0], channels, *shape[2:], device=self.device)
+
+    def _op(self, widths: Widths, inputs: dict[fx.Node, torch.Tensor]) -> Callable:
+        module, cin = self.module, next(iter(inputs.values())).shape[1] if inputs else 0
+        if isinstance(module, SlimConv2d):
+            group = self.graph.supernet.space.layers[self.node.target].group
+            cout = cin if module.depthwise else widths[group]
+            op = nn.Conv2d(cin, cout, module.kernel_size, module.stride, module.padding, module.dilation,
+                           cin if module.depthwise else module.groups, bias=module.bias is not None)
+        elif isinstance(module, BN_TYPES):
+            op = nn.BatchNorm2d(cin)
+        elif isinstance(module, SlimLinear):
+            op = nn.Linear(cin, module.out_features, bias=module.bias is not None)
+        elif module is not None:
+            return copy.deepcopy(module).eval()  # stateless: activations, pooling, dropout, flatten
+        else:
+            return self.node.target
+        return op.to(self.device).eval()
+
+
+def _input_shapes(graph: PartialForward, input_size: int, batch_size: int) -> dict[fx.Node, dict[fx.Node, torch.Size]]:
+    """Shapes of every node's tensor inputs at full width (one forward, node by node)."""
+    shapes, env = {}, graph.start(torch.zeros(batch_size, 3, input_size, input_size))
+    was_training, widths = graph.supernet.training, graph.supernet.widths
+    graph.supernet.eval().set_full()
+    with torch.no_grad():
+        for i in range(1, graph.end):
+            node = graph.nodes[i]
+            shapes[node] = {n: env[n].shape for n in node.all_input_nodes}
+            env = graph.advance(env, i, i + 1)
+    graph.supernet.train(was_training).set_widths(widths)
+    return shapes
+
+
+def measure_table(supernet: Supernet, device: torch.device | str = "cpu", batch_size: int = 1, bins: int = 10,
+                  max_levels: int = 5, timing: Timing | None = None,
+                  progress: Callable[[float], None] | None = None) -> LatencyTable:
+    """Time every node over its grid, then fit the overhead constant on the full and smallest models."""
+    device, timing = torch.device(device), timing or Timing()
+    graph = PartialForward(supernet)
+    shapes = _input_shapes(graph, supernet.spec.input_size, batch_size)
+    levels = {name: grid(g, bins, max_levels) for name, g in supernet.space.groups.items()}
+    nodes: dict[str, NodeCost] = {}
+    runnable = [n for n in graph.nodes if n.op in ("call_module", "call_function", "call_method")]
+    for done, node in enumerate(runnable):
+        bench = _NodeBench(graph, node, shapes[node], device)
+        axes = [levels[g] for g in bench.groups]
+        flat = [bench.time(dict(zip(bench.groups, point)), timing) for point in itertools.product(*axes)]
+        nodes[node.name] = NodeCost(bench.groups, axes, _reshape(flat, [len(a) for a in axes]))
+        if progress:
+            progress((done + 1) / len(runnable))
+    table = LatencyTable(table_key(supernet, device, batch_size, bins, max_levels, timing), nodes)
+    _fit_overhead(table, supernet, device, batch_size, timing)
+    return table
+
+
+def _reshape(flat: list[float], sizes: list[int]) -> float | list:
+    if not sizes:
+        return flat[0]
+    if len(sizes) == 1:
+        return flat
+    return [flat[i * sizes[1] : (i + 1) * sizes[1]] for i in range(sizes[0])]
+
+
+def _fit_overhead(table: LatencyTable, supernet: Supernet, device: torch.device, batch_size: int, timing: Timing) -> None:
+    space, measured = supernet.space, {}
+    for name, widths in (("full", space.full()), ("smallest", space.smallest())):
+        ms = measure_model(export_slim(supernet, widths), supernet.spec.input_size, batch_size, device,
+                           end_to_end_timing(timing))
+        measured[name] = {"measured_ms": ms, "sum_of_layers_ms": table.predict(widths)}
+    table.overhead_ms = statistics.mean(m["measured_ms"] - m["sum_of_layers_ms"] for m in measured.values())
+    table.fit = measured
+
+
+def cached_table(supernet: Supernet, cache_dir: Path, device: torch.device | str = "cpu", batch_size: int = 1,
+                 bins: int = 10, max_levels: int = 5, timing: Timing | None = None,
+                 progress: Callable[[float], None] | None = None) -> tuple[LatencyTable, bool]:
+    """The table for this network and device from ``cache_dir``, measured and stored if missing.
+
+    Returns ``(table, was_cached)``.
+    """
+    device, timing = torch.device(device), timing or Timing()
+    key = table_key(supernet, device, batch_size, bins, max_levels, timing)
+    path = Path(cache_dir) / f"{hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:20]}.json"
+    if path.is_file():
+        return LatencyTable.load(path), True
+    table = measure_table(supernet, device, batch_size, bins, max_levels, timing, progress)
+    table.save(path)
+    return table, False

@@ -1,0 +1,181 @@
+"""Run a supernet's graph from any node onward, reusing activations computed up to that node.
+
+Greedy slimming scores many candidates per step that differ from the parent configuration in one
+channel group only.  Everything a candidate computes before that group's channels are *mixed* is
+the parent's computation, or a channel prefix of it: slimmable layers keep the first k channels,
+and convs, BN (batch or running statistics are per channel), activations, pooling and residual
+additions all act on each channel separately.  So a candidate's activations at its **cut** - the
+first node that mixes the changed group's channels (a dense conv or linear layer reading them, or
+anything not known to be channel-wise) - are the parent's activations there, with the changed
+group's tensors cut down to the new width.  This module traces the network once with torch.fx
+(slimmable layers as leaves, as `models.space` does) and runs node ranges over caller-held
+environments, so the search computes each step's shared prefix once.
+
+An environment maps graph nodes to tensors: the values *live* at a position (computed before it and
+still used at or after it).  Environments hold one batch each, because calibration batches must
+stay exactly the batches a plain forward would see (BN normalises with per-batch statistics).
+"""
+
+from __future__ import annotations
+
+import functools
+import operator
+
+import torch
+from torch import fx, nn
+
+from models.ops import SlimBatchNorm2d, SlimConv2d, SlimLinear, SwitchableBatchNorm2d
+from models.space import _LeafTracer
+from models.supernet import Supernet
+
+Env = dict[fx.Node, torch.Tensor]
+
+_CHANNELWISE_MODULES = (
+    SlimBatchNorm2d, nn.ReLU, nn.ReLU6, nn.Hardswish, nn.Hardsigmoid, nn.SiLU, nn.Sigmoid, nn.Identity,
+    nn.Dropout, nn.AdaptiveAvgPool2d, nn.AvgPool2d, nn.MaxPool2d, nn.Flatten,
+)
+_CHANNELWISE_FUNCTIONS = {operator.add, operator.iadd, torch.add, torch.flatten, torch.relu, nn.functional.relu,
+                          nn.functional.relu6, nn.functional.adaptive_avg_pool2d}
+_CHANNELWISE_METHODS = {"flatten", "relu", "relu_"}
+"""Ops whose output channel c depends on input channel c only (flatten keeps channel-major order)."""
+
+
+class PartialForward:
+    """The traced node list of ``supernet.net`` with the bookkeeping to run any range of it."""
+
+    def __init__(self, supernet: Supernet) -> None:
+        self.supernet = supernet
+        self.modules = dict(supernet.net.named_modules())
+        self.nodes: list[fx.Node] = list(_LeafTracer().trace(supernet.net).nodes)
+        self.position = {node: i for i, node in enumerate(self.nodes)}
+        self.group = self._channel_groups()
+        self._last_use = {node: max((self.position[u] for u in node.users), default=-1) for node in self.nodes}
+        self._cuts: dict[str, int] = {}
+        self.end = len(self.nodes)
+
+    # ---- structure --------------------------------------------------------------------------
+    def _channel_groups(self) -> dict[fx.Node, str | None]:
+        """The channel group each node's output carries (None: image or class logits)."""
+        space, out = self.supernet.space, {}
+        for node in self.nodes:
+            first = next((a for a in node.args if isinstance(a, fx.Node)), None)
+            if node.op == "call_module" and node.target in space.layers:
+                layer = space.layers[node.target]
+                out[node] = layer.group if layer.kind == "conv" else (None if layer.kind == "linear" else out[first])
+            else:
+                out[node] = out.get(first) if first is not None else None
+        return out
+
+    def cut(self, group: str) -> int:
+        """Position of the first node that mixes ``group``'s channels: where a candidate changing
+        only that group starts to differ from the parent by more than a channel prefix."""
+        if group not in self._cuts:
+            self._cuts[group] = next(i for i, node in enumerate(self.nodes) if self._mixes(node, group))
+        return self._cuts[group]
+
+    def _mixes(self, node: fx.Node, group: str) -> bool:
+        reads = any(isinstance(a, fx.Node) and self.group[a] == group for a in node.all_input_nodes)
+        if not reads:
+            return False
+        if node.op == "call_module":
+            module = self.modules[node.target]
+            if isinstance(module, SlimConv2d):
+                return not module.depthwise
+            return not isinstance(module, _CHANNELWISE_MODULES)
+        if node.op == "call_function":
+            return node.target not in _CHANNELWISE_FUNCTIONS
+        if node.op == "call_method":
+            return node.target not in _CHANNELWISE_METHODS
+        return True  # the output node: logits never carry a group, but be safe
+
+    def live_at(self, position: int) -> list[fx.Node]:
+        """Nodes computed before ``position`` whose values are still needed at or after it."""
+        return [n for n in self.nodes[:position] if self._last_use[n] >= position]
+
+    def batchnorms(self, start: int, stop: int) -> list[nn.Module]:
+        """BN layers run by nodes in [start, stop): the ones a range's calibration re-estimates."""
+        found = []
+        for node in self.nodes[start:stop]:
+            module = self.modules.get(node.target) if node.op == "call_module" else None
+            if isinstance(module, SlimBatchNorm2d):
+                found.append(module)
+            elif isinstance(module, SwitchableBatchNorm2d):
+                found.extend(module.bn)
+        return found
+
+    def last_batchnorm(self) -> int:
+        """Position just after the last BN node: calibration need not run further."""
+        return 1 + max(i for i, n in enumerate(self.nodes)
+                       if n.op == "call_module" and isinstance(self.modules[n.target], (SlimBatchNorm2d, SwitchableBatchNorm2d)))
+
+    # ---- execution --------------------------------------------------------------------------
+    def start(self, x: torch.Tensor) -> Env:
+        """The environment at position 0: the network input."""
+        return {self.nodes[0]: x}
+
+    def advance(self, env: Env, start: int, stop: int) -> Env:
+        """Run nodes [start, stop) on ``env`` (live at ``start``); return the values live at ``stop``.
+
+        ``env`` itself is never modified, so one cached environment serves many runs.
+        """
+        values = self._run(env, start, stop)
+        return {node: values[node] for node in self.live_at(stop)}
+
+    def finish(self, env: Env, start: int, stop: int | None = None) -> torch.Tensor | None:
+        """Run from ``start`` to ``stop`` (default: the end) and return the network output, if reached."""
+        stop = self.end if stop is None else stop
+        values = self._run(env, start, stop)
+        last = self.nodes[-1]
+        return values.get(last) if stop == self.end else None
+
+    def narrow(self, env: Env, group: str, parent_width: int, width: int) -> Env:
+        """``env`` with every tensor of ``group`` cut from ``parent_width`` to ``width`` channels.
+
+        A flattened tensor keeps channel-major order, so its prefix scales with the channels.
+        """
+        out = {}
+        for node, value in env.items():
+            if self.group[node] == group and width != parent_width:
+                keep = value.shape[1] // parent_width * width
+                value = value[:, :keep].contiguous()
+            out[node] = value
+        return out
+
+    def _run(self, env: Env, start: int, stop: int) -> Env:
+        values = dict(env)
+        borrowed = set(env)
+        for i in range(start, stop):
+            node = self.nodes[i]
+            if node.op == "placeholder":
+                continue  # the input: supplied by `start`
+            if _in_place(node, self.modules) and node.args and node.args[0] in borrowed:
+                # An in-place op must not overwrite a value the caller keeps for other candidates.
+                values[node.args[0]] = values[node.args[0]].clone()
+                borrowed.discard(node.args[0])
+            values[node] = self._call(node, values)
+            for used in node.all_input_nodes:
+                if self._last_use[used] == i:
+                    del values[used]  # only this local reference: the caller's env is untouched
+        return values
+
+    def _call(self, node: fx.Node, values: Env):
+        args, kwargs = fx.node.map_arg((node.args, node.kwargs), lambda n: values[n])
+        if node.op == "call_module":
+            return self.modules[node.target](*args, **kwargs)
+        if node.op == "call_function":
+            return node.target(*args, **kwargs)
+        if node.op == "call_method":
+            return getattr(args[0], node.target)(*args[1:], **kwargs)
+        if node.op == "get_attr":
+            return functools.reduce(getattr, str(node.target).split("."), self.supernet.net)
+        if node.op == "output":
+            return args[0]
+        raise RuntimeError(f"cannot run graph node {node.name!r} ({node.op})")
+
+
+def _in_place(node: fx.Node, modules: dict[str, nn.Module]) -> bool:
+    if node.op == "call_module":
+        return bool(getattr(modules[node.target], "inplace", False))
+    if node.op == "call_function":
+        return node.target is operator.iadd or bool(node.kwargs.get("inplace", False))
+    return node.op == "call_method" and str(node.target).endswith("_")
