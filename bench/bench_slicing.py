@@ -43,7 +43,8 @@ def _once(model: nn.Module, x: torch.Tensor) -> float:
     return time.perf_counter() - start
 
 
-def time_pair(supernet: nn.Module, slim: nn.Module, x: torch.Tensor, warmup: int, repeats: int) -> tuple[float, float, float]:
+def time_pair(supernet: nn.Module, slim: nn.Module, x: torch.Tensor, warmup: int,
+              repeats: int) -> tuple[float, float, float]:
     """Median milliseconds of one forward of each model, and the median of the paired ratios.
 
     The two are measured alternately; the ratio of each back-to-back pair cancels slow drift in
@@ -106,7 +107,8 @@ def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, median of {args.repeats} (after {args.warmup} warm-up)")
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, "
+          f"median of {args.repeats} (after {args.warmup} warm-up)")
     print(HEADER)
     rows = [row for size in args.sizes for arch in args.archs or models.list_archs() for row in bench_arch(arch, size, args)]
     worst = max(rows, key=lambda r: r.ratio)

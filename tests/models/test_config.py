@@ -90,7 +90,8 @@ def test_rejects_count_outside_bounds(valid, offset):
     data, space = valid
     group = space.groups[space.group_of("layer4.0.conv1")]
     count = group.max + group.divisor if offset == "above" else group.min - group.divisor
-    with pytest.raises(ConfigError, match=rf"layer 'layer4.0.conv1': {count} channels is outside \[{group.min}, {group.max}\]"):
+    message = rf"layer 'layer4.0.conv1': {count} channels is outside \[{group.min}, {group.max}\]"
+    with pytest.raises(ConfigError, match=message):
         ChannelConfig.from_dict(set_group(data, space, "layer4.0.conv1", count))
 
 

@@ -97,7 +97,8 @@ def test_saved_slim_model_files_agree(arch, randomise_bn, tmp_path):
     with torch.no_grad():
         expected = slim(x).numpy()
 
-    session = onnxruntime.InferenceSession(str(save_model(slim, tmp_path / "m.onnx", 32)), providers=["CPUExecutionProvider"])
+    onnx_path = save_model(slim, tmp_path / "m.onnx", 32)
+    session = onnxruntime.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
     np.testing.assert_allclose(session.run(["logits"], {"input": x.numpy()})[0], expected, atol=1e-4, rtol=0)
     scripted = torch.jit.load(str(save_model(slim, tmp_path / "m.ts", 32)))
     reloaded = torch.load(save_model(slim, tmp_path / "m.pt", 32), weights_only=False)

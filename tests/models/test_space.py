@@ -64,7 +64,8 @@ def test_mobilenet_v2_depthwise_tied_to_expand_and_residuals_tied():
     space = models.build_supernet("mobilenet_v2", width_mult=0.5).space
     assert group_with(space, "features.0.0") == {"features.0.0", "features.1.conv.0.0"}  # t=1: no expand conv
     for block in range(2, 18):
-        assert group_with(space, f"features.{block}.conv.1.0") == {f"features.{block}.conv.0.0", f"features.{block}.conv.1.0"}
+        expand, depthwise = f"features.{block}.conv.0.0", f"features.{block}.conv.1.0"
+        assert group_with(space, depthwise) == {expand, depthwise}
     # Residual blocks: 24-channel stage (blocks 2-3), 32 (4-6), 64 (7-10), 96 (11-13), 160 (14-16).
     for first, last in ((2, 3), (4, 6), (7, 10), (11, 13), (14, 16)):
         assert group_with(space, f"features.{first}.conv.2.0") == {f"features.{b}.conv.2.0" for b in range(first, last + 1)}
