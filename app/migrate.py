@@ -16,7 +16,7 @@ from sqlalchemy import Engine
 
 import migrations
 
-SCRIPT_LOCATION = Path(migrations.__file__).parent
+SCRIPT_LOCATION = Path(next(iter(migrations.__path__)))
 
 
 class SchemaError(RuntimeError):

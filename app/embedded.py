@@ -1,0 +1,75 @@
+"""`autoslim up`: the whole service on one machine, with no Postgres and no Redis.
+
+The API runs in this process (uvicorn) and a real Celery worker in a child process, both on the
+SQLite file and the filesystem message queue under ``AUTOSLIM_HOME``.  The admin token is kept in
+``AUTOSLIM_HOME/admin.token`` (mode 0600), so every start prints the same one.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from sqlalchemy import Engine, select
+
+from app.auth import User, create_token, hash_token
+from app.db import session_scope
+from app.schemas import SearchCreate
+from app.settings import Settings
+from app.tables import Role, Token
+
+DEMO_SEARCH = {
+    "arch": "mobilenet_v2", "dataset": "digits", "width_mult": 0.35, "macs": ["3M", "2M"],
+    "train": {"epochs": 2, "batch_size": 64, "num_sandwich": 3, "warmup_epochs": 0.5},
+    "search": {"bins": 6, "score_size": 300, "calib_size": 300, "calib_batch_size": 100},
+    "export_formats": ["pt"],
+}
+"""MobileNetV2 at 0.35 width on the digits: a real AutoSlim run that finishes in a few minutes on 2 cores."""
+
+
+def admin_token(engine: Engine, home: Path) -> str:
+    """The embedded admin token: the one saved under ``home`` if the database still knows it, else a new one."""
+    path = home / "admin.token"
+    with session_scope(engine) as session:
+        if path.is_file():
+            secret = path.read_text().strip()
+            known = session.scalar(select(Token.id).where(Token.token_hash == hash_token(secret),
+                                                          Token.role == Role.admin, Token.revoked_at.is_(None)))
+            if known is not None:
+                return secret
+        secret = create_token(session, "admin", admin=True)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(secret + "\n")
+    path.chmod(0o600)
+    return secret
+
+
+def start_worker(queue: str) -> subprocess.Popen:
+    """A worker process with this process's environment (so the same settings)."""
+    return subprocess.Popen([sys.executable, "-m", "app.cli", "worker", "--queue", queue], env=dict(os.environ))
+
+
+def stop_worker(process: subprocess.Popen, grace_s: float = 10.0) -> None:
+    """Warm shutdown first (the search's checkpoints are on disk either way), then kill."""
+    if process.poll() is not None:
+        return
+    process.terminate()
+    try:
+        process.wait(grace_s)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+
+
+def submit_demo(engine: Engine, settings: Settings) -> str:
+    """Queue the demo search as the admin; returns its id."""
+    from app.search_service import submit
+    from worker.celery_app import make_celery
+
+    with session_scope(engine) as session:
+        admin = session.scalar(select(Token).where(Token.role == Role.admin).order_by(Token.id))
+        user = User(name=admin.name, role=admin.role, token_id=admin.id)
+        search, _ = submit(session, make_celery(settings), settings, user, SearchCreate.model_validate(DEMO_SEARCH))
+        return search.id

@@ -1,0 +1,78 @@
+"""How a search ends in the database: succeeded (budgets, supernet, trajectory), cancelled, failed.
+
+The final write goes through the claim (`worker.progress.Claim`), so only the worker that holds
+the search can end it.  The trajectory is reconciled with the engine's result: a step saved to the
+work directory just before a crash, but never reported, is stored now, so no step is lost.
+"""
+
+from __future__ import annotations
+
+import json
+import traceback
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from app.db import session_scope
+from app.tables import BudgetResult, Status, Supernet, utcnow
+from worker.progress import Claim
+
+
+def store_success(claim: Claim, result: dict[str, Any], workdir: Path, spec: dict[str, Any]) -> None:
+    with session_scope(claim.engine) as session:
+        supernet = upsert_supernet(session, result.get("supernet") or {}, spec, claim.search_id)
+        session.query(BudgetResult).filter(BudgetResult.search_id == claim.search_id).delete()
+        for budget in result["budgets"]:
+            session.add(budget_row(claim.search_id, budget, workdir))
+        recovered = claim.add_steps(session, result.get("trajectory", []))
+        claim.update_in(session, status=Status.succeeded, phase="done", percent=100.0, eta_s=0.0,
+                        finished_at=utcnow(), timings=result.get("timings"), summary=result.get("full"),
+                        supernet_id=supernet.id if supernet else None,
+                        supernet_reused=bool((result.get("supernet") or {}).get("reused")), claim_id=None)
+        note = f"; {recovered} trajectory steps recovered from the result" if recovered else ""
+        claim.event(session, "succeeded", f"{len(result['budgets'])} budgets answered{note}",
+                    data={"timings": result.get("timings")})
+
+
+def budget_row(search_id: str, budget: dict[str, Any], workdir: Path) -> BudgetResult:
+    """A result row; the channel config is read from its file so any API host can serve it."""
+    files = budget.get("files") or {}
+    config = json.loads((workdir / files["config"]).read_text())
+    return BudgetResult(search_id=search_id, kind=budget["kind"], target=float(budget["target"]),
+                        macs=int(budget["macs"]), params=int(budget["params"]), latency_ms=budget.get("latency_ms"),
+                        val_accuracy=budget.get("val_accuracy"), test_accuracy=budget.get("test_accuracy"),
+                        channels=budget.get("channels") or config.get("channels", {}), config=config, files=files)
+
+
+def upsert_supernet(session: Session, info: dict[str, Any], spec: dict[str, Any], search_id: str) -> Supernet | None:
+    """Record the supernet the search trained or reused; reuse bumps its use count."""
+    if not info.get("key"):
+        return None
+    row = session.scalar(select(Supernet).where(Supernet.key == info["key"]))
+    if row is None:
+        row = Supernet(key=info["key"], arch=spec["arch"], dataset=spec["dataset"], path=str(info.get("path", "")),
+                       first_search_id=search_id, uses=1)
+        session.add(row)
+    else:
+        row.uses += 1
+        row.last_used_at = utcnow()
+        row.path = str(info.get("path") or row.path)
+    session.flush()
+    return row
+
+
+def store_cancelled(claim: Claim, phase: str | None) -> None:
+    with session_scope(claim.engine) as session:
+        claim.update_in(session, status=Status.cancelled, finished_at=utcnow(), cancel_requested=False, claim_id=None)
+        claim.event(session, "cancelled", f"cancelled during {phase or 'start-up'}; checkpoints and "
+                                          "trajectory kept, a retry continues from them")
+
+
+def store_failure(claim: Claim, err: BaseException) -> None:
+    message = f"{type(err).__name__}: {err}"
+    with session_scope(claim.engine) as session:
+        claim.update_in(session, status=Status.failed, finished_at=utcnow(), error=message, claim_id=None)
+        claim.event(session, "failed", message, level="error",
+                    data={"traceback": traceback.format_exception(err)[-20:]})
