@@ -14,6 +14,7 @@ Building the app connects to nothing; the API uses it only to send (`enqueue`).
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 from celery import Celery
@@ -77,8 +78,12 @@ def broker_ok(celery: Celery, timeout_s: float = 3.0) -> str | None:
     try:
         with celery.connection_for_write() as conn:
             conn.ensure_connection(max_retries=1, timeout=timeout_s)
-            with conn.channel() as channel:
-                channel.queue_declare(queue=celery.conf.task_default_queue, passive=True)
+            channel = conn.default_channel
+            if hasattr(channel, "client"):  # Redis: a connection object alone proves nothing
+                channel.client.ping()
+            folder = getattr(channel, "data_folder_out", None)
+            if folder is not None and not os.access(folder, os.W_OK):  # the filesystem queue
+                return f"message folder {folder} is not writable"
     except Exception as err:  # noqa: BLE001 - any broker failure is reported, not raised
         return f"{type(err).__name__}: {err}"
     return None
