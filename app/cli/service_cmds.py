@@ -24,6 +24,9 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("worker", help="a search worker on this machine (solo pool: one search at a time)")
     p.add_argument("--queue", choices=("cpu", "gpu"), default=None, help="default AUTOSLIM_DEFAULT_QUEUE")
     p.add_argument("--loglevel", default="INFO")
+    p.add_argument("--max-tasks-per-child", type=int, default=0, metavar="N",
+                   help="run each search in a child process replaced after N searches, so the GPU memory "
+                        "(CUDA context included) is handed back; 0 = the solo pool (default)")
     p.set_defaults(handler=cmd_worker)
 
     p = sub.add_parser("migrate", help="bring the database to the newest schema")
@@ -90,8 +93,12 @@ def cmd_worker(args: argparse.Namespace) -> int:
     # there is nothing to gain from a pool; a kill of the worker kills its search too (no orphaned
     # child still writing heartbeats), and no forked child can inherit a CUDA context.  Scale out
     # with more worker processes: one per GPU (CUDA_VISIBLE_DEVICES) and per machine.
+    # With --max-tasks-per-child the search runs in one forked child (the parent never imports
+    # torch) that exits after N searches, and the parent still answers pings while it works.
+    pool = (["--pool", "prefork", "--concurrency", "1", "--max-tasks-per-child", str(args.max_tasks_per_child)]
+            if args.max_tasks_per_child > 0 else ["--pool", "solo"])
     make_celery(settings).worker_main([
-        "worker", "--queues", queue, "--pool", "solo", "--loglevel", args.loglevel,
+        "worker", "--queues", queue, *pool, "--loglevel", args.loglevel,
         "--hostname", f"autoslim-{queue}-{os.getpid()}@{socket.gethostname()}",
         "--without-gossip", "--without-mingle", "--without-heartbeat"])
     return 0
