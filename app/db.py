@@ -9,7 +9,6 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
-from functools import lru_cache
 from pathlib import Path
 
 from sqlalchemy import Engine, create_engine, event
@@ -40,10 +39,21 @@ def _sqlite_pragmas(dbapi_connection, _record) -> None:  # noqa: ANN001 - DB-API
     cursor.close()
 
 
-@lru_cache(maxsize=8)
+_ENGINES: dict[str, Engine] = {}
+
+
 def engine_for(url: str) -> Engine:
     """One engine (one connection pool) per URL per process."""
-    return make_engine(url)
+    if url not in _ENGINES:
+        _ENGINES[url] = make_engine(url)
+    return _ENGINES[url]
+
+
+def forget_inherited_connections() -> None:
+    """In a forked child: drop the parent's pooled connections without closing them (they are
+    the parent's sockets), so the child opens its own."""
+    for engine in _ENGINES.values():
+        engine.dispose(close=False)
 
 
 def session_factory(engine: Engine) -> sessionmaker[Session]:

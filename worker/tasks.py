@@ -15,9 +15,9 @@ import socket
 from pathlib import Path
 
 from celery import shared_task
-from celery.signals import worker_ready
+from celery.signals import worker_process_init, worker_ready
 
-from app.db import engine_for
+from app.db import engine_for, forget_inherited_connections
 from app.settings import Settings, get_settings
 from app.tables import Search
 from engine.spec import Cancelled
@@ -90,3 +90,9 @@ def _start_reaper(sender, **_kwargs) -> None:  # noqa: ANN001 - Celery's consume
     """Each worker also looks for searches whose worker died; the conditional updates make many
     reapers at once safe."""
     start_reaper(sender.app)
+
+
+@worker_process_init.connect
+def _own_connections(**_kwargs) -> None:
+    """A prefork pool child (``--max-tasks-per-child``) must not share the parent's database sockets."""
+    forget_inherited_connections()
