@@ -28,7 +28,9 @@ Count = Annotated[int, BeforeValidator(parse_count), Field(gt=0)]
 
 
 class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    """Unknown fields are errors (a typo must not silently fall back to a default), as are inf/nan."""
+
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
 
 class TrainSettings(Strict):
@@ -70,7 +72,7 @@ class RetrainSettings(Strict):
 class SearchCreate(Strict):
     """A search to run: which network, which data, which budgets."""
 
-    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [{
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False, json_schema_extra={"examples": [{
         "arch": "mobilenet_v2", "dataset": "digits", "width_mult": 0.35, "macs": ["1M", 1500000],
         "train": {"epochs": 2, "batch_size": 64}, "search": {"bins": 8}}]})
 

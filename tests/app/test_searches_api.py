@@ -54,6 +54,7 @@ def test_idempotency_key_returns_the_same_search(alice, bob, valid):
     ({"macs": ["3M", 10]}, ["body", "macs", 1], "below the smallest"),
     ({"params": [1]}, ["body", "params", 0], "feasible range"),
     ({"latency_ms": [-1]}, ["body", "latency_ms", 0], "greater than 0"),
+    ({"latency_ms": ["inf"]}, ["body", "latency_ms", 0], "finite number"),
     ({"train": {"epochs": 100000}}, ["body", "train", "epochs"], "more than the limit of 1000"),
     ({"train": {"epochs": 0}}, ["body", "train", "epochs"], "greater than or equal to 1"),
     ({"train": {"mode": "magic"}}, ["body", "train", "mode"], "usnet-nonuniform"),
