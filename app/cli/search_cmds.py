@@ -1,9 +1,122 @@
-"""Commands of this group are added as their features land."""
+"""``autoslim search`` and ``autoslim retrain``: the search job and retraining from the shell."""
 
 from __future__ import annotations
 
 import argparse
+import json
+from pathlib import Path
+
+from engine.spec import TRAIN_MODES, RetrainSpec, SearchSettings, TrainSpec
 
 
 def add_commands(sub: argparse._SubParsersAction) -> None:
-    """Register this group's subcommands on the top-level parser."""
+    p = sub.add_parser("search", help="AutoSlim: per-layer channel counts for MACs / latency / params budgets")
+    p.add_argument("--arch", required=True, help="architecture (see `autoslim archs`)")
+    p.add_argument("--dataset", required=True, help="digits | cifar10:DIR | imagefolder:DIR")
+    p.add_argument("--macs", default="", help="MACs budgets, e.g. 2M,4M (suffixes k, M, G)")
+    p.add_argument("--latency-ms", default="", help="latency budgets in ms on this machine (batch 1), e.g. 1.5,3")
+    p.add_argument("--params", default="", help="parameter budgets, e.g. 100k")
+    p.add_argument("--epochs", type=int, default=TrainSpec.epochs, help="supernet training epochs")
+    p.add_argument("--out", type=Path, required=True, help="work folder: configs, models, result.json (resumable)")
+    p.add_argument("--width-mult", type=float, default=1.0, help="width of the full supernet")
+    p.add_argument("--mode", choices=[m for m in TRAIN_MODES if m != "snet"], default=TrainSpec.mode)
+    p.add_argument("--input-size", type=int, default=32)
+    p.add_argument("--batch-size", type=int, default=TrainSpec.batch_size)
+    p.add_argument("--lr", type=float, default=TrainSpec.lr)
+    p.add_argument("--bins", type=int, default=SearchSettings.bins, help="channel bins per layer group")
+    p.add_argument("--calib-size", type=int, default=SearchSettings.calib_size, help="images for BN calibration")
+    p.add_argument("--score-size", type=int, default=SearchSettings.score_size, help="held-out images to score with")
+    p.add_argument("--retrain-epochs", type=int, default=0, help="fine-tune each answer for this many epochs")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
+    p.set_defaults(handler=cmd_search)
+
+    p = sub.add_parser("retrain", help="fine-tune a channel config from a supernet (or train it from scratch)")
+    p.add_argument("--config", type=Path, required=True, help="channel-config JSON")
+    p.add_argument("--dataset", required=True, help="digits | cifar10:DIR | imagefolder:DIR")
+    p.add_argument("--epochs", type=int, required=True)
+    p.add_argument("--checkpoint", type=Path, help="supernet checkpoint to start from (default: from scratch)")
+    p.add_argument("--out", type=Path, required=True, help="folder for model.pt, config.json, retrain.json")
+    p.add_argument("--lr", type=float, help=f"peak learning rate (default {RetrainSpec.lr} fine-tuning, "
+                                             f"{TrainSpec.lr} from scratch)")
+    p.add_argument("--batch-size", type=int, default=TrainSpec.batch_size)
+    p.add_argument("--calib-size", type=int, default=SearchSettings.calib_size)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default="auto")
+    p.set_defaults(handler=cmd_retrain)
+
+
+def cmd_search(args: argparse.Namespace) -> int:
+    from engine import run_search
+    from engine.budgets import parse_amounts
+    from engine.progress import ProgressPrinter
+    from engine.spec import SearchSpec
+
+    spec = SearchSpec(
+        arch=args.arch, dataset=args.dataset, macs=[int(v) for v in parse_amounts(args.macs)],
+        latency_ms=parse_amounts(args.latency_ms), params=[int(v) for v in parse_amounts(args.params)],
+        input_size=args.input_size, width_mult=args.width_mult, seed=args.seed, device=args.device,
+        train=TrainSpec(mode=args.mode, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr),
+        search=SearchSettings(bins=args.bins, calib_size=args.calib_size, score_size=args.score_size),
+        retrain=RetrainSpec(epochs=args.retrain_epochs),
+    )
+    printer = ProgressPrinter()
+    result = run_search(spec, args.out, report=lambda event: printer({k: v for k, v in event.items() if k != "trajectory_step"}))
+    print(_table(result, args.out))
+    return 0
+
+
+def _table(result: dict, out: Path) -> str:
+    """One line per budget; MACs and params in millions, accuracy in percent."""
+    from engine.budgets import Budget
+
+    retrained = any("test_accuracy" in b for b in result["budgets"])
+    head = f"{'budget':>16} {'MACs':>9} {'params':>9} {'latency':>10} {'val acc':>8}" + (f" {'test acc':>8}" if retrained else "")
+    lines = [head + "  config"]
+    for b in result["budgets"]:
+        latency = "-" if b["latency_ms"] is None else f"{b['latency_ms']:.3f}ms"
+        row = (f"{Budget(b['kind'], b['target']).describe():>16} {b['macs'] / 1e6:>8.3f}M {b['params'] / 1e6:>8.4f}M "
+               f"{latency:>10} {b['val_accuracy']:>7.2f}%")
+        if retrained:
+            row += f" {b['test_accuracy']:>7.2f}%"
+        lines.append(f"{row}  {out / b['files']['config']}")
+    full = result["full"]
+    lines.append(f"{'full network':>16} {full['macs'] / 1e6:>8.3f}M {full['params'] / 1e6:>8.4f}M "
+                 f"{'-' if full.get('latency_ms') is None else format(full['latency_ms'], '.3f') + 'ms':>10} "
+                 f"{full['val_accuracy']:>7.2f}%")
+    supernet = result["supernet"]
+    lines.append(f"supernet {supernet['key']} ({'reused' if supernet['reused'] else 'trained'}): {supernet['path']}")
+    return "\n".join(lines)
+
+
+def cmd_retrain(args: argparse.Namespace) -> int:
+    from engine.data import as_batches, load_data
+    from engine.progress import ProgressPrinter
+    from engine.retrain import initial_model, retrain
+    from engine.train import load_supernet
+    from models import ChannelConfig
+    from models.files import save_model
+
+    config = ChannelConfig.load(args.config)
+    data = load_data(args.dataset, input_size=config.net.input_size, seed=args.seed)
+    supernet = calib = None
+    if args.checkpoint is not None:
+        supernet = load_supernet(args.checkpoint)
+        calib = as_batches(data.train_plain, limit=args.calib_size, seed=args.seed)
+    model = initial_model(config, supernet, calib, args.seed)
+    fine_tune = supernet is not None
+    lr = args.lr if args.lr is not None else (RetrainSpec.lr if fine_tune else TrainSpec.lr)
+    recipe = TrainSpec(batch_size=args.batch_size, lr=lr)
+    done = retrain(model, data, recipe, args.epochs, lr, fine_tune=fine_tune, seed=args.seed, device=args.device,
+                   report=ProgressPrinter())
+    args.out.mkdir(parents=True, exist_ok=True)
+    save_model(done.model, args.out / "model.pt", config.net.input_size)
+    config.accuracy = done.test.accuracy
+    config.extra.update(test_accuracy=done.test.accuracy, retrained_epochs=args.epochs,
+                        retrained_from="scratch" if not fine_tune else str(args.checkpoint))
+    config.save(args.out / "config.json")
+    (args.out / "retrain.json").write_text(json.dumps({"test_accuracy": done.test.accuracy, "test_loss": done.test.loss,
+                                                       "epochs": args.epochs, "fine_tuned": fine_tune,
+                                                       "seconds": round(done.seconds, 2)}, indent=2) + "\n")
+    print(f"test accuracy: {done.test.accuracy:.2f}% ({len(data.test)} images; model in {args.out / 'model.pt'})")
+    return 0

@@ -1,0 +1,271 @@
+"""`run_search`: one search job end to end, behind one function the worker, CLI and tests share.
+
+data -> budget checks (before any training) -> supernet (trained, or reused from the cache) ->
+greedy slimming (or, for a MutualNet supernet, the width x resolution grid) -> optional retraining
+-> export: for every budget a channel-config JSON and the slim model files.  Progress goes to
+``report`` (phases data/train/search/retrain/export/done with the whole job's percent), the cancel
+check runs between steps, and everything is resumable from the work directory: the supernet's
+checkpoints live in the cache, the search state, retrained models and results in ``workdir``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import time
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+
+from engine.budgets import Budget, budgets_of, check_budgets, first_fit, space_range, until_all_met
+from engine.data import DataSplits, as_batches, load_data
+from engine.export_results import calibrated_slim, export_answer
+from engine.greedy import GreedySlimmer
+from engine.job_progress import JobProgress
+from engine.latency import LatencyTable, cached_table
+from engine.mutual_search import at_resolution, best_under, grid_range, resized, search_grid
+from engine.retrain import initial_model, retrain
+from engine.sampling import default_resolutions
+from engine.spec import CancelFn, Cancelled, ReportFn, SearchSpec
+from engine.supernet_cache import cache_root, fresh_supernet, obtain_supernet
+from engine.train import load_supernet, pick_device
+from models import ChannelConfig, Supernet, count_macs, count_params
+
+LATENCY_ENV = "AUTOSLIM_LATENCY_CACHE"
+LATENCY_BATCH = 1
+"""Latency budgets are single-image inference latency on the worker's device."""
+
+
+def run_search(spec: SearchSpec | dict, workdir: Path, report: ReportFn | None = None,
+               should_cancel: CancelFn | None = None) -> dict[str, Any]:
+    """Run (or resume) the search ``spec`` in ``workdir``; returns the JSON-able result.
+
+    The result, also written to ``workdir/result.json``::
+
+        {"budgets": [{"kind", "target", "macs", "params", "latency_ms", "val_accuracy", "val_loss",
+                      "test_accuracy" (retrained only), "channels", "files": {"config", "pt", "onnx"}}],
+         "trajectory": [greedy steps, or grid points for MutualNet], "full": {...},
+         "supernet": {"key", "path", "reused"}, "timings": {...}, "spec": {...}}
+
+    Supernets are cached in ``$AUTOSLIM_SUPERNET_CACHE`` or ``workdir/../supernets``, latency
+    tables in ``$AUTOSLIM_LATENCY_CACHE`` or ``workdir/../latency``.  Raises `BudgetError` for
+    a budget the network cannot meet (before any training), `Cancelled` when ``should_cancel()``
+    turns true (the work directory keeps everything done so far).
+    """
+    spec = spec if isinstance(spec, SearchSpec) else SearchSpec.from_dict(spec)
+    return _Job(spec, Path(workdir), report, should_cancel).run()
+
+
+class _Job:
+    def __init__(self, spec: SearchSpec, workdir: Path, report: ReportFn | None, should_cancel: CancelFn | None) -> None:
+        self.spec, self.workdir = spec, workdir
+        self.cancel = should_cancel or (lambda: False)
+        self.progress = JobProgress(report, retrain=spec.retrain.epochs > 0)
+        self.timings: dict[str, float] = {}
+        self.mutual = spec.train.mode == "mutual"
+        self.spec_hash = hashlib.sha256(json.dumps(spec.to_dict(), sort_keys=True).encode()).hexdigest()[:24]
+
+    def run(self) -> dict[str, Any]:
+        done = self._finished()
+        if done is not None:
+            return done
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        started = time.monotonic()
+        budgets = self._validate()
+        data, tables = self._prepare(budgets)
+        entry = self._timed("train_s", lambda: obtain_supernet(self.spec, data, cache_root(self.workdir),
+                                                               self.progress.sub("train"), self.cancel))
+        if entry.reused:
+            self.progress.skip_training()
+        device = pick_device(self.spec.device)
+        supernet = load_supernet(entry.path, device)
+        calib = as_batches(data.train_plain, self.spec.search.calib_size, self.spec.search.calib_batch_size,
+                           self.spec.seed, device)
+        score = as_batches(data.val, self.spec.search.score_size, self.spec.search.calib_batch_size, self.spec.seed, device)
+        search = self._mutual if self.mutual else self._greedy
+        answers, trajectory, full = self._timed("search_s", lambda: search(supernet, calib, score, budgets, tables, entry.key))
+        tested = self._timed("retrain_s", lambda: self._retrain(supernet, data, calib, answers))
+        results = self._timed("export_s", lambda: self._export(answers, tested, calib))
+        self.timings["total_s"] = time.monotonic() - started
+        result = {"budgets": results, "trajectory": trajectory, "full": full,
+                  "supernet": {"key": entry.key, "path": str(entry.path), "reused": entry.reused},
+                  "timings": {k: round(v, 3) for k, v in self.timings.items()}, "spec": self.spec.to_dict(),
+                  "spec_hash": self.spec_hash}
+        _write_json(self.workdir / "result.json", result)
+        self.progress("done", 1.0)
+        return result
+
+    # ---- phases ---------------------------------------------------------------------------------
+    def _finished(self) -> dict[str, Any] | None:
+        path = self.workdir / "result.json"
+        if path.is_file():
+            result = json.loads(path.read_text())
+            if result.get("spec_hash") == self.spec_hash:
+                return result
+        return None
+
+    def _validate(self) -> list[Budget]:
+        if self.spec.train.mode == "snet":
+            raise ValueError("an S-Net supernet runs only at its switches and cannot be slimmed per layer; "
+                             "train it in usnet-nonuniform (AutoSlim), usnet or mutual mode")
+        if self.mutual and self.spec.retrain.epochs > 0:
+            raise ValueError("MutualNet search picks (width, resolution) points of the trained supernet: no retraining")
+        return budgets_of(self.spec.macs, self.spec.latency_ms, self.spec.params)
+
+    def _prepare(self, budgets: list[Budget]) -> tuple[DataSplits, dict[int, LatencyTable]]:
+        """Data, the budget checks, and the latency tables: everything before training."""
+        self.progress("data", 0.0)
+        data = self._timed("data_s", lambda: load_data(self.spec.dataset, self.spec.input_size,
+                                                       self.spec.search.val_fraction, self.spec.seed))
+        untrained = fresh_supernet(self.spec, data)
+        resolutions = self._resolutions()
+        ranges = grid_range(untrained, resolutions) if self.mutual else space_range(untrained.space)
+        check_budgets([b for b in budgets if b.kind != "latency_ms"], ranges)
+        self._check_cancel("before measuring latency")
+        tables = self._timed("latency_s", lambda: self._latency_tables(untrained, resolutions))
+        estimates = [(t.predict(net.space.smallest()), t.predict(net.space.full()))
+                     for r, t in tables.items() for net in [at_resolution(untrained, r)]]
+        ranges["latency_ms"] = {"min": min(lo for lo, _ in estimates), "max": max(hi for _, hi in estimates)}
+        check_budgets([b for b in budgets if b.kind == "latency_ms"], ranges)
+        self._check_cancel("before training")
+        return data, tables
+
+    def _resolutions(self) -> list[int]:
+        if not self.mutual:
+            return [self.spec.input_size]
+        return sorted(self.spec.train.resolutions or default_resolutions(self.spec.input_size), reverse=True)
+
+    def _latency_tables(self, untrained: Supernet, resolutions: list[int]) -> dict[int, LatencyTable]:
+        root, device = cache_root(self.workdir, LATENCY_ENV, "latency"), pick_device(self.spec.device)
+        tables = {}
+        for i, resolution in enumerate(resolutions):
+            on = lambda f, i=i: self.progress("data", 0.5 + 0.5 * (i + f) / len(resolutions), detail="latency table")  # noqa: E731
+            tables[resolution], _ = cached_table(at_resolution(untrained, resolution), root, device, LATENCY_BATCH,
+                                                 self.spec.search.bins, progress=on)
+        return tables
+
+    def _greedy(self, supernet: Supernet, calib, score, budgets: list[Budget], tables: dict[int, LatencyTable],
+                supernet_key: str) -> tuple[list[dict], list[dict], dict]:
+        table = tables[self.spec.input_size]
+        slimmer = GreedySlimmer(supernet, calib, score, self.spec.search.bins, latency=table.predict)
+        state_key = _hash({"supernet": supernet_key, "search": asdict(self.spec.search), "seed": self.spec.seed,
+                           "latency": table.key, "device": self.spec.device})
+        space, full = supernet.space, supernet.space.full()
+        track = _search_fraction(budgets, {"macs": count_macs(space, full), "params": count_params(space, full),
+                                           "latency_ms": table.predict(full)})
+
+        def on_step(step) -> None:
+            self.progress("search", track(step), trajectory_step=step.to_dict(space))
+
+        steps = slimmer.run(until_all_met(budgets), self.workdir / "search_state.json", state_key, self.cancel, on_step)
+        answers = [{"budget": b, "net": supernet, **_point(first_fit(steps, b))} for b in budgets]
+        return answers, [s.to_dict(space) for s in steps], steps[0].to_dict(space)
+
+    def _mutual(self, supernet: Supernet, calib, score, budgets: list[Budget], tables: dict[int, LatencyTable],
+                supernet_key: str) -> tuple[list[dict], list[dict], dict]:
+        nets = {r: at_resolution(supernet, r) for r in self._resolutions()}
+        latency = lambda r, widths: tables[r].predict(widths)  # noqa: E731
+        points = search_grid(supernet, calib, score, list(nets), latency, self.cancel,
+                             lambda p, f: self.progress("search", f, trajectory_step=p.to_dict()))
+        answers = []
+        for budget in budgets:
+            best = best_under(points, budget)
+            if best is None:
+                raise ValueError(f"no (width, resolution) point fits {budget.describe()}")
+            answers.append({"budget": budget, "net": nets[best.resolution], **_point(best)})
+        trajectory = [{"index": i, **p.to_dict()} for i, p in enumerate(points)]
+        return answers, trajectory, max(trajectory, key=lambda p: p["macs"])
+
+    def _retrain(self, supernet: Supernet, data: DataSplits, calib, answers: list[dict]) -> dict[str, dict]:
+        """Retrained models by budget label (resumable: each finished one is kept in the work directory)."""
+        out, settings = {}, self.spec.retrain
+        if settings.epochs < 1:
+            return out
+        for i, answer in enumerate(answers):
+            folder = self.workdir / "retrain" / answer["budget"].label
+            if not (folder / "retrain.json").is_file():
+                self._check_cancel("before retraining")
+                config = ChannelConfig.from_widths(supernet, answer["widths"])
+                model = initial_model(config, None if settings.from_scratch else supernet, calib, self.spec.seed)
+                sub = self.progress.sub("retrain", i / len(answers), 1 / len(answers))
+                done = retrain(model, data, self.spec.train, settings.epochs, settings.lr,
+                               fine_tune=not settings.from_scratch, seed=self.spec.seed, device=self.spec.device,
+                               report=sub, should_cancel=self.cancel)
+                folder.mkdir(parents=True, exist_ok=True)
+                torch.save(done.model, folder / "model.pt")
+                _write_json(folder / "retrain.json", {"test_accuracy": done.test.accuracy, "test_loss": done.test.loss,
+                                                      "seconds": done.seconds, "from_scratch": settings.from_scratch})
+            out[answer["budget"].label] = {**json.loads((folder / "retrain.json").read_text()), "model": folder / "model.pt"}
+        return out
+
+    def _export(self, answers: list[dict], tested: dict[str, dict], calib) -> list[dict]:
+        results = []
+        for i, answer in enumerate(answers):
+            self._check_cancel("before export")
+            budget, net, widths = answer["budget"], answer["net"], answer["widths"]
+            retrained = tested.get(budget.label)
+            model = _load_module(retrained["model"]) if retrained else calibrated_slim(net, widths, resized(calib, net.spec.input_size))
+            figures = {k: answer[k] for k in ("latency_ms", "val_accuracy", "val_loss", "step", "ratio", "resolution")
+                       if k in answer}
+            if retrained:
+                figures["test_accuracy"] = retrained["test_accuracy"]
+            files = export_answer(net, widths, self.workdir / "budgets" / budget.label, self.workdir,
+                                  self.spec.export_formats, model, figures.get("test_accuracy", answer["val_accuracy"]),
+                                  budget={"kind": budget.kind, "target": budget.target}, **figures)
+            results.append({"kind": budget.kind, "target": budget.target, "macs": answer["macs"],
+                            "params": answer["params"], **figures, "channels": net.space.to_layers(widths),
+                            "files": files})
+            self.progress("export", (i + 1) / len(answers))
+        return results
+
+    # ---- helpers --------------------------------------------------------------------------------
+    def _timed(self, name: str, work: Callable[[], Any]) -> Any:
+        started = time.monotonic()
+        try:
+            return work()
+        finally:
+            self.timings[name] = self.timings.get(name, 0.0) + time.monotonic() - started
+
+    def _check_cancel(self, where: str) -> None:
+        if self.cancel():
+            raise Cancelled(f"search cancelled {where}")
+
+
+def _point(point) -> dict[str, Any]:
+    """The figures of a chosen greedy step or grid point."""
+    out = {"widths": dict(point.widths), "macs": point.macs, "params": point.params, "latency_ms": point.latency_ms,
+           "val_accuracy": point.val_accuracy, "val_loss": point.val_loss}
+    if hasattr(point, "index"):
+        out["step"] = point.index
+    else:
+        out.update(ratio=point.ratio, resolution=point.resolution)
+    return out
+
+
+def _search_fraction(budgets: list[Budget], full: dict[str, float]) -> Callable[[Any], float]:
+    """How far a greedy step is toward meeting every budget (each in its own metric, from ``full``)."""
+    def fraction(step) -> float:
+        parts = []
+        for b in budgets:
+            now = b.value(step) or 0.0
+            parts.append(1.0 if now <= b.target else max(0.0, (full[b.kind] - now) / max(full[b.kind] - b.target, 1e-12)))
+        return min(parts)
+
+    return fraction
+
+
+def _hash(data: dict) -> str:
+    return hashlib.sha256(json.dumps(data, sort_keys=True, default=str).encode()).hexdigest()[:24]
+
+
+def _write_json(path: Path, data: dict) -> None:
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(data, indent=2))
+    os.replace(tmp, path)
+
+
+def _load_module(path: Path) -> torch.nn.Module:
+    return torch.load(path, map_location="cpu", weights_only=False).eval()

@@ -1,0 +1,88 @@
+"""Trained supernets kept by recipe, so a later search of the same network and data trains nothing.
+
+The key is a hash of everything that determines the trained weights: architecture and network
+shape, the dataset (its resolved name), the validation split (the training images are what it
+leaves), the whole training spec and the seed.  The device is not part of it: a supernet trained on
+a GPU serves a CPU search.  Each key owns a folder holding the trainer's ``last.pt`` (so an
+interrupted training resumes, from whichever job picks it up next) and ``final.pt``.  A lock file
+serialises training of one key: a second job asking for the same supernet waits, then reuses it.
+
+Location: ``$AUTOSLIM_SUPERNET_CACHE`` when set, else ``<workdir>/../supernets`` (beside the jobs'
+work directories, so every job of one service shares it).
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import json
+import os
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Iterator
+
+from engine.data import DataSplits
+from engine.spec import CancelFn, ReportFn, SearchSpec
+from engine.train import build_for_mode, train_supernet
+from models import Supernet
+
+ENV_VAR = "AUTOSLIM_SUPERNET_CACHE"
+
+
+@dataclass
+class CachedSupernet:
+    key: str
+    path: Path  # final.pt
+    reused: bool  # True when no training happened in this call
+
+
+def cache_root(workdir: Path, env_var: str = ENV_VAR, name: str = "supernets") -> Path:
+    """``$env_var`` if set, else ``workdir/../name``."""
+    configured = os.environ.get(env_var)
+    return Path(configured).expanduser() if configured else Path(workdir).resolve().parent / name
+
+
+def recipe(spec: SearchSpec, data: DataSplits) -> dict:
+    """Everything that determines the trained weights (the cache key is its hash)."""
+    return {"arch": spec.arch, "dataset": data.name, "num_classes": data.num_classes, "input_size": spec.input_size,
+            "width_mult": spec.width_mult, "divisor": spec.search.divisor, "val_fraction": spec.search.val_fraction,
+            "train": asdict(spec.train), "seed": spec.seed}
+
+
+def supernet_key(spec: SearchSpec, data: DataSplits) -> str:
+    return hashlib.sha256(json.dumps(recipe(spec, data), sort_keys=True).encode()).hexdigest()[:24]
+
+
+def fresh_supernet(spec: SearchSpec, data: DataSplits) -> Supernet:
+    """The untrained supernet of this search (its channel space is known before any training)."""
+    return build_for_mode(spec.arch, spec.train.mode, data.num_classes, spec.input_size, spec.width_mult,
+                          spec.train.width_min, spec.search.divisor, spec.seed)
+
+
+def obtain_supernet(spec: SearchSpec, data: DataSplits, root: Path, report: ReportFn | None = None,
+                    should_cancel: CancelFn | None = None) -> CachedSupernet:
+    """The trained supernet of ``spec``: from the cache, or trained into it (resuming a partial run)."""
+    key = supernet_key(spec, data)
+    folder = root / key
+    final = folder / "final.pt"
+    if final.is_file():
+        return CachedSupernet(key, final, True)
+    folder.mkdir(parents=True, exist_ok=True)
+    with _locked(root / f"{key}.lock"):
+        if final.is_file():  # another job finished it while we waited
+            return CachedSupernet(key, final, True)
+        (folder / "recipe.json").write_text(json.dumps(recipe(spec, data), indent=2, sort_keys=True))
+        train_supernet(fresh_supernet(spec, data), data, spec.train, folder, seed=spec.seed, device=spec.device,
+                       report=report, should_cancel=should_cancel)
+    return CachedSupernet(key, final, False)
+
+
+@contextmanager
+def _locked(path: Path) -> Iterator[None]:
+    with path.open("a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
