@@ -3,7 +3,9 @@
 One optimizer step trains several sub-networks of the same weights (`engine.sampling` says which):
 each member runs forward and backward in turn, gradients accumulate, then SGD steps once.  With
 inplace distillation the first member, the full network, learns from the labels and every other
-member from the full network's detached soft predictions in the same step (US-Net).
+member from the full network's detached soft predictions in the same step (US-Net).  The flag
+applies to S-Net too: the Slimmable Networks paper trained every switch on the labels, which is
+``inplace_distill=False``; the authors' later code distils switches the same way, hence one rule.
 
 Runs are reproducible from ``seed``: the data order and every augmentation are functions of
 (seed, epoch, position) (see `engine.datasets`), the sampled widths come from their own generator,
@@ -157,6 +159,8 @@ class _Trainer:
         check_mode(spec.mode, supernet)
         if seed < 0 or spec.epochs < 1 or spec.batch_size < 1:
             raise ValueError(f"seed must be >= 0 and epochs, batch size >= 1 (got {seed}, {spec.epochs}, {spec.batch_size})")
+        if spec.width_min != supernet.spec.width_min:
+            raise ValueError(f"training spec width_min {spec.width_min} differs from the supernet's {supernet.spec.width_min}")
         if len(data.train) < 2:
             raise ValueError(f"{data.name}: the training split has {len(data.train)} images; need at least 2")
         self.supernet, self.data, self.spec, self.seed, self.device = supernet, data, spec, seed, device
@@ -175,13 +179,14 @@ class _Trainer:
     # ---- run ---------------------------------------------------------------------------------
     def fit(self, report: ReportFn | None, should_cancel: CancelFn | None, checkpoint_every_s: float) -> Path:
         configure_threads(self.workers)
-        cuda = [self.device.index or 0] if self.device.type == "cuda" else []
-        with torch.random.fork_rng(devices=cuda):
-            torch.manual_seed(self.seed)
-            finished = self._resume()
-            if not finished:
-                self._loop(report, should_cancel, checkpoint_every_s)
-        self.supernet.set_full()
+        cuda = [torch.cuda.current_device() if self.device.index is None else self.device.index] if self.device.type == "cuda" else []
+        try:
+            with torch.random.fork_rng(devices=cuda):
+                torch.manual_seed(self.seed)
+                if not self._resume():
+                    self._loop(report, should_cancel, checkpoint_every_s)
+        finally:
+            self.supernet.set_full()  # whatever width the last step sampled, callers get the full network
         if not self.final.exists():
             self._save(self.final, finished=True)
         return self.final
@@ -192,15 +197,7 @@ class _Trainer:
         started = last_save = last_report = time.monotonic()
         while self.epoch < self.spec.epochs:
             for x, y in self._loader():
-                x, y = batch_to(x, self.device), y.to(self.device)
-                self.optimizer.zero_grad(set_to_none=True)
-                loss = sandwich_step(self.supernet, self.sampler.members(), x, y, self.spec, self.device)
-                if not np.isfinite(loss):
-                    raise TrainingDiverged(f"training diverged at step {self.step} (loss {loss}); lower the learning rate")
-                self.optimizer.step()
-                self.schedule.step()
-                self.step += 1
-                meter.update(len(y), loss)
+                meter.update(len(y), self._step(x, y))
                 now = time.monotonic()
                 end_of_epoch = self.step % self.steps_per_epoch == 0
                 if report is not None and (end_of_epoch or now - last_report >= REPORT_EVERY_S):
@@ -217,6 +214,17 @@ class _Trainer:
             started = last_save = time.monotonic()
         self._save(self.final, finished=True)
         self._save(self.last, finished=True)
+
+    def _step(self, x: torch.Tensor, y: torch.Tensor) -> float:
+        x, y = batch_to(x, self.device), y.to(self.device)
+        self.optimizer.zero_grad(set_to_none=True)
+        loss = sandwich_step(self.supernet, self.sampler.members(), x, y, self.spec, self.device)
+        if not np.isfinite(loss):
+            raise TrainingDiverged(f"training diverged at step {self.step} (loss {loss}); lower the learning rate")
+        self.optimizer.step()
+        self.schedule.step()
+        self.step += 1
+        return loss
 
     def _loader(self) -> DataLoader:
         """This epoch's remaining batches (a resumed epoch skips those already trained on)."""

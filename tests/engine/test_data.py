@@ -142,27 +142,26 @@ def test_cifar10_npz_and_resize(tmp_path):
 
 
 def test_cifar10_errors_name_the_path(tmp_path):
-    with pytest.raises(DataError, match="does not exist"):
-        load_data(f"cifar10:{tmp_path / 'nowhere'}")
     (tmp_path / "empty").mkdir()
-    with pytest.raises(DataError, match="neither CIFAR-10 python batches"):
-        load_data(f"cifar10:{tmp_path / 'empty'}")
-    broken = tmp_path / "broken"
-    _write_cifar_batches(broken)
-    (broken / "data_batch_3").write_bytes(b"not a pickle at all")
-    with pytest.raises(DataError, match="data_batch_3"):
-        load_data(f"cifar10:{broken}")
-    (broken / "data_batch_3").unlink()
-    with pytest.raises(DataError, match="data_batch_3 is missing"):
-        load_data(f"cifar10:{broken}")
-    npz = tmp_path / "npz"
-    _write_npz(npz)
-    (npz / "test.npz").write_bytes(b"PK\x03\x04garbage")
-    with pytest.raises(DataError, match="test.npz"):
-        load_data(f"cifar10:{npz}")
-    np.savez(npz / "test.npz", x=np.zeros((3, 32, 32), np.uint8), y=np.zeros(3, np.int64))
-    with pytest.raises(DataError, match=r"test.npz: x must be uint8 \(N, H, W, C\)"):
-        load_data(f"cifar10:{npz}")
+    _write_cifar_batches(tmp_path / "corrupt")
+    (tmp_path / "corrupt" / "data_batch_3").write_bytes(b"not a pickle at all")
+    _write_cifar_batches(tmp_path / "missing")
+    (tmp_path / "missing" / "data_batch_3").unlink()
+    _write_npz(tmp_path / "badzip")
+    (tmp_path / "badzip" / "test.npz").write_bytes(b"PK\x03\x04garbage")
+    _write_npz(tmp_path / "badshape")
+    np.savez(tmp_path / "badshape" / "test.npz", x=np.zeros((3, 32, 32), np.uint8), y=np.zeros(3, np.int64))
+    cases = [
+        ("nowhere", "dataset directory .*nowhere does not exist"),
+        ("empty", "empty holds neither CIFAR-10 python batches"),
+        ("corrupt", "cannot read CIFAR-10 batch .*corrupt/data_batch_3"),
+        ("missing", "missing/data_batch_3 is missing"),
+        ("badzip", "cannot read .*badzip/test.npz"),
+        ("badshape", r"badshape/test.npz: x must be uint8 \(N, H, W, C\)"),
+    ]
+    for folder, message in cases:
+        with pytest.raises(DataError, match=message):
+            load_data(f"cifar10:{tmp_path / folder}")
 
 
 def test_unknown_specs_are_rejected():
@@ -178,7 +177,7 @@ def test_imagefolder_train_and_test_trees(tmp_path):
     d = load_data(f"imagefolder:{tmp_path}", input_size=16, val_fraction=0.2)
     assert d.num_classes == 3 and len(d.test) == 6 and len(d.train) + len(d.val) == 18
     assert len(d.val) == 3  # one image per class
-    assert d.train[(0, 3)][0].shape == (3, 16, 16) and d.test[5] [0].shape == (3, 16, 16)
+    assert d.train[(0, 3)][0].shape == (3, 16, 16) and d.test[5][0].shape == (3, 16, 16)
     assert d.test[5][1] == 2
     sample = as_batches(d.train_plain, limit=8, batch_size=4)
     assert sample.x.shape == (8, 3, 16, 16)
