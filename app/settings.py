@@ -31,6 +31,7 @@ class Settings(BaseSettings):
     broker_prefix: str = Field(default="", description="Key prefix on a shared Redis (isolates deployments).")
     work_dir: Path | None = Field(default=None, description="Per-search work directories; default home/work.")
     supernet_cache: Path | None = Field(default=None, description="Trained supernets; default home/supernets.")
+    latency_cache: Path | None = Field(default=None, description="Measured latency tables; default home/latency.")
     data_roots: Annotated[list[Path], NoDecode] = Field(
         default_factory=list, description="Folders datasets may live under (os.pathsep-separated).")
     default_queue: Queue = "cpu"
@@ -75,6 +76,10 @@ class Settings(BaseSettings):
     @property
     def supernet_root(self) -> Path:
         return (self.supernet_cache or self.home_dir / "supernets").expanduser()
+
+    @property
+    def latency_root(self) -> Path:
+        return (self.latency_cache or self.home_dir / "latency").expanduser()
 
     @property
     def resolved_data_roots(self) -> list[Path]:

@@ -13,6 +13,7 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -29,7 +30,11 @@ BACKEND_ENV = "AUTOSLIM_TEST_BACKEND"
 BACKENDS = ("embedded", "postgres-redis")
 POSTGRES_ADMIN_URL = os.environ.get("AUTOSLIM_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres")
 REDIS_URL = os.environ.get("AUTOSLIM_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
-FAST_LOOP = {"heartbeat_s": 0.5, "progress_every_s": 0.5, "stale_after_s": 5.0, "reaper_every_s": 1.0}
+LATENCY_CACHE = Path(os.environ.get("AUTOSLIM_TEST_LATENCY_CACHE",
+                                   Path(tempfile.gettempdir()) / "autoslim-test-latency"))
+"""Shared by test sessions (both backends of a CI run): a latency table is a measurement of this
+machine that the engine takes for every new network shape and caches, as production workers do."""
+FAST_LOOP = {"heartbeat_s": 0.5, "progress_every_s": 0.5, "stale_after_s": 8.0, "reaper_every_s": 1.0}
 """Heartbeats and reaping on a test's time scale (production: 5 s, 2 s, 120 s, 30 s)."""
 
 
@@ -43,7 +48,8 @@ def backend_name() -> str:
 @contextmanager
 def fresh_backend(folder: Path, **overrides: Any) -> Iterator[Settings]:
     """Settings on a new, empty backend of the selected kind; everything is removed afterwards."""
-    base = {"home": folder, "work_dir": folder / "work", "supernet_cache": folder / "supernets", **FAST_LOOP}
+    base = {"home": folder, "work_dir": folder / "work", "supernet_cache": folder / "supernets",
+            "latency_cache": LATENCY_CACHE, **FAST_LOOP}
     if backend_name() == "embedded":
         yield Settings(**base, **overrides)
         return

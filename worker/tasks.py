@@ -50,13 +50,15 @@ def execute(settings: Settings, search_id: str) -> str:
     held.update(workdir=str(workdir))
     with engine.connect() as conn:
         spec = conn.execute(Search.__table__.select().where(Search.id == search_id)).one().spec
-    # The engine reuses trained supernets from this folder; shared storage shares them between workers.
+    # The engine reuses trained supernets and latency tables from these folders; shared storage
+    # shares them between workers.
     os.environ["AUTOSLIM_SUPERNET_CACHE"] = str(settings.supernet_root)
+    os.environ["AUTOSLIM_LATENCY_CACHE"] = str(settings.latency_root)
     writer = ProgressWriter(held, settings.progress_every_s, settings.heartbeat_s)
     try:
-        from engine import run_search  # torch: imported here, in the process that runs the search
+        with writer:  # heartbeats start now: importing torch can take longer than the reaper waits
+            from engine import run_search  # torch: imported here, in the process that runs the search
 
-        with writer:
             result = run_search(spec, workdir, report=writer, should_cancel=writer.should_cancel)
         store_success(held, result, Path(workdir), spec)
         return "succeeded"

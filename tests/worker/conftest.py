@@ -55,13 +55,14 @@ def queued(app, settings: Settings) -> Callable[..., str]:  # noqa: ANN001
 
 
 @pytest.fixture(scope="session")
-def start_worker(settings: Settings, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Callable[[], WorkerProcess]]:
+def start_worker(settings: Settings,
+                 tmp_path_factory: pytest.TempPathFactory) -> Iterator[Callable[..., WorkerProcess]]:
     """Start ``autoslim worker`` processes; all are stopped at the end of the session."""
     started: list[WorkerProcess] = []
     logs = tmp_path_factory.mktemp("worker-logs")
 
-    def start() -> WorkerProcess:
-        worker = WorkerProcess(settings, Path(logs) / f"worker-{len(started)}.log")
+    def start(queue: str = "cpu") -> WorkerProcess:
+        worker = WorkerProcess(settings, Path(logs) / f"worker-{len(started)}-{queue}.log", queue)
         started.append(worker)
         return worker
 

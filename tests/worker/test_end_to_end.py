@@ -1,0 +1,174 @@
+"""Real searches through real worker processes: submit, finish, download, cancel, kill -9, resume.
+
+The engine runs for real (`engine.run_search`) on the digits with a tiny ResNet-18 (x0.25 at the
+digits' own 8 px, one or two epochs, budgets near the full network's 2.19M MACs), so a search
+takes seconds once the latency table is measured (shared between test sessions, see `app.testing`).  One finished search is shared by the
+download tests; the cancel test reuses its trained supernet; the kill test runs on the ``gpu``
+queue with workers of its own, so the shared worker never picks its search up.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from fvcore.nn import FlopCountAnalysis
+from sqlalchemy import select
+from torch import nn
+
+import models
+from app.db import session_scope
+from app.tables import Event, Search, Supernet
+from app.testing import wait_for
+from worker.celery_app import enqueue
+
+TINY = {"arch": "resnet18", "dataset": "digits", "input_size": 8, "width_mult": 0.25, "macs": ["2.1M", "1.95M"],
+        "train": {"epochs": 1, "batch_size": 128, "num_sandwich": 2, "warmup_epochs": 0},
+        "search": {"bins": 4, "score_size": 64, "calib_size": 64, "calib_batch_size": 64},
+        "export_formats": ["pt"]}
+SEARCH_TIMEOUT_S = 300
+
+
+def get(client, search_id: str) -> dict:
+    return client.get(f"/searches/{search_id}").json()
+
+
+def wait_status(client, search_id: str, statuses: tuple[str, ...], workers, timeout_s: float = SEARCH_TIMEOUT_S) -> dict:
+    def reached() -> dict | None:
+        detail = get(client, search_id)
+        return detail if detail["status"] in statuses else None
+
+    def explain() -> str:
+        detail = get(client, search_id)
+        return f"search: {json.dumps({k: detail[k] for k in ('status', 'phase', 'error', 'attempts')})}\n" + \
+            "\n".join(f"--- {w.log.name}\n{w.tail()}" for w in workers)
+
+    return wait_for(reached, timeout_s, f"search {search_id} to become {'/'.join(statuses)}", on_timeout=explain)
+
+
+def events(engine, search_id: str) -> list[Event]:
+    with session_scope(engine) as session:
+        return list(session.scalars(select(Event).where(Event.search_id == search_id).order_by(Event.id)))
+
+
+@pytest.fixture(scope="session")
+def cpu_worker(start_worker):
+    return start_worker()
+
+
+@pytest.fixture(scope="session")
+def finished(client, cpu_worker) -> dict:
+    """One search run to completion by a real worker, shared by the read-only tests."""
+    created = client.post("/searches", json=TINY)
+    assert created.status_code == 202, created.text
+    return wait_status(client, created.json()["id"], ("succeeded", "failed"), [cpu_worker])
+
+
+def plain_macs(model: nn.Module, input_size: int) -> int:
+    """MACs of a plain model as fvcore counts them (convolutions and linear layers), not models.count_macs."""
+    by_op = FlopCountAnalysis(model.eval(), torch.zeros(1, 3, input_size, input_size)).by_operator()
+    return sum(by_op.get(op, 0) for op in ("conv", "linear", "addmm"))
+
+
+def test_a_search_runs_to_completion_with_a_summary_per_budget(finished, engine):
+    assert finished["status"] == "succeeded", finished["error"]
+    assert finished["percent"] == 100.0 and finished["phase"] == "done" and finished["attempts"] == 1
+    assert sorted(r["target"] for r in finished["results"]) == [1.95e6, 2.1e6]
+    for result in finished["results"]:
+        assert result["kind"] == "macs" and 0 < result["macs"] <= result["target"]
+        assert 0 <= result["val_accuracy"] <= 100
+    assert finished["timings"] and finished["supernet"]["reused"] is False
+    kinds = [e.kind for e in events(engine, finished["id"])]
+    assert kinds[:2] == ["submitted", "claimed"] and kinds[-1] == "succeeded" and "phase" in kinds
+
+
+def test_downloaded_config_rebuilds_a_model_within_its_budget(finished, client):
+    response = client.get(f"/searches/{finished['id']}/config", params={"macs": "1.95M"})
+    assert response.status_code == 200
+    config = models.ChannelConfig.from_dict(response.json())
+    model = models.build("resnet18", channels=config)
+    assert config.net.input_size == 8
+    macs = plain_macs(model, config.net.input_size)
+    assert macs == response.json()["macs"] <= 1_950_000
+    with torch.no_grad():
+        assert model(torch.zeros(2, 3, 8, 8)).shape == (2, 10)
+
+
+def test_all_configs_at_once_and_an_unknown_budget(finished, client):
+    every = client.get(f"/searches/{finished['id']}/config").json()
+    assert sorted(b["target"] for b in every["budgets"]) == [1.95e6, 2.1e6]
+    assert all(b["config"]["macs"] == b["macs"] for b in every["budgets"])
+    missing = client.get(f"/searches/{finished['id']}/config", params={"macs": "5M"})
+    assert missing.status_code == 404 and "macs=1.95e+06" in missing.json()["detail"]
+    assert client.get(f"/searches/{finished['id']}/config", params={"macs": "lots"}).status_code == 422
+
+
+def test_trajectory_is_complete_and_matches_the_engine_result(finished, client, settings):
+    steps = client.get(f"/searches/{finished['id']}/trajectory").json()["steps"]
+    result = json.loads((Path(settings.work_root) / finished["id"] / "result.json").read_text())
+    assert [s["step"] for s in steps] == list(range(len(steps))) == [s["index"] for s in result["trajectory"]]
+    assert [s["macs"] for s in steps] == [s["macs"] for s in result["trajectory"]]
+    assert all(a["macs"] > b["macs"] for a, b in zip(steps, steps[1:]))  # each step removes channels
+    assert steps[-1]["macs"] <= 1_950_000
+
+
+def test_a_redelivered_message_does_not_run_the_search_again(finished, app, engine, cpu_worker):
+    enqueue(app.state.celery, finished["id"], "cpu")
+    wait_for(lambda: "'skipped'" in cpu_worker.tail(100_000), 60, "the worker to skip the duplicate message",
+             on_timeout=cpu_worker.tail)
+    with session_scope(engine) as session:
+        search = session.get(Search, finished["id"])
+        assert (search.status, search.attempts) == ("succeeded", 1)
+
+
+def test_cancel_keeps_progress_and_retry_continues_on_the_cached_supernet(finished, client, engine, cpu_worker):
+    created = client.post("/searches", json={**TINY, "macs": ["1.6M"]}).json()
+    wait_status(client, created["id"], ("running", "succeeded"), [cpu_worker], 60)
+    cancelled = client.post(created["links"]["cancel"])
+    assert cancelled.status_code in (202, 409)  # 409 only if it finished first
+    stopped = wait_status(client, created["id"], ("cancelled", "succeeded"), [cpu_worker])
+    assert stopped["status"] == "cancelled", "the search finished before the cancel reached it"
+    assert client.get(created["links"]["config"]).status_code == 409
+    kinds = [e.kind for e in events(engine, created["id"])]
+    assert kinds.count("cancel-requested") == 1 and kinds[-1] == "cancelled"
+    assert client.post(created["links"]["retry"]).status_code == 202
+    done = wait_status(client, created["id"], ("succeeded", "failed"), [cpu_worker])
+    assert done["status"] == "succeeded", done["error"]
+    assert done["attempts"] == 2 and done["supernet"]["reused"] is True
+    assert done["supernet"]["key"] == finished["supernet"]["key"]
+    with session_scope(engine) as session:
+        supernets = session.scalars(select(Supernet)).all()
+    assert [s.uses for s in supernets if s.key == finished["supernet"]["key"]] == [2]
+    steps = client.get(created["links"]["trajectory"]).json()["steps"]
+    assert [s["step"] for s in steps] == list(range(len(steps)))
+
+
+def test_kill_9_mid_training_then_a_new_worker_finishes_without_a_duplicate_run(client, engine, settings,
+                                                                                start_worker, cpu_worker):
+    first = start_worker(queue="gpu")
+    body = {**TINY, "seed": 1, "queue": "gpu", "train": {**TINY["train"], "epochs": 2}}
+    created = client.post("/searches", json=body).json()
+
+    def in_second_epoch() -> bool:
+        detail = get(client, created["id"])
+        progress = detail["progress"] or {}
+        return detail["phase"] == "train" and progress.get("epoch", 0) >= 1
+
+    wait_for(in_second_epoch, SEARCH_TIMEOUT_S, "training to reach its second epoch", on_timeout=first.tail)
+    first.kill()
+    assert get(client, created["id"])["status"] == "running"  # nobody has noticed yet
+    second = start_worker(queue="gpu")
+    done = wait_status(client, created["id"], ("succeeded", "failed"), [first, second])
+    assert done["status"] == "succeeded", done["error"]
+    log = events(engine, created["id"])
+    claims = [e for e in log if e.kind == "claimed"]
+    assert done["attempts"] == 2 and len(claims) == 2
+    assert claims[0].data["worker"].endswith(f":{first.pid}") and claims[1].data["worker"].endswith(f":{second.pid}")
+    assert [e.kind for e in log].count("requeued") == 1 and [e.kind for e in log].count("succeeded") == 1
+    resumed = next(e for e in log if e.kind == "phase" and e.id > claims[1].id and e.data.get("phase") == "train")
+    assert resumed.data["epoch"] >= 1  # the second worker continued from the checkpoint, not from scratch
+    steps = client.get(f"/searches/{created['id']}/trajectory").json()["steps"]
+    result = json.loads((Path(settings.work_root) / created["id"] / "result.json").read_text())
+    assert [s["step"] for s in steps] == list(range(len(result["trajectory"])))
