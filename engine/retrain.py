@@ -89,7 +89,8 @@ def retrain(model: nn.Module, data: DataSplits, recipe: TrainSpec, epochs: int, 
                 schedule.step()
             if report is not None:
                 report({"phase": "retrain", "percent": 100.0 * (epoch + 1) / epochs, "epoch": epoch + 1,
-                        "epochs": epochs, "loss": loss.item()})
+                        "epochs": epochs, "step": (epoch + 1) * per_epoch, "loss": loss.item(),
+                        "lr": optimizer.param_groups[0]["lr"]})
     model.eval()
     test = evaluate(model, as_batches(data.test, batch_size=EVAL_BATCH, device=target))
     return Retrained(model.cpu().eval(), test, time.monotonic() - started)

@@ -13,8 +13,9 @@ from engine.calibrate import Batches
 from engine.candidate_scoring import FullScorer, SharedPrefixScorer
 from engine.data import DataSplits, as_batches
 from engine.greedy import GreedySlimmer, candidates, load_state, narrower
-from engine.spec import Cancelled, TrainSpec
-from engine.train import build_for_mode, train_supernet
+from engine.spec import Cancelled, SearchSpec
+from engine.supernet_cache import obtain_supernet
+from engine.train import load_supernet
 from models import build_supernet, count_macs, count_params
 
 BINS = 4
@@ -23,11 +24,12 @@ BINS = 4
 @pytest.fixture(scope="module")
 def trained(digits16: DataSplits, tmp_path_factory):
     """ResNet-18 x0.25 at 16 px, nonuniform US-Net, one short epoch (far from converged: the tests
-    are about the search's mechanics, `bench/` about its quality)."""
-    net = build_for_mode("resnet18", "usnet-nonuniform", 10, input_size=16, width_mult=0.25)
-    spec = TrainSpec(epochs=1, batch_size=16, lr=0.05, warmup_epochs=0.2)
-    train_supernet(net, digits16, spec, tmp_path_factory.mktemp("supernet"))
-    return net.eval()
+    are about the search's mechanics, `bench/` about its quality).  Same recipe and cache folder as
+    test_run_search's, so the session trains it once."""
+    spec = SearchSpec.from_dict({"arch": "resnet18", "dataset": "digits", "input_size": 16, "width_mult": 0.25,
+                                 "train": {"epochs": 1, "batch_size": 16, "lr": 0.05}})
+    entry = obtain_supernet(spec, digits16, tmp_path_factory.getbasetemp() / "autoslim-caches" / "supernets")
+    return load_supernet(entry.path)
 
 
 @pytest.fixture(scope="module")

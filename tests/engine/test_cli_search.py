@@ -1,0 +1,56 @@
+"""``autoslim search`` and ``autoslim retrain`` from the command line, with the configs they write."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from app.cli import main
+
+# The recipe of test_run_search.SPEC: with the same cache folder, one supernet serves both modules.
+FLAGS = ["--arch", "resnet18", "--dataset", "digits", "--epochs", "1", "--batch-size", "16", "--lr", "0.05",
+         "--input-size", "16", "--width-mult", "0.25", "--bins", "4", "--calib-size", "128", "--score-size", "128"]
+
+
+@pytest.fixture
+def caches(tmp_path_factory, monkeypatch) -> Path:
+    root = tmp_path_factory.getbasetemp() / "autoslim-caches"
+    monkeypatch.setenv("AUTOSLIM_SUPERNET_CACHE", str(root / "supernets"))
+    monkeypatch.setenv("AUTOSLIM_LATENCY_CACHE", str(root / "latency"))
+    return root
+
+
+def test_search_prints_a_table_and_writes_configs_the_other_commands_accept(caches, tmp_path, capsys):
+    out = tmp_path / "job"
+    assert main(["search", *FLAGS, "--macs", "7M,6.5M", "--params", "400k", "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    result = json.loads((out / "result.json").read_text())
+    assert len(result["budgets"]) == 3
+    for budget, label in zip(result["budgets"], ("7M MACs", "6.5M MACs", "400k params")):
+        config = out / budget["files"]["config"]
+        row = next(line for line in printed.splitlines() if line.strip().startswith(label))
+        assert f"{budget['macs'] / 1e6:.3f}M" in row and f"{budget['val_accuracy']:.2f}%" in row and str(config) in row
+        assert main(["macs", "--config", str(config), "--json"]) == 0
+        counted = json.loads(capsys.readouterr().out)
+        assert counted == {"macs": budget["macs"], "params": budget["params"]}
+        assert counted[budget["kind"]] <= budget["target"]
+    config = out / result["budgets"][1]["files"]["config"]
+    assert main(["export", "--config", str(config), "--out", str(tmp_path / "slim.onnx"),
+                 "--checkpoint", result["supernet"]["path"]]) == 0
+    assert (tmp_path / "slim.onnx").stat().st_size > 0
+    capsys.readouterr()
+    retrained = tmp_path / "retrained"
+    assert main(["retrain", "--config", str(config), "--dataset", "digits", "--epochs", "1", "--batch-size", "64",
+                 "--checkpoint", result["supernet"]["path"], "--calib-size", "128", "--out", str(retrained)]) == 0
+    accuracy = json.loads((retrained / "retrain.json").read_text())["test_accuracy"]
+    assert f"test accuracy: {accuracy:.2f}%" in capsys.readouterr().out
+    assert json.loads((retrained / "config.json").read_text())["accuracy"] == accuracy
+
+
+def test_an_infeasible_budget_is_one_line_with_the_range(caches, tmp_path, capsys):
+    assert main(["search", *FLAGS, "--macs", "1k", "--out", str(tmp_path / "job")]) == 2
+    err = capsys.readouterr().err
+    assert "autoslim search: error: 1k MACs is below the smallest configuration; feasible range is" in err
+    assert "Traceback" not in err

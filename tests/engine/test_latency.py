@@ -1,0 +1,87 @@
+"""The latency table's mechanics on a tiny network (no timing bounds: timings are the bench's job)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+import engine.latency as latency
+from engine.latency import LatencyTable, NodeCost, Timing, cached_table, grid, measure_model, measure_table
+from engine.partial_forward import PartialForward
+from models import build_supernet, export_slim
+
+FAST = Timing(blocks=2, block_s=0.0002, warmup=1)
+
+
+@pytest.fixture(scope="module")
+def net():
+    return build_supernet("mobilenet_v2", 10, 8, 0.35).eval()
+
+
+@pytest.fixture(scope="module")
+def table(net) -> LatencyTable:
+    return measure_table(net, "cpu", batch_size=1, bins=4, max_levels=3, timing=FAST)
+
+
+def test_every_op_is_timed_over_the_groups_it_depends_on(net, table):
+    graph = PartialForward(net)
+    runnable = [n for n in graph.nodes if n.op in ("call_module", "call_function", "call_method")]
+    assert set(table.nodes) == {n.name for n in runnable}
+    space = net.space
+    for node in runnable:
+        cost = table.nodes[node.name]
+        layer = space.layers.get(node.target)
+        if layer is not None and layer.kind == "conv" and not layer.depthwise and layer.source != "@image":
+            assert cost.groups == [layer.source, layer.group]  # a dense conv: input and output widths
+        elif layer is not None and layer.kind == "conv":
+            assert cost.groups == [layer.group]
+        for group, levels in zip(cost.groups, cost.levels):
+            assert levels == grid(space.groups[group], 4, 3)
+        values = [cost.ms] if not cost.groups else cost.ms if len(cost.groups) == 1 else sum(cost.ms, [])
+        assert all(v > 0 for v in values)
+
+
+def test_grid_is_the_greedy_ladder_thinned_with_both_ends(net):
+    group = max(net.space.groups.values(), key=lambda g: g.max)
+    ladder = grid(group, 4, 100)
+    assert ladder[0] == group.min and ladder[-1] == group.max and ladder == sorted(set(ladder))
+    thin = grid(group, 4, 3)
+    assert len(thin) == min(3, len(ladder)) and thin[0] == group.min and thin[-1] == group.max
+
+
+def test_prediction_is_the_sum_of_layers_plus_the_fitted_overhead(net, table):
+    for name in ("full", "smallest"):
+        widths = getattr(net.space, name)()
+        exact = sum(cost.at(widths) for cost in table.nodes.values())
+        assert table.predict(widths) == pytest.approx(exact + table.overhead_ms)
+        assert table.fit[name]["sum_of_layers_ms"] == pytest.approx(exact)
+    # The overhead makes the full and the smallest model's residuals cancel out.
+    residuals = [table.fit[n]["measured_ms"] - table.predict(getattr(net.space, n)()) for n in ("full", "smallest")]
+    assert sum(residuals) == pytest.approx(0.0, abs=1e-9)
+
+
+def test_interpolation_is_exact_at_grid_points_and_linear_between():
+    cost = NodeCost(["a", "b"], [[8, 16, 32], [8, 24]], [[1.0, 2.0], [3.0, 5.0], [7.0, 9.0]])
+    assert cost.at({"a": 16, "b": 24}) == 5.0
+    assert cost.at({"a": 24, "b": 8}) == pytest.approx(5.0)  # halfway between 3 and 7
+    assert cost.at({"a": 12, "b": 16}) == pytest.approx(0.5 * (1.5 + 4.0))
+    line = NodeCost(["a"], [[8, 16]], [1.0, 3.0])
+    assert line.at({"a": 12}) == 2.0 and NodeCost([], [], 0.25).at({}) == 0.25
+
+
+def test_tables_are_cached_per_device_and_batch_size(net, tmp_path: Path, monkeypatch):
+    first, cached = cached_table(net, tmp_path, "cpu", batch_size=1, bins=4, max_levels=2, timing=FAST)
+    assert not cached and len(list(tmp_path.iterdir())) == 1
+    monkeypatch.setattr(latency, "measure_table", lambda *a, **k: pytest.fail("a cached table was measured again"))
+    again, cached = cached_table(net, tmp_path, "cpu", batch_size=1, bins=4, max_levels=2, timing=FAST)
+    assert cached and again.predict(net.space.full()) == first.predict(net.space.full())
+    monkeypatch.undo()
+    other, cached = cached_table(net, tmp_path, "cpu", batch_size=2, bins=4, max_levels=2, timing=FAST)
+    assert not cached and other.key["batch_size"] == 2 and len(list(tmp_path.iterdir())) == 2
+
+
+def test_end_to_end_measurement_runs_the_exported_model(net):
+    widths = net.space.random(torch.Generator().manual_seed(0))
+    assert measure_model(export_slim(net, widths), 8, 1, "cpu", FAST) > 0

@@ -1,0 +1,146 @@
+"""run_search end to end on the digits: budgets met, files that rebuild the answer, reuse, resume, cancel."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import onnxruntime
+import pytest
+import torch
+
+import models
+from engine import Cancelled, SearchSpec, run_search
+from engine.budgets import BudgetError
+from engine.calibrate import calibrate_bn
+from engine.data import as_batches, load_data
+from engine.spec import PHASES
+from engine.train import load_supernet
+
+# The same recipe `autoslim search` builds from the flags in test_cli_search.py, so the supernet
+# trained here (or there) serves both.
+SPEC = {"arch": "resnet18", "dataset": "digits", "input_size": 16, "width_mult": 0.25,
+        "train": {"epochs": 1, "batch_size": 16, "lr": 0.05},
+        "search": {"bins": 4, "calib_size": 128, "score_size": 128}}
+FULL_MACS = 8_762_624  # resnet18 x0.25 at 16 px
+
+
+@pytest.fixture(scope="module")
+def caches(tmp_path_factory):
+    """Supernet and latency caches shared by every test module of the session."""
+    root = tmp_path_factory.getbasetemp() / "autoslim-caches"
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("AUTOSLIM_SUPERNET_CACHE", str(root / "supernets"))
+        patch.setenv("AUTOSLIM_LATENCY_CACHE", str(root / "latency"))
+        yield root
+
+
+@pytest.fixture(scope="module")
+def first(caches, tmp_path_factory):
+    workdir = tmp_path_factory.mktemp("job") / "first"
+    events: list[dict] = []
+    result = run_search({**SPEC, "macs": [6_500_000, 5_000_000], "params": [400_000]}, workdir, report=events.append)
+    return workdir, result, events
+
+
+def test_every_answer_fits_its_budget_and_its_config_rebuilds_it(first):
+    workdir, result, _ = first
+    assert [(b["kind"], b["target"]) for b in result["budgets"]] == [("macs", 6.5e6), ("macs", 5e6), ("params", 4e5)]
+    trajectory = result["trajectory"]
+    assert trajectory[0]["macs"] == result["full"]["macs"] == FULL_MACS
+    assert all(a["macs"] > b["macs"] for a, b in zip(trajectory, trajectory[1:]))
+    for answer in result["budgets"]:
+        config = models.ChannelConfig.load(workdir / answer["files"]["config"])  # MACs recounted from channels
+        assert config.channels == answer["channels"] and config.macs == answer["macs"]
+        assert answer[answer["kind"]] <= answer["target"]
+        step = trajectory[answer["step"]]
+        assert step["channels"] == answer["channels"]
+        assert all(s[answer["kind"]] > answer["target"] for s in trajectory[: answer["step"]])  # the first that fits
+        slim = models.build("resnet18", channels=config)
+        assert sum(p.numel() for p in slim.parameters()) == config.params == answer["params"]
+        assert (workdir / answer["files"]["pt"]).is_file() and (workdir / answer["files"]["onnx"]).is_file()
+    assert json.loads((workdir / "result.json").read_text()) == json.loads(json.dumps(result))
+
+
+def test_exported_models_compute_the_calibrated_supernet(first):
+    workdir, result, _ = first
+    supernet = load_supernet(Path(result["supernet"]["path"]))
+    data = load_data("digits", input_size=16)
+    calib = as_batches(data.train_plain, 128, 200, seed=0)  # the search's calibration sample
+    x = as_batches(data.test, 64).x
+    for answer in result["budgets"]:
+        config = models.ChannelConfig.load(workdir / answer["files"]["config"])
+        supernet.set_widths(config.widths(supernet))
+        calibrate_bn(supernet, calib)
+        with torch.no_grad():
+            expected = supernet.eval()(x)
+            exported = torch.load(workdir / answer["files"]["pt"], weights_only=False)(x)
+        assert torch.equal(exported, expected)
+        session = onnxruntime.InferenceSession(str(workdir / answer["files"]["onnx"]))
+        onnx_logits = session.run(None, {"input": x.numpy()})[0]
+        np.testing.assert_allclose(onnx_logits, expected.numpy(), atol=1e-4, rtol=1e-4)
+
+
+def test_progress_moves_forward_through_the_phases(first):
+    _, result, events = first
+    phases = [e["phase"] for e in events]
+    order = [PHASES.index(p) for p in phases]
+    assert order == sorted(order) and phases[-1] == "done" and events[-1]["percent"] == 100.0
+    percents = [e["percent"] for e in events]
+    assert percents == sorted(percents) and 0.0 <= percents[0]
+    steps = [e["trajectory_step"] for e in events if "trajectory_step" in e]
+    assert steps == result["trajectory"]
+
+
+def test_a_second_search_reuses_the_supernet_and_a_finished_one_returns_at_once(first, tmp_path):
+    workdir, result, _ = first
+    final = Path(result["supernet"]["path"])
+    stamp = final.stat().st_mtime_ns
+    events: list[dict] = []
+    again = run_search({**SPEC, "macs": [7_500_000]}, tmp_path / "second", report=events.append)
+    assert again["supernet"] == {**result["supernet"], "reused": True}
+    assert "train" not in {e["phase"] for e in events} and final.stat().st_mtime_ns == stamp
+    assert again["trajectory"] == result["trajectory"][: len(again["trajectory"])]
+    events.clear()
+    assert run_search({**SPEC, "macs": [7_500_000]}, tmp_path / "second", report=events.append) == again
+    assert events == []
+
+
+def test_cancelled_search_keeps_its_state_and_resumes_to_the_same_answer(first, tmp_path):
+    _, result, _ = first
+    spec = SearchSpec.from_dict({**SPEC, "macs": [7_000_000]})
+    seen: list[dict] = []
+    with pytest.raises(Cancelled):
+        run_search(spec, tmp_path, report=seen.append, should_cancel=lambda: sum("trajectory_step" in e for e in seen) >= 3)
+    saved = json.loads((tmp_path / "search_state.json").read_text())["steps"]
+    assert [s["index"] for s in saved] == [0, 1, 2] and not (tmp_path / "result.json").exists()
+    resumed = run_search(spec, tmp_path)
+    assert len(resumed["trajectory"]) > 3  # it went on from the saved steps, on the uninterrupted path
+    assert resumed["trajectory"] == result["trajectory"][: len(resumed["trajectory"])]
+
+
+def test_infeasible_budgets_are_rejected_before_training(caches, tmp_path):
+    supernets = caches / "supernets"
+    before = set(supernets.iterdir()) if supernets.exists() else set()
+    untrained = {**SPEC, "train": {**SPEC["train"], "epochs": 3}}  # a recipe nobody has trained
+    with pytest.raises(BudgetError, match=r"below the smallest configuration; feasible range is"):
+        run_search({**untrained, "macs": [1_000]}, tmp_path / "a")
+    with pytest.raises(BudgetError, match=r"above the full configuration"):
+        run_search({**untrained, "params": [10_000_000]}, tmp_path / "b")
+    with pytest.raises(BudgetError, match=r"ms is below the smallest configuration; feasible range is .* ms"):
+        run_search({**untrained, "latency_ms": [1e-6]}, tmp_path / "c")
+    assert (set(supernets.iterdir()) if supernets.exists() else set()) == before
+
+
+def test_retraining_fine_tunes_each_answer_and_exports_the_retrained_model(first, tmp_path):
+    result = run_search({**SPEC, "macs": [7_500_000], "retrain": {"epochs": 1, "lr": 0.01}}, tmp_path)
+    (answer,) = result["budgets"]
+    assert 0.0 <= answer["test_accuracy"] <= 100.0 and result["timings"]["retrain_s"] > 0
+    retrained = torch.load(tmp_path / "retrain" / "macs-7.5M" / "model.pt", weights_only=False)
+    exported = torch.load(tmp_path / answer["files"]["pt"], weights_only=False)
+    x = torch.randn(4, 3, 16, 16)
+    with torch.no_grad():
+        assert torch.equal(exported(x), retrained(x))
+    config = json.loads((tmp_path / answer["files"]["config"]).read_text())
+    assert config["accuracy"] == config["test_accuracy"] == answer["test_accuracy"]
