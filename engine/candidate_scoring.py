@@ -20,8 +20,9 @@ from typing import Iterator
 
 import torch
 import torch.nn.functional as F
+from torch import nn
 
-from engine.calibrate import Batches, Score, _calibration_mode, calibrate_bn, evaluate
+from engine.calibrate import Batches, Score, calibrate_bn, evaluate
 from engine.partial_forward import Env, PartialForward
 from models.supernet import Supernet
 
@@ -54,6 +55,15 @@ class SharedPrefixScorer:
 
     @torch.no_grad()
     def score(self, parent: Widths, candidates: dict[str, Widths]) -> dict[str, Score]:
+        was_training = self.supernet.training
+        self.supernet.eval()  # for the whole step; only BN layers switch to calibration and back
+        try:
+            return self._score(parent, candidates)
+        finally:
+            self.supernet.set_widths(parent)
+            self.supernet.train(was_training)
+
+    def _score(self, parent: Widths, candidates: dict[str, Widths]) -> dict[str, Score]:
         order = sorted(candidates, key=self.graph.cut)  # stable: equal cuts keep the group order
         calib_envs = [self.graph.start(x) for x, _ in self.calib]
         score_envs = [self.graph.start(x) for x, _ in self.data]
@@ -68,35 +78,24 @@ class SharedPrefixScorer:
             narrow = lambda env: self.graph.narrow(env, group, parent[group], candidates[group][group])  # noqa: E731
             self._calibrate_from(cut, [narrow(e) for e in calib_envs])
             scores[group] = self._evaluate_from(cut, [narrow(e) for e in score_envs])
-        self.supernet.set_widths(parent)
         return {group: scores[group] for group in candidates}
 
     def _carry(self, calib_envs: list[Env], score_envs: list[Env], start: int, stop: int) -> tuple[list[Env], list[Env]]:
         """Advance the parent's activations from ``start`` to ``stop``, calibrating its BN there."""
-        bns = self.graph.batchnorms(start, stop)
-        for bn in bns:
-            bn.reset_running_stats()
-        with _calibration_mode(self.supernet, bns):
+        with _calibrating(self.graph.batchnorms(start, stop)):
             calib_envs = [self.graph.advance(env, start, stop) for env in calib_envs]
-        with _eval_mode(self.supernet):
-            score_envs = [self.graph.advance(env, start, stop) for env in score_envs]
+        score_envs = [self.graph.advance(env, start, stop) for env in score_envs]
         return calib_envs, score_envs
 
-    @torch.no_grad()
     def _calibrate_from(self, cut: int, envs: list[Env]) -> None:
-        bns = self.graph.batchnorms(cut, self.graph.end)
-        for bn in bns:
-            bn.reset_running_stats()
-        with _calibration_mode(self.supernet, bns):
+        with _calibrating(self.graph.batchnorms(cut, self.graph.end)):
             for env in envs:
                 self.graph.finish(env, cut, max(cut, self._calib_stop))
 
-    @torch.no_grad()
     def _evaluate_from(self, cut: int, envs: list[Env]) -> Score:
         total = ScoreSum()
-        with _eval_mode(self.supernet):
-            for env, (_, y) in zip(envs, self.data):
-                total.add(self.graph.finish(env, cut), y)
+        for env, (_, y) in zip(envs, self.data):
+            total.add(self.graph.finish(env, cut), y)
         return total.score()
 
 
@@ -117,14 +116,21 @@ class ScoreSum:
 
 
 @contextmanager
-def _eval_mode(model: torch.nn.Module) -> Iterator[None]:
-    was_training = model.training
-    model.eval()
+def _calibrating(bns: list[nn.Module]) -> Iterator[None]:
+    """Fresh BN statistics by exact cumulative averaging (`engine.calibrate`'s recipe), for a
+    network already in eval mode: only these BN layers switch, which keeps a candidate's cost at
+    its arithmetic (walking every module to set modes is a tenth of a step on small networks)."""
+    saved = [bn.momentum for bn in bns]
+    for bn in bns:
+        bn.reset_running_stats()
+        bn.momentum = None
+        bn.training = True
     try:
-        with torch.no_grad():
-            yield
+        yield
     finally:
-        model.train(was_training)
+        for bn, momentum in zip(bns, saved):
+            bn.momentum = momentum
+            bn.training = False
 
 
 def make_scorer(kind: str, supernet: Supernet, calib: Batches, score: Batches) -> FullScorer | SharedPrefixScorer:

@@ -1,4 +1,5 @@
-"""run_search end to end on the digits: budgets met, files that rebuild the answer, reuse, resume, cancel."""
+"""run_search end to end on the digits: budgets met, files that rebuild the answer, reuse, resume, cancel,
+retraining, and the width x resolution search of a MutualNet supernet."""
 
 from __future__ import annotations
 
@@ -12,9 +13,10 @@ import torch
 
 import models
 from engine import Cancelled, SearchSpec, run_search
-from engine.budgets import BudgetError
+from engine.budgets import Budget, BudgetError
 from engine.calibrate import calibrate_bn
 from engine.data import as_batches, load_data
+from engine.mutual_search import best_under, width_ratios
 from engine.spec import PHASES
 from engine.train import load_supernet
 
@@ -144,3 +146,46 @@ def test_retraining_fine_tunes_each_answer_and_exports_the_retrained_model(first
         assert torch.equal(exported(x), retrained(x))
     config = json.loads((tmp_path / answer["files"]["config"]).read_text())
     assert config["accuracy"] == config["test_accuracy"] == answer["test_accuracy"]
+
+
+# ---- MutualNet: width x resolution ----------------------------------------------------------------
+MUTUAL = {"arch": "resnet18", "dataset": "digits", "input_size": 16, "width_mult": 0.25,
+        "train": {"mode": "mutual", "epochs": 1, "batch_size": 32, "lr": 0.05, "resolutions": [16, 12]},
+        "search": {"calib_size": 128, "score_size": 128}}
+
+
+@pytest.fixture(scope="module")
+def mutual(caches, tmp_path_factory):
+    """A MutualNet supernet (two resolutions) searched for two MACs budgets."""
+    workdir = tmp_path_factory.mktemp("mutual")
+    return workdir, run_search({**MUTUAL, "macs": [6_000_000, 2_500_000]}, workdir)
+
+
+def test_mutual_grid_covers_every_width_and_resolution(mutual):
+    _, result = mutual
+    ratios = width_ratios(0.25)
+    assert ratios[0] == 1.0 and ratios[-1] == 0.25 and len(ratios) == 16
+    grid = {(p["ratio"], p["resolution"]): p for p in result["trajectory"]}
+    assert set(grid) == {(r, s) for r in ratios for s in (16, 12)}
+    for ratio in ratios:  # same widths, fewer pixels: fewer MACs, same parameters
+        assert grid[ratio, 12]["macs"] < grid[ratio, 16]["macs"] and grid[ratio, 12]["params"] == grid[ratio, 16]["params"]
+    assert result["full"]["macs"] == grid[1.0, 16]["macs"]
+
+
+def test_mutual_budget_gets_the_most_accurate_point_that_fits(mutual):
+    workdir, result = mutual
+    points = result["trajectory"]
+    for answer in result["budgets"]:
+        fitting = [p for p in points if p["macs"] <= answer["target"]]
+        assert answer["val_accuracy"] == max(p["val_accuracy"] for p in fitting)
+        config = models.ChannelConfig.load(workdir / answer["files"]["config"])
+        assert config.net.input_size == answer["resolution"] and config.macs == answer["macs"] <= answer["target"]
+        slim = torch.load(workdir / answer["files"]["pt"], weights_only=False)
+        size = answer["resolution"]
+        assert slim(torch.zeros(2, 3, size, size)).shape == (2, 10)
+    assert best_under([], Budget("macs", 1.0)) is None
+
+
+def test_mutual_search_does_not_retrain(tmp_path):
+    with pytest.raises(ValueError, match="no retraining"):
+        run_search({**MUTUAL, "macs": [5_000_000], "retrain": {"epochs": 1}}, tmp_path)
