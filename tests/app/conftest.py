@@ -84,3 +84,30 @@ def anonymous(app: FastAPI) -> Client:
 def valid() -> dict:
     """A valid request body (MobileNetV2 x0.35 at 32 px reaches 1.02M..4.75M MACs)."""
     return {"arch": "mobilenet_v2", "dataset": "digits", "width_mult": 0.35, "macs": ["2M"]}
+
+
+FINISHED_SEARCH = {
+    "arch": "resnet18", "dataset": "digits", "input_size": 16, "width_mult": 0.25, "macs": ["8.4M", "7.5M"],
+    "train": {"epochs": 1, "batch_size": 128, "num_sandwich": 2, "warmup_epochs": 0},
+    "search": {"bins": 4, "score_size": 64, "calib_size": 64, "calib_batch_size": 64}, "export_formats": ["pt", "onnx"]}
+"""A search of seconds (ResNet-18 x0.25 at 16 px, one epoch), with the network and bins of tests/engine,
+so the latency table measured here serves those tests too, through the shared cache below."""
+
+
+@pytest.fixture(scope="session")
+def finished_search(app: FastAPI, admin: Client, settings: Settings, tmp_path_factory: pytest.TempPathFactory) -> dict:
+    """A real search on the digits: submitted through the API, then run to the end by the worker's
+    own task code (`worker.tasks.execute`: claim, `engine.run_search`, progress and result rows) in
+    this process, on the gpu queue, which no worker of tests/app consumes."""
+    from worker.tasks import execute
+
+    created = admin.post("/searches", json={**FINISHED_SEARCH, "queue": "gpu"})
+    assert created.status_code == 202, created.text
+    caches = tmp_path_factory.getbasetemp() / "autoslim-caches"
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("AUTOSLIM_LATENCY_CACHE", str(caches / "latency"))
+        patch.setenv("AUTOSLIM_SUPERNET_CACHE", str(caches / "supernets"))  # execute sets it; restored after
+        outcome = execute(settings.model_copy(update={"supernet_cache": caches / "supernets"}), created.json()["id"])
+    detail = admin.get(f"/searches/{created.json()['id']}").json()
+    assert outcome == "succeeded", detail.get("error")
+    return detail

@@ -1,0 +1,1 @@
+"""The admin dashboard: server-rendered pages over the searches, with inline SVG charts."""

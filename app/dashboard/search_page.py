@@ -1,0 +1,117 @@
+"""What one search's page shows: live progress, the accuracy curve, channel bars, downloads.
+
+Everything is read from the database rows the worker wrote, except the uniform-width baseline,
+which only the search's ``result.json`` can hold (the engine's result is written there whole, so a
+baseline the engine adds is drawn without any schema change).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlencode
+
+from markupsafe import Markup
+
+from app.dashboard import charts
+from app.dashboard.queries import budget_label
+from app.routes.downloads import available_formats
+from app.tables import BudgetResult, Search, TrajectoryStep
+
+
+@dataclass
+class BudgetView:
+    """One budget's answer on the page: figures, channel bars and download links."""
+
+    result: BudgetResult
+    label: str
+    bars: Markup
+    downloads: dict[str, str] = field(default_factory=dict)
+
+
+def live_progress(search: Search) -> dict[str, Any]:
+    """The fields the page polls for (status, phase, percent, epoch, ETA); JSON-able."""
+    progress = search.progress or {}
+    return {"status": search.status, "phase": search.phase, "percent": round(search.percent or 0.0, 1),
+            "epoch": progress.get("epoch"), "epochs": progress.get("epochs"), "loss": progress.get("loss"),
+            "eta_s": search.eta_s, "cancel_requested": search.cancel_requested,
+            "updated_at": search.updated_at.isoformat() if search.updated_at else None}
+
+
+def trajectory_points(steps: list[TrajectoryStep]) -> list[charts.Point]:
+    """Greedy steps with an accuracy, labelled by the group each one slimmed."""
+    return [charts.Point(s.macs, s.accuracy, _step_label(s)) for s in steps
+            if s.macs is not None and s.accuracy is not None]
+
+
+def _step_label(step: TrajectoryStep) -> str:
+    removed = (step.data or {}).get("removed")
+    return f"step {step.step}" + (f" (slimmed {removed})" if removed else " (full width)")
+
+
+def chosen_points(results: list[BudgetResult]) -> list[charts.Point]:
+    """Each budget's configuration at its validation accuracy: the same measure as the trajectory,
+    so the ring sits on the trajectory point it was chosen from."""
+    return [charts.Point(r.macs, r.val_accuracy, budget_label(r)) for r in results if r.val_accuracy is not None]
+
+
+def engine_result(search: Search) -> dict[str, Any]:
+    """The engine's ``result.json`` in the search's work directory ({} when absent or unreadable)."""
+    if not search.workdir:
+        return {}
+    try:
+        return json.loads((Path(search.workdir) / "result.json").read_text())
+    except (OSError, ValueError):
+        return {}
+
+
+def baseline_points(result: dict[str, Any]) -> list[charts.Point]:
+    """The uniform-width baseline of an engine result: ``result["uniform"]``, a list of
+    ``{"ratio", "macs", "val_accuracy"}`` (the supernet, BN calibrated, at uniform width ratios)."""
+    points = []
+    for entry in result.get("uniform") or []:
+        accuracy = entry.get("val_accuracy", entry.get("accuracy")) if isinstance(entry, dict) else None
+        if accuracy is not None and entry.get("macs") is not None:
+            points.append(charts.Point(float(entry["macs"]), float(accuracy), f"uniform x{entry.get('ratio', '?')}"))
+    return points
+
+
+def full_channels(search: Search, config: dict[str, Any]) -> dict[str, int]:
+    """Per-layer channels at full width: the search's recorded full network, else rebuilt from the
+    config's network description."""
+    recorded = (search.summary or {}).get("channels")
+    if isinstance(recorded, dict) and set(config.get("channels", {})) <= set(recorded):
+        return recorded
+    net = {k: config[k] for k in ("arch", "num_classes", "input_size", "width_mult", "divisor", "width_min")
+           if k in config}
+    return dict(_full_layers(json.dumps(net, sort_keys=True)))
+
+
+@lru_cache(maxsize=32)
+def _full_layers(net_json: str) -> tuple[tuple[str, int], ...]:
+    from models import NetSpec, Supernet  # torch: only when a page needs a network rebuilt
+
+    space = Supernet(NetSpec.from_dict(json.loads(net_json))).space
+    return tuple(space.to_layers(space.full()).items())
+
+
+def download_links(base: str, result: BudgetResult) -> dict[str, str]:
+    """The config JSON and the model in each format it can be had in, under ``base`` (``/admin/searches/<id>``)."""
+    query = {result.kind: f"{result.target:g}"}
+    links = {"config": f"{base}/config?{urlencode(query)}"}
+    for fmt in available_formats(result):
+        links[fmt] = f"{base}/model?{urlencode({**query, 'format': fmt})}"
+    return links
+
+
+def budget_views(search: Search, base: str) -> list[BudgetView]:
+    return [BudgetView(r, budget_label(r), charts.channel_bars(r.channels, full_channels(search, r.config)),
+                       download_links(base, r)) for r in search.budgets]
+
+
+def accuracy_chart(search: Search, steps: list[TrajectoryStep]) -> Markup:
+    return charts.accuracy_curve(trajectory_points(steps), chosen_points(list(search.budgets)),
+                                 baseline_points(engine_result(search)))
