@@ -7,7 +7,9 @@ SQLite file and the filesystem message queue under ``AUTOSLIM_HOME``.  The admin
 
 from __future__ import annotations
 
+import ctypes
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -20,6 +22,7 @@ from app.schemas import SearchCreate
 from app.settings import Settings
 from app.tables import Role, Token
 
+PR_SET_PDEATHSIG = 1
 DEMO_SEARCH = {
     "arch": "mobilenet_v2", "dataset": "digits", "width_mult": 0.35, "macs": ["3M", "2M"],
     "train": {"epochs": 2, "batch_size": 64, "num_sandwich": 3, "warmup_epochs": 0.5},
@@ -46,16 +49,30 @@ def admin_token(engine: Engine, home: Path) -> str:
     return secret
 
 
+def die_with_parent() -> None:
+    """In a child about to exec: have Linux kill it when its parent dies, so a killed `autoslim up`
+    (or test run) leaves no worker behind.  Elsewhere a no-op."""
+    if sys.platform.startswith("linux"):
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+
+
 def start_worker(queue: str) -> subprocess.Popen:
     """A worker process with this process's environment (so the same settings)."""
-    return subprocess.Popen([sys.executable, "-m", "app.cli", "worker", "--queue", queue], env=dict(os.environ))
+    return subprocess.Popen([sys.executable, "-m", "app.cli", "worker", "--queue", queue], env=dict(os.environ),
+                            preexec_fn=die_with_parent)
+
+
+def exit_on_sigterm() -> None:
+    """uvicorn re-raises the SIGTERM it shut down on; as SystemExit it lets ``finally`` stop the worker."""
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
 
 
 def stop_worker(process: subprocess.Popen, grace_s: float = 10.0) -> None:
-    """Warm shutdown first (the search's checkpoints are on disk either way), then kill."""
+    """Cold shutdown (SIGQUIT: stop now, do not finish the search; its checkpoints are on disk and
+    the next start resumes it), then kill."""
     if process.poll() is not None:
         return
-    process.terminate()
+    process.send_signal(signal.SIGQUIT)
     try:
         process.wait(grace_s)
     except subprocess.TimeoutExpired:

@@ -24,6 +24,7 @@ from typing import Any
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 
+from app.embedded import die_with_parent
 from app.settings import Settings
 
 BACKEND_ENV = "AUTOSLIM_TEST_BACKEND"
@@ -98,7 +99,8 @@ class WorkerProcess:
         self.log = log
         self._out = open(log, "ab")  # noqa: SIM115 - closed in stop()
         self.process = subprocess.Popen([sys.executable, "-m", "app.cli", "worker", "--queue", queue],
-                                        env=settings_env(settings), stdout=self._out, stderr=subprocess.STDOUT)
+                                        env=settings_env(settings), stdout=self._out, stderr=subprocess.STDOUT,
+                                        preexec_fn=die_with_parent)
 
     @property
     def pid(self) -> int:

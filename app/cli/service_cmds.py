@@ -117,7 +117,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 def cmd_up(args: argparse.Namespace) -> int:
     import uvicorn
 
-    from app.embedded import admin_token, start_worker, stop_worker, submit_demo
+    from app.embedded import admin_token, exit_on_sigterm, start_worker, stop_worker, submit_demo
     from app.main import create_app
 
     settings, engine = _migrated_engine(upgrade=True)
@@ -125,6 +125,7 @@ def cmd_up(args: argparse.Namespace) -> int:
     app = create_app(settings)
     worker = start_worker(settings.default_queue)
     url = f"http://{args.host}:{args.port}"
+    exit_on_sigterm()
     try:
         print(f"autoslim is up at {url}  (API docs: {url}/docs; data under {settings.home_dir})", flush=True)
         if args.demo:

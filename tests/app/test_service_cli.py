@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import os
 import socket
 import subprocess
 import sys
+from pathlib import Path
 
 import httpx
 import pytest
@@ -61,8 +63,9 @@ def up(tmp_path):
                                          None), 60, "the admin token line", on_timeout=log.read_text)
             yield f"http://127.0.0.1:{port}", line.split()[-1], process, log
         finally:
-            process.terminate()
-            process.wait(30)
+            if process.poll() is None:
+                process.kill()
+                process.wait()
             engine_for(settings.db_url).dispose()
 
 
@@ -76,9 +79,19 @@ def test_up_serves_the_api_runs_a_real_worker_and_submits_the_demo(up):
     search = demo[0]["links"]["self"]
     wait_for(lambda: client.get(search).json()["attempts"] == 1, 120, "the worker to claim the demo",
              on_timeout=log.read_text)
-    assert client.post(f"{search}/cancel").status_code == 202
-    wait_for(lambda: client.get(search).json()["status"] == "cancelled", 120, "the worker to stop the demo",
-             on_timeout=log.read_text)
+    claimed = next(e for e in client.get(f"{search}/events").json() if e["kind"] == "claimed")
+    worker_pid = int(claimed["data"]["worker"].rsplit(":", 1)[1])
+    process.terminate()
+    assert process.wait(30) == 0
+    wait_for(lambda: not _alive(worker_pid), 30, "the worker to stop with `autoslim up`")
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return Path(f"/proc/{pid}/stat").read_text().split()[2] != "Z" if Path("/proc").is_dir() else True
 
 
 def _get(client: httpx.Client, path: str) -> int:
