@@ -75,7 +75,7 @@ def accuracy_curve(trajectory: Sequence[Point], chosen: Sequence[Point] = (), ba
     parts += _series(baseline, x, y, "baseline", marker="square")
     parts += _series(trajectory, x, y, "trajectory", marker="dot")
     parts += [_chosen_mark(p, x, y) for p in chosen]
-    parts.append(_legend(width, bool(baseline), bool(chosen)))
+    parts.append(_legend(width, height, bool(baseline), bool(chosen)))
     parts.append("</svg>")
     return Markup("".join(parts))
 
@@ -127,19 +127,20 @@ def _chosen_mark(p: Point, x: Scale, y: Scale) -> str:
             f'<text x="{px:.1f}" y="{py - 11:.1f}" text-anchor="middle">{escape(p.label)}</text></g>')
 
 
-def _legend(width: int, baseline: bool, chosen: bool) -> str:
+def _legend(width: int, height: int, baseline: bool, chosen: bool) -> str:
+    """Bottom right: accuracy rises with MACs, so that corner is the one the curves leave empty."""
     items = [("trajectory", "greedy trajectory")]
     items += [("chosen", "chosen for a budget")] if chosen else []
     items += [("baseline", "uniform width")] if baseline else []
-    left = width - MARGIN["right"] - 150
-    rows = "".join(f'<g class="legend-item {cls}"><circle cx="{left + 8}" cy="{MARGIN["top"] + 10 + 16 * i}" r="4"/>'
-                   f'<text x="{left + 18}" y="{MARGIN["top"] + 14 + 16 * i}">{text}</text></g>'
+    left, bottom = width - MARGIN["right"] - 150, height - MARGIN["bottom"] - 10
+    rows = "".join(f'<g class="legend-item {cls}"><circle cx="{left + 8}" cy="{bottom - 16 * (len(items) - 1 - i)}" r="4"/>'
+                   f'<text x="{left + 18}" y="{bottom + 4 - 16 * (len(items) - 1 - i)}">{text}</text></g>'
                    for i, (cls, text) in enumerate(items))
     return f'<g class="legend">{rows}</g>'
 
 
 def _data(p: Point) -> str:
-    return f'data-macs="{p.macs:g}" data-accuracy="{p.accuracy:g}"'
+    return f'data-macs="{float(p.macs)!r}" data-accuracy="{float(p.accuracy)!r}"'
 
 
 def _tooltip(p: Point) -> Markup:

@@ -100,7 +100,7 @@ def _full_layers(net_json: str) -> tuple[tuple[str, int], ...]:
 
 def download_links(base: str, result: BudgetResult) -> dict[str, str]:
     """The config JSON and the model in each format it can be had in, under ``base`` (``/admin/searches/<id>``)."""
-    query = {result.kind: f"{result.target:g}"}
+    query = {result.kind: f"{result.target:.12g}"}  # 7500000, not 7.5e+06
     links = {"config": f"{base}/config?{urlencode(query)}"}
     for fmt in available_formats(result):
         links[fmt] = f"{base}/model?{urlencode({**query, 'format': fmt})}"

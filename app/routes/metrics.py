@@ -21,8 +21,10 @@ from typing import Any
 
 from celery import Celery
 from fastapi import APIRouter, Request, Response
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from prometheus_client import CollectorRegistry
+from prometheus_client.exposition import choose_encoder
 from prometheus_client.core import GaugeMetricFamily, HistogramMetricFamily, Metric
+from prometheus_client.utils import floatToGoString
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
@@ -103,7 +105,7 @@ def _aware(value: Any) -> Any:
 
 def histogram_buckets(values: list[float], bounds: tuple[float, ...]) -> list[tuple[str, float]]:
     """Cumulative (upper bound, count) pairs ending with +Inf, as Prometheus histograms have them."""
-    out = [(f"{bound:g}", float(sum(1 for v in values if v <= bound))) for bound in bounds]
+    out = [(floatToGoString(bound), float(sum(1 for v in values if v <= bound))) for bound in bounds]
     return [*out, ("+Inf", float(len(values)))]
 
 
@@ -123,9 +125,12 @@ def broker_messages(celery: Celery) -> dict[str, int]:
         return {}
 
 
-@router.get("/metrics", response_class=Response, responses={200: {"content": {CONTENT_TYPE_LATEST: {}}}})
+@router.get("/metrics", response_class=Response, responses={200: {"content": {"text/plain; version=0.0.4": {}}}})
 def metrics(request: Request, session: SessionDep) -> Response:
-    """Prometheus metrics: searches by status, queue lengths, phase durations, heartbeat age."""
+    """Prometheus metrics: searches by status, queue lengths, phase durations, heartbeat age.
+
+    The format follows the scraper's Accept header (Prometheus text, or OpenMetrics when asked)."""
     registry = CollectorRegistry(auto_describe=False)
     registry.register(SearchCollector(session, getattr(request.app.state, "celery", None)))
-    return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
+    encode, content_type = choose_encoder(request.headers.get("accept", ""))
+    return Response(encode(registry), headers={"Content-Type": content_type})

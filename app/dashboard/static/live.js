@@ -30,7 +30,7 @@
         const live = await fetchJson(section.dataset.url);
         set(section, "status", live.status + (live.cancel_requested ? " (cancel requested)" : ""));
         set(section, "phase", live.phase || "—");
-        set(section, "percent", live.percent + "%");
+        set(section, "percent", live.percent.toFixed(1) + "%");
         set(section, "epoch", live.epoch ? live.epoch + " / " + live.epochs : "—");
         set(section, "eta", duration(live.eta_s));
         const bar = section.querySelector('[data-field="bar"]');
