@@ -114,8 +114,9 @@ class WorkerProcess:
         self._out.close()
 
     def stop(self, grace_s: float = 15.0) -> None:
+        """Cold shutdown (SIGQUIT): a test's worker has nothing left worth finishing."""
         if self.process.poll() is None:
-            self.process.terminate()
+            self.process.send_signal(signal.SIGQUIT)
             try:
                 self.process.wait(grace_s)
             except subprocess.TimeoutExpired:

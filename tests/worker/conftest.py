@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
+from sqlalchemy import update
 
 from app.auth import User, create_token
 from app.db import engine_for, session_scope
@@ -15,6 +16,7 @@ from app.migrate import upgrade
 from app.schemas import SearchCreate
 from app.search_service import submit
 from app.settings import Settings
+from app.tables import Search
 from app.testing import WorkerProcess, fresh_backend
 
 
@@ -43,15 +45,23 @@ def client(app) -> TestClient:  # noqa: ANN001
 
 
 @pytest.fixture
-def queued(app, settings: Settings) -> Callable[..., str]:  # noqa: ANN001
-    """Store and enqueue a search directly (no HTTP); returns its id."""
+def queued(app, settings: Settings) -> Iterator[Callable[..., str]]:  # noqa: ANN001
+    """Store and enqueue a search directly (no HTTP); returns its id.  Afterwards the searches a test
+    left queued or running are cancelled, so no worker or reaper of a later test takes them up."""
+    made: list[str] = []
+
     def make(**fields) -> str:
         body = SearchCreate.model_validate({"arch": "mobilenet_v2", "dataset": "digits", "width_mult": 0.35,
                                             "macs": ["2M"], **fields})
         with session_scope(app.state.engine) as session:
             search, _ = submit(session, app.state.celery, settings, User("tester", "user", 0), body)
+            made.append(search.id)
             return search.id
-    return make
+
+    yield make
+    with session_scope(app.state.engine) as session:
+        session.execute(update(Search).where(Search.id.in_(made), Search.status.in_(("queued", "running")))
+                        .values(status="cancelled", claim_id=None))
 
 
 @pytest.fixture(scope="session")

@@ -124,7 +124,7 @@ def test_a_redelivered_message_does_not_run_the_search_again(finished, app, engi
 
 
 def test_cancel_keeps_progress_and_retry_continues_on_the_cached_supernet(finished, client, engine, cpu_worker):
-    created = client.post("/searches", json={**TINY, "macs": ["1.6M"]}).json()
+    created = client.post("/searches", json={**TINY, "macs": ["1.8M"]}).json()
     wait_status(client, created["id"], ("running", "succeeded"), [cpu_worker], 60)
     cancelled = client.post(created["links"]["cancel"])
     assert cancelled.status_code in (202, 409)  # 409 only if it finished first
