@@ -18,7 +18,8 @@ from app.auth import User
 from app.schemas import SearchCreate
 from app.settings import Settings
 from app.spec_validation import FieldError, validated_spec
-from app.tables import RETRYABLE, Event, Search, Status, TrajectoryStep, utcnow
+from app.tables import RETRYABLE, BudgetResult, Event, Search, Status, TrajectoryStep, utcnow
+from engine.budgets import BudgetError, parse_amount
 from worker.celery_app import enqueue
 
 
@@ -136,6 +137,30 @@ def _transition(session: Session, search: Search, from_states: tuple[str, ...], 
         session.refresh(search)
         return False
     return True
+
+
+def budget_result(search: Search, asked: dict[str, str | None]) -> BudgetResult:
+    """The result of the one budget ``asked`` names (``{"macs": "2M"}``; ``2000000`` works too).
+
+    `Conflict` until the search has succeeded, `FieldError` (422) for no budget, two, or an
+    unreadable amount, `NotFound` for a budget the search was not asked for (the message lists them).
+    """
+    if search.status != Status.succeeded:
+        raise Conflict(f"search is {search.status}; results exist once it has succeeded", search.status)
+    named = {kind: text for kind, text in asked.items() if text is not None}
+    have = ", ".join(f"{r.kind}={r.target:g}" for r in search.budgets) or "none"
+    if len(named) != 1:
+        message = "ask for one budget at a time" if named else f"name one budget; this search has {have}"
+        raise FieldError(("query", *(named or asked)), message)
+    (kind, text), = named.items()
+    try:
+        target = parse_amount(text)
+    except BudgetError as err:
+        raise FieldError(("query", kind), str(err)) from None
+    for result in search.budgets:
+        if result.kind == kind and abs(result.target - target) <= 1e-9 * max(1.0, abs(target)):
+            return result
+    raise NotFound(f"this search has no {kind} budget of {target:g} (it has {have})")
 
 
 def trajectory(session: Session, search_id: str) -> list[TrajectoryStep]:

@@ -20,9 +20,8 @@ from starlette.background import BackgroundTask
 
 from app import search_service as service
 from app.deps import CurrentUser, SessionDep
-from app.spec_validation import FieldError
 from app.tables import BudgetResult, Search, Status
-from engine.budgets import BudgetError, format_amount, parse_amount
+from engine.budgets import format_amount
 
 router = APIRouter(prefix="/searches", tags=["searches"])
 
@@ -34,28 +33,11 @@ FILE_KEYS = {"pt": ("pt",), "onnx": ("onnx",), "torchscript": ("ts", "torchscrip
 
 
 def pick_budget(search: Search, asked: dict[str, str | None]) -> BudgetResult:
-    """The budget result named by one of ``macs`` / ``latency_ms`` / ``params`` (``2M`` or
-    ``2000000``); with none named, the search's only budget.  422 for an unreadable or ambiguous
-    query, 404 for a budget the search does not have, 409 while it has not succeeded."""
-    if search.status != Status.succeeded:
-        raise service.Conflict(f"search is {search.status}; models exist once it has succeeded", search.status)
-    named = {kind: text for kind, text in asked.items() if text is not None}
-    have = ", ".join(f"{r.kind}={r.target:g}" for r in search.budgets) or "none"
-    if len(named) > 1:
-        raise FieldError(("query", *named), "ask for one budget at a time")
-    if not named:
-        if len(search.budgets) == 1:
-            return search.budgets[0]
-        raise FieldError(("query", "macs"), f"name the budget, e.g. macs=...; this search has {have}")
-    (kind, text), = named.items()
-    try:
-        target = parse_amount(text)
-    except BudgetError as err:
-        raise FieldError(("query", kind), str(err)) from None
-    for result in search.budgets:
-        if result.kind == kind and abs(result.target - target) <= 1e-9 * max(1.0, abs(target)):
-            return result
-    raise service.NotFound(f"this search has no {kind} budget of {target:g} (it has {have})")
+    """The budget named by one of ``macs`` / ``latency_ms`` / ``params``; with none named, the
+    search's only budget (see `app.search_service.budget_result` for the errors)."""
+    if search.status == Status.succeeded and len(search.budgets) == 1 and all(v is None for v in asked.values()):
+        return search.budgets[0]
+    return service.budget_result(search, asked)
 
 
 def available_formats(result: BudgetResult) -> list[str]:

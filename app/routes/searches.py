@@ -15,9 +15,7 @@ from app import search_service as service
 from app import search_views as views
 from app.deps import CurrentUser, SessionDep, SettingsDep
 from app.schemas import (ConfigSet, EventOut, SearchCreate, SearchCreated, SearchDetail, SearchPage, Trajectory)
-from app.spec_validation import FieldError
 from app.tables import Status
-from engine.budgets import BudgetError, parse_amount
 
 router = APIRouter(prefix="/searches", tags=["searches"])
 
@@ -62,24 +60,12 @@ def get_config(search_id: str, session: SessionDep, user: CurrentUser,
                params: Annotated[str | None, Query()] = None) -> Any:
     """The channel config of one budget (a `ChannelConfig` JSON), or of every budget."""
     search = service.get_visible(session, user, search_id)
-    if search.status != Status.succeeded:
-        raise service.Conflict(f"search is {search.status}; configs exist once it has succeeded", search.status)
-    asked = {kind: value for kind, value in (("macs", macs), ("latency_ms", latency_ms), ("params", params))
-             if value is not None}
-    if not asked:
+    asked = {"macs": macs, "latency_ms": latency_ms, "params": params}
+    if all(value is None for value in asked.values()):
+        if search.status != Status.succeeded:
+            raise service.Conflict(f"search is {search.status}; configs exist once it has succeeded", search.status)
         return ConfigSet(search_id=search.id, budgets=[views.budget_config(r) for r in search.budgets])
-    if len(asked) > 1:
-        raise FieldError(("query", *asked), "ask for one budget at a time")
-    (kind, text), = asked.items()
-    try:
-        target = parse_amount(text)
-    except BudgetError as err:
-        raise FieldError(("query", kind), str(err)) from None
-    for result in search.budgets:
-        if result.kind == kind and abs(result.target - target) <= 1e-9 * max(1.0, abs(target)):
-            return result.config
-    have = ", ".join(f"{r.kind}={r.target:g}" for r in search.budgets) or "none"
-    raise service.NotFound(f"this search has no {kind} budget of {target:g} (it has {have})")
+    return service.budget_result(search, asked).config
 
 
 @router.get("/{search_id}/trajectory", response_model=Trajectory, responses=UNKNOWN)

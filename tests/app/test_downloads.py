@@ -92,7 +92,7 @@ def test_errors_name_what_is_wrong(admin, alice, bob, anonymous, finished_search
     assert download(admin, search_id, macs="7.5M", format="tflite").status_code == 422
     assert download(admin, search_id, macs="7.5M", params="100k").status_code == 422
     unnamed = download(admin, search_id)  # two budgets: which one?
-    assert unnamed.status_code == 422 and "macs=7.5e+06" in unnamed.json()["detail"][0]["msg"]
+    assert unnamed.status_code == 422 and "name one budget; this search has macs=7.5e+06" in unnamed.json()["detail"][0]["msg"]
     queued = alice.post("/searches", json=valid).json()["id"]
     pending = download(alice, queued, macs="2M")
     assert pending.status_code == 409 and pending.json()["status"] == "queued"
