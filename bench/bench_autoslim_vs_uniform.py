@@ -9,7 +9,7 @@
    fine-tuned (same recipe); the Kendall rank correlation between the two is reported, over all of
    them and, since MACs alone explain part of any ranking, within a narrow MACs band too.
 
-    python -m bench.bench_autoslim_vs_uniform                       # digits at 16 px, mobilenet_v2 x0.35
+    python -m bench.bench_autoslim_vs_uniform                       # digits at 16 px, resnet18 x0.25
     python -m bench.bench_autoslim_vs_uniform --dataset cifar10:/work/shared/data/cifar10-subset \\
         --input-size 32 --epochs 8 --finetune-epochs 3
 
@@ -103,10 +103,10 @@ def rank_correlation(supernet, data, calib, val, recipe, args) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--dataset", default="digits")
-    parser.add_argument("--arch", default="mobilenet_v2")
-    parser.add_argument("--width-mult", type=float, default=0.35)
+    parser.add_argument("--arch", default="resnet18")
+    parser.add_argument("--width-mult", type=float, default=0.25)
     parser.add_argument("--input-size", type=int, default=16)
-    parser.add_argument("--epochs", type=int, default=15, help="supernet training epochs")
+    parser.add_argument("--epochs", type=int, default=10, help="supernet training epochs")
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--lr", type=float, default=0.05)
     parser.add_argument("--bins", type=int, default=10)
