@@ -70,7 +70,7 @@ def test_each_step_removes_one_bin_with_exact_costs_until_every_budget_is_met(tr
     assert not until_all_met(budgets)(steps[:-1])  # it stopped at the first step meeting them all
 
 
-@pytest.mark.parametrize("arch,width", [("mobilenet_v2", 0.35), ("resnet18", 0.25), ("mobilenet_v1", 0.25), ("resnet50", 0.25)])
+@pytest.mark.parametrize("arch,width", [("mobilenet_v2", 0.35), ("resnet18", 0.25), ("mobilenet_v1", 0.25)])
 def test_shared_prefix_scores_equal_the_full_recomputation(arch, width, digits16):
     """Every candidate's score, bit for bit, from a mid-search (nonuniform) parent.
 

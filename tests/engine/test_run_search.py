@@ -150,7 +150,7 @@ def test_retraining_fine_tunes_each_answer_and_exports_the_retrained_model(first
 
 # ---- MutualNet: width x resolution ----------------------------------------------------------------
 MUTUAL = {"arch": "resnet18", "dataset": "digits", "input_size": 16, "width_mult": 0.25,
-        "train": {"mode": "mutual", "epochs": 1, "batch_size": 32, "lr": 0.05, "resolutions": [16, 12]},
+        "train": {"mode": "mutual", "epochs": 1, "batch_size": 64, "lr": 0.05, "resolutions": [16, 12]},
         "search": {"calib_size": 128, "score_size": 128}}
 
 
