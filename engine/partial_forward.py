@@ -24,7 +24,7 @@ import operator
 import torch
 from torch import fx, nn
 
-from models.ops import SlimBatchNorm2d, SlimConv2d, SlimLinear, SwitchableBatchNorm2d
+from models.ops import SlimBatchNorm2d, SlimConv2d, SwitchableBatchNorm2d
 from models.space import _LeafTracer
 from models.supernet import Supernet
 
