@@ -131,7 +131,7 @@ def cmd_up(args: argparse.Namespace) -> int:
         if args.demo:
             search_id = submit_demo(engine, settings)
             print(f"demo search: curl -H 'Authorization: Bearer {token}' {url}/searches/{search_id}")
-            print(f"its config:  curl -H 'Authorization: Bearer {token}' '{url}/searches/{search_id}/config?macs=2M'")
+            print(f"its config:  curl -H 'Authorization: Bearer {token}' '{url}/searches/{search_id}/config?macs=5M'")
         print(f"admin token: {token}", flush=True)
         uvicorn.run(app, host=args.host, port=args.port, log_level="warning")
     finally:
