@@ -40,10 +40,10 @@ def main() -> None:
     configure_threads(0)
     data = load_data(args.dataset, input_size=args.input_size, seed=args.seed)
     spec = TrainSpec(mode="usnet-nonuniform", epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
-                     warmup_epochs=args.warmup_epochs)
+                     warmup_epochs=args.warmup_epochs, inplace_distill=not args.no_inplace_distill)
     print(f"dataset {data.name}: {len(data.train)} train / {len(data.val)} val / {len(data.test)} test images, "
           f"{args.arch} {args.width_mult}x at {args.input_size} px, {spec.epochs} epochs, batch {spec.batch_size}, "
-          f"lr {spec.lr}, warm-up {spec.warmup_epochs} epochs, calibration on {args.calib_size} training images, "
+          f"lr {spec.lr}, warm-up {spec.warmup_epochs} epochs, inplace distillation {spec.inplace_distill}, calibration on {args.calib_size} training images, "
           f"torch threads {torch.get_num_threads()}")
     _throughput(args, data, spec)
     test = as_batches(data.test)
@@ -120,6 +120,8 @@ def _parse() -> argparse.Namespace:
     p.add_argument("--warmup-epochs", type=float, default=1.0)
     p.add_argument("--calib-size", type=int, default=2000)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--no-inplace-distill", action="store_true",
+                   help="students learn the labels (on short schedules the early teacher's soft targets slow training)")
     return p.parse_args()
 
 
