@@ -44,30 +44,37 @@ def shared_bns(model: nn.Module) -> list[SlimBatchNorm2d]:
 
 
 @contextmanager
-def _calibration_mode(model: nn.Module, bns: list[nn.BatchNorm2d]) -> Iterator[None]:
-    was_training = model.training
+def bn_calibration(bns: list[nn.Module]) -> Iterator[None]:
+    """Fresh statistics for ``bns`` by exact cumulative averaging, in a network already in eval mode.
+
+    Only these BN layers switch to train mode (and back to eval after), so the search can call
+    this per candidate without walking every module of the network.
+    """
     saved = [bn.momentum for bn in bns]
-    model.eval()
     for bn in bns:
-        bn.train()
+        bn.reset_running_stats()
         bn.momentum = None
+        bn.training = True
     try:
         yield
     finally:
         for bn, momentum in zip(bns, saved):
             bn.momentum = momentum
-        model.train(was_training)
+            bn.training = False
 
 
 @torch.no_grad()
 def calibrate_bn(model: nn.Module, data: Batches, bns: list[nn.BatchNorm2d] | None = None) -> None:
     """Re-estimate the statistics of ``bns`` (default: every shared BN) at the model's current widths."""
     bns = shared_bns(model) if bns is None else bns
-    for bn in bns:
-        bn.reset_running_stats()
-    with _calibration_mode(model, bns):
-        for x, _ in data:
-            model(x)
+    was_training = model.training
+    model.eval()
+    try:
+        with bn_calibration(bns):
+            for x, _ in data:
+                model(x)
+    finally:
+        model.train(was_training)
 
 
 @dataclass

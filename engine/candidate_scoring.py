@@ -15,14 +15,11 @@ results:
 
 from __future__ import annotations
 
-from contextlib import contextmanager
-from typing import Iterator
 
 import torch
 import torch.nn.functional as F
-from torch import nn
 
-from engine.calibrate import Batches, Score, calibrate_bn, evaluate
+from engine.calibrate import Batches, Score, bn_calibration, calibrate_bn, evaluate
 from engine.partial_forward import Env, PartialForward
 from models.supernet import Supernet
 
@@ -82,13 +79,13 @@ class SharedPrefixScorer:
 
     def _carry(self, calib_envs: list[Env], score_envs: list[Env], start: int, stop: int) -> tuple[list[Env], list[Env]]:
         """Advance the parent's activations from ``start`` to ``stop``, calibrating its BN there."""
-        with _calibrating(self.graph.batchnorms(start, stop)):
+        with bn_calibration(self.graph.batchnorms(start, stop)):
             calib_envs = [self.graph.advance(env, start, stop) for env in calib_envs]
         score_envs = [self.graph.advance(env, start, stop) for env in score_envs]
         return calib_envs, score_envs
 
     def _calibrate_from(self, cut: int, envs: list[Env]) -> None:
-        with _calibrating(self.graph.batchnorms(cut, self.graph.end)):
+        with bn_calibration(self.graph.batchnorms(cut, self.graph.end)):
             for env in envs:
                 self.graph.finish(env, cut, max(cut, self._calib_stop))
 
@@ -113,24 +110,6 @@ class ScoreSum:
 
     def score(self) -> Score:
         return Score(100.0 * self.correct / self.count, self.loss / self.count)
-
-
-@contextmanager
-def _calibrating(bns: list[nn.Module]) -> Iterator[None]:
-    """Fresh BN statistics by exact cumulative averaging (`engine.calibrate`'s recipe), for a
-    network already in eval mode: only these BN layers switch, which keeps a candidate's cost at
-    its arithmetic (walking every module to set modes is a tenth of a step on small networks)."""
-    saved = [bn.momentum for bn in bns]
-    for bn in bns:
-        bn.reset_running_stats()
-        bn.momentum = None
-        bn.training = True
-    try:
-        yield
-    finally:
-        for bn, momentum in zip(bns, saved):
-            bn.momentum = momentum
-            bn.training = False
 
 
 def make_scorer(kind: str, supernet: Supernet, calib: Batches, score: Batches) -> FullScorer | SharedPrefixScorer:
