@@ -84,7 +84,7 @@ def latency_error(args: argparse.Namespace) -> None:
     start = time.perf_counter()
     table = measure_table(supernet, "cpu", batch_size=1, bins=args.bins, timing=timing)
     print(f"latency table: {len(table.nodes)} nodes measured in {time.perf_counter() - start:.1f}s "
-          f"(overhead constant {table.overhead_ms:.3f} ms)")
+          f"(whole model = {table.scale:.3f} x sum of layers {table.overhead_ms:+.3f} ms)")
     generator = torch.Generator().manual_seed(0)
     errors = []
     for _ in range(args.configs):

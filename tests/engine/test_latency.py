@@ -51,15 +51,25 @@ def test_grid_is_the_greedy_ladder_thinned_with_both_ends(net):
     assert len(thin) == min(3, len(ladder)) and thin[0] == group.min and thin[-1] == group.max
 
 
-def test_prediction_is_the_sum_of_layers_plus_the_fitted_overhead(net, table):
+def test_prediction_is_the_scaled_sum_of_layers_plus_the_fitted_overhead(net, table):
+    assert set(table.fit) == {"full", "smallest", *(f"random-{i}" for i in range(8))}
     for name in ("full", "smallest"):
         widths = getattr(net.space, name)()
         exact = sum(cost.at(widths) for cost in table.nodes.values())
-        assert table.predict(widths) == pytest.approx(exact + table.overhead_ms)
+        assert table.predict(widths) == pytest.approx(table.scale * exact + table.overhead_ms)
         assert table.fit[name]["sum_of_layers_ms"] == pytest.approx(exact)
-    # The overhead makes the full and the smallest model's residuals cancel out.
-    residuals = [table.fit[n]["measured_ms"] - table.predict(getattr(net.space, n)()) for n in ("full", "smallest")]
+    # A least-squares line with an intercept leaves residuals that cancel out over the fitted models.
+    residuals = [m["measured_ms"] - (table.scale * m["sum_of_layers_ms"] + table.overhead_ms) for m in table.fit.values()]
     assert sum(residuals) == pytest.approx(0.0, abs=1e-9)
+    assert table.scale > 0 and table.predict(net.space.smallest()) > 0
+
+
+def test_whole_model_line_recovers_a_scale_and_falls_back_to_a_constant():
+    assert latency._line([(1.0, 3.0), (2.0, 5.0), (4.0, 9.0)], lowest=1.0) == pytest.approx((2.0, 1.0))
+    # Falling measurements (noise) or a line below zero at the smallest model: a constant offset only.
+    assert latency._line([(1.0, 5.0), (2.0, 3.0)], lowest=1.0) == pytest.approx((1.0, 2.5))
+    assert latency._line([(2.0, 1.0), (4.0, 9.0)], lowest=1.0) == pytest.approx((1.0, 2.0))
+    assert latency._line([(2.0, 3.0), (2.0, 3.5)], lowest=2.0) == pytest.approx((1.0, 1.25))
 
 
 def test_interpolation_is_exact_at_grid_points_and_linear_between():
