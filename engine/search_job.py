@@ -32,6 +32,7 @@ from engine.sampling import default_resolutions
 from engine.spec import CancelFn, Cancelled, ReportFn, SearchSpec
 from engine.supernet_cache import cache_root, fresh_supernet, obtain_supernet
 from engine.train import load_supernet, pick_device
+from engine.width_scores import baseline_ratios, score_uniform
 from models import ChannelConfig, Supernet, count_macs, count_params
 
 LATENCY_ENV = "AUTOSLIM_LATENCY_CACHE"
@@ -48,6 +49,8 @@ def run_search(spec: SearchSpec | dict, workdir: Path, report: ReportFn | None =
         {"budgets": [{"kind", "target", "macs", "params", "latency_ms", "val_accuracy", "val_loss",
                       "test_accuracy" (retrained only), "channels", "files": {"config", "pt", "onnx"}}],
          "trajectory": [greedy steps, or grid points for MutualNet], "full": {...},
+         "uniform": [{"ratio", "macs", "params", "val_accuracy", "val_loss"}] (greedy only: the
+                    supernet at uniform widths, the baseline the trajectory is compared with),
          "supernet": {"key", "path", "reused"}, "timings": {...}, "spec": {...}}
 
     Supernets are cached in ``$AUTOSLIM_SUPERNET_CACHE`` or ``workdir/../supernets``, latency
@@ -67,6 +70,7 @@ class _Job:
         self.timings: dict[str, float] = {}
         self.mutual = spec.train.mode == "mutual"
         self.spec_hash = hashlib.sha256(json.dumps(spec.to_dict(), sort_keys=True).encode()).hexdigest()[:24]
+        self.uniform: list[dict[str, Any]] = []
 
     def run(self) -> dict[str, Any]:
         done = self._finished()
@@ -90,7 +94,7 @@ class _Job:
         tested = self._timed("retrain_s", lambda: self._retrain(supernet, data, calib, answers))
         results = self._timed("export_s", lambda: self._export(answers, tested, calib))
         self.timings["total_s"] = time.monotonic() - started
-        result = {"budgets": results, "trajectory": trajectory, "full": full,
+        result = {"budgets": results, "trajectory": trajectory, "full": full, "uniform": self.uniform,
                   "supernet": {"key": entry.key, "path": str(entry.path), "reused": entry.reused},
                   "timings": {k: round(v, 3) for k, v in self.timings.items()}, "spec": self.spec.to_dict(),
                   "spec_hash": self.spec_hash}
@@ -162,6 +166,7 @@ class _Job:
 
         steps = slimmer.run(until_all_met(budgets), self.workdir / "search_state.json", state_key, self.cancel, on_step)
         answers = [{"budget": b, "net": supernet, **_point(first_fit(steps, b))} for b in budgets]
+        self.uniform = _uniform_baseline(supernet, calib, score)
         return answers, [s.to_dict(space) for s in steps], steps[0].to_dict(space)
 
     def _mutual(self, supernet: Supernet, calib, score, budgets: list[Budget], tables: dict[int, LatencyTable],
@@ -232,6 +237,15 @@ class _Job:
     def _check_cancel(self, where: str) -> None:
         if self.cancel():
             raise Cancelled(f"search cancelled {where}")
+
+
+def _uniform_baseline(supernet: Supernet, calib, score) -> list[dict[str, Any]]:
+    """The supernet at evenly spaced uniform width ratios, BN calibrated and scored like the greedy
+    candidates: the width-multiplier baseline the trajectory is drawn against."""
+    space = supernet.space
+    return [{"ratio": row.ratio, "macs": row.macs, "params": count_params(space, space.uniform(row.ratio)),
+             "val_accuracy": row.score.accuracy, "val_loss": row.score.loss}
+            for row in score_uniform(supernet, baseline_ratios(supernet), score, calib)]
 
 
 def _point(point) -> dict[str, Any]:

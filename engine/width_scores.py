@@ -1,7 +1,8 @@
 """Accuracy of a supernet at uniform widths, with or without BN calibration.
 
 Used to report what a trained supernet can do (the ``autoslim train`` summary, the training
-benchmark).  Calibration overwrites the shared BN statistics, so a caller that also wants the
+benchmark) and as the baseline a search is drawn against (the uniform width multiplier, which is
+what AutoSlim has to beat).  Calibration overwrites the shared BN statistics, so a caller that also wants the
 uncalibrated figures must score those first.
 """
 
@@ -13,6 +14,7 @@ from engine.calibrate import Batches, Score, calibrate_bn, evaluate
 from models import Supernet, count_macs
 
 REPORT_RATIOS = (0.25, 0.5, 0.75, 1.0)
+BASELINE_POINTS = 7
 
 
 @dataclass
@@ -27,6 +29,12 @@ def report_ratios(supernet: Supernet) -> list[float]:
     if supernet.spec.switches:
         return sorted(supernet.spec.switches)
     return [r for r in REPORT_RATIOS if r >= supernet.spec.width_min]
+
+
+def baseline_ratios(supernet: Supernet, points: int = BASELINE_POINTS) -> list[float]:
+    """Evenly spaced uniform width ratios from the supernet's smallest width to full, descending."""
+    low = supernet.spec.width_min
+    return [round(1.0 - (1.0 - low) * i / (points - 1), 4) for i in range(points)]
 
 
 def score_uniform(supernet: Supernet, ratios: list[float], data: Batches, calib: Batches | None) -> list[WidthScore]:

@@ -65,6 +65,22 @@ def test_every_answer_fits_its_budget_and_its_config_rebuilds_it(first):
     assert json.loads((workdir / "result.json").read_text()) == json.loads(json.dumps(result))
 
 
+def test_uniform_baseline_is_the_supernet_scored_like_the_greedy_candidates(first):
+    _, result, _ = first
+    supernet = load_supernet(Path(result["supernet"]["path"]))
+    uniform, start = result["uniform"], result["trajectory"][0]
+    assert [u["ratio"] for u in uniform] == [1.0, 0.875, 0.75, 0.625, 0.5, 0.375, 0.25]
+    for point in uniform:
+        widths = supernet.space.uniform(point["ratio"])
+        assert point["macs"] == models.count_macs(supernet.space, widths)
+        assert point["params"] == models.count_params(supernet.space, widths)
+    assert all(a["macs"] > b["macs"] for a, b in zip(uniform, uniform[1:]))
+    # Full width is the greedy search's first step: same calibration, same scoring batches.
+    assert uniform[0]["macs"] == start["macs"]
+    assert uniform[0]["val_accuracy"] == pytest.approx(start["val_accuracy"])
+    assert uniform[0]["val_loss"] == pytest.approx(start["val_loss"], rel=1e-5)
+
+
 def test_exported_models_compute_the_calibrated_supernet(first):
     workdir, result, _ = first
     supernet = load_supernet(Path(result["supernet"]["path"]))
