@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 import uvicorn
 
+from engine.width_scores import BASELINE_POINTS
 from worker.progress import ProgressWriter, claim
 from worker.results import store_cancelled
 
@@ -80,6 +81,7 @@ def test_a_finished_search_in_the_list_and_its_chart_in_the_browser(page, base_u
     curve = page.locator("#curve svg")
     assert curve.locator("circle.trajectory-point").count() == len(steps) > 1
     assert curve.locator("circle.chosen-point").count() == len(finished_search["results"])
+    assert curve.locator(".baseline-point").count() == BASELINE_POINTS  # the uniform-width baseline
     box = curve.bounding_box()
     assert box is not None and box["width"] > 300 and box["height"] > 150  # laid out, not collapsed
     first = curve.locator("circle.trajectory-point").first.bounding_box()

@@ -5,16 +5,13 @@ from __future__ import annotations
 
 import math
 import xml.etree.ElementTree as ET
-from pathlib import Path
 
 import pytest
 
 from app.dashboard import charts
-from app.dashboard.search_page import baseline_points
+from app.dashboard.search_page import baseline_points, engine_result
 from app.tables import Search
-from engine.data import as_batches, load_data
-from engine.train import load_supernet
-from engine.width_scores import report_ratios, score_uniform
+from engine.width_scores import BASELINE_POINTS
 
 SVG = "{http://www.w3.org/2000/svg}"
 
@@ -52,20 +49,15 @@ def test_ticks_of_a_single_value_and_a_bad_range():
 
 @pytest.fixture(scope="module")
 def engine_points(app, admin, finished_search):
-    """The finished search's trajectory and chosen points, and its supernet scored at uniform widths
-    by the engine (BN calibrated per width on the search's own calibration sample)."""
+    """The finished search's trajectory and chosen points, and the uniform-width baseline its
+    engine run scored (the supernet at uniform widths, BN calibrated like every candidate)."""
     steps = admin.get(f"/searches/{finished_search['id']}/trajectory").json()["steps"]
     trajectory = [charts.Point(s["macs"], s["accuracy"], f"step {s['step']}") for s in steps]
     chosen = [charts.Point(b["macs"], b["val_accuracy"], f"{b['target']:g}") for b in finished_search["results"]]
     with app.state.sessionmaker() as session:
-        supernet = load_supernet(Path(session.get(Search, finished_search["id"]).supernet.path))
-    spec = finished_search["spec"]
-    data = load_data(spec["dataset"], spec["input_size"], spec["search"]["val_fraction"], spec["seed"])
-    calib = as_batches(data.train_plain, spec["search"]["calib_size"], spec["search"]["calib_batch_size"], spec["seed"])
-    score = as_batches(data.val, spec["search"]["score_size"], spec["search"]["calib_batch_size"], spec["seed"])
-    uniform = [{"ratio": w.ratio, "macs": w.macs, "val_accuracy": w.score.accuracy}
-               for w in score_uniform(supernet, report_ratios(supernet), score, calib)]
-    return trajectory, chosen, baseline_points({"uniform": uniform})
+        baseline = baseline_points(engine_result(session.get(Search, finished_search["id"])))
+    assert len(baseline) == BASELINE_POINTS
+    return trajectory, chosen, baseline
 
 
 def test_the_curve_maps_more_macs_right_and_more_accuracy_up(engine_points):
