@@ -29,8 +29,9 @@ import torch
 import engine.train
 from engine.calibrate import Batches
 from engine.data import as_batches, load_data
-from engine.greedy import GreedySlimmer, Step
+from engine.greedy import GreedySlimmer, Step, candidates
 from engine.latency import Timing, measure_model, measure_table
+from engine.partial_forward import PartialForward
 from engine.spec import SearchSpec, TrainSpec
 from engine.supernet_cache import cache_root, obtain_supernet
 from engine.train import load_supernet
@@ -55,6 +56,28 @@ def timed_search(supernet: Supernet, calib: Batches, score: Batches, bins: int, 
     return trajectory, time.perf_counter() - start
 
 
+def sharing_ceiling(supernet: Supernet, batches: Batches, bins: int) -> float:
+    """The best ratio prefix sharing can reach on the first step, from per-node forward times.
+
+    The straightforward scorer runs the whole network once per candidate; the shared one runs the
+    parent once and each candidate from its cut on.  With ``t(i)`` the time of node ``i`` the
+    ceiling is ``n * T / (T + sum over candidates of t(cut..end))``: where the cuts fall decides it.
+    """
+    graph = PartialForward(supernet)
+    times = [0.0] * graph.end
+    supernet.eval().set_full()
+    with torch.no_grad():
+        for x, _ in batches:
+            env = graph.start(x)
+            for i in range(1, graph.end):
+                start = time.perf_counter()
+                env = graph.advance(env, i, i + 1)
+                times[i] += time.perf_counter() - start
+    total, options = sum(times), candidates(supernet.space, supernet.space.full(), bins)
+    suffixes = sum(sum(times[graph.cut(group):]) for group in options)
+    return len(options) * total / (total + suffixes)
+
+
 def search_speed(args: argparse.Namespace) -> None:
     spec = SearchSpec(arch=args.arch, dataset=args.dataset, macs=[1], input_size=args.input_size,
                       width_mult=args.width_mult, train=TrainSpec(epochs=args.epochs, batch_size=32, lr=0.05))
@@ -76,6 +99,8 @@ def search_speed(args: argparse.Namespace) -> None:
           f"MACs {full[0].macs / 1e6:.3f}M -> {full[-1].macs / 1e6:.3f}M)")
     print(f"  straightforward {t_full:.1f}s, shared prefix {t_shared:.1f}s (runs {t_shared_a:.1f}s, {t_shared_b:.1f}s): "
           f"{t_full / t_shared:.2f}x faster")
+    print(f"  ceiling of prefix sharing on the first step (per-node forward times): "
+          f"{sharing_ceiling(supernet, calib, args.bins):.2f}x")
 
 
 def latency_error(args: argparse.Namespace) -> None:

@@ -50,6 +50,10 @@ class PartialForward:
         self.position = {node: i for i, node in enumerate(self.nodes)}
         self.group = self._channel_groups()
         self._last_use = {node: max((self.position[u] for u in node.users), default=-1) for node in self.nodes}
+        # Per node, worked out once (a search runs each node thousands of times): whether it writes
+        # its first input in place, and which values die with it.
+        self._in_place = [_in_place(node, self.modules) for node in self.nodes]
+        self._frees = [[u for u in node.all_input_nodes if self._last_use[u] == i] for i, node in enumerate(self.nodes)]
         self._cuts: dict[str, int] = {}
         self.end = len(self.nodes)
 
@@ -148,14 +152,13 @@ class PartialForward:
             node = self.nodes[i]
             if node.op == "placeholder":
                 continue  # the input: supplied by `start`
-            if _in_place(node, self.modules) and node.args and node.args[0] in borrowed:
+            if self._in_place[i] and node.args and node.args[0] in borrowed:
                 # An in-place op must not overwrite a value the caller keeps for other candidates.
                 values[node.args[0]] = values[node.args[0]].clone()
                 borrowed.discard(node.args[0])
             values[node] = self._call(node, values)
-            for used in node.all_input_nodes:
-                if self._last_use[used] == i:
-                    del values[used]  # only this local reference: the caller's env is untouched
+            for used in self._frees[i]:
+                del values[used]  # only this local reference: the caller's env is untouched
         return values
 
     def _call(self, node: fx.Node, values: Env):
