@@ -5,9 +5,9 @@
    (`engine.candidate_scoring`).  Both trajectories must be identical (asserted); the wall-time
    ratio is printed (goal: at least 3x), with the ratio the network's structure allows (every
    node timed once, in eval mode: an estimate): ResNet-18 cuts its groups evenly along a depth of
-   equal-cost stages and tops out near 2.2-2.5x, MobileNetV2 near 3.2x at 16 px and 5.7x at 32 px.  The two are run alternately, the shared one twice, and
-   the faster shared run is used, so background load on a shared machine hurts the baseline no
-   less than the candidate.
+   equal-cost stages and tops out near 2.2-2.5x, MobileNetV2 near 3.2x at 16 px and 5.7x at 32 px.
+   The two are run alternately, the shared one twice, and the faster shared run is used, so
+   background load on a shared machine hurts the baseline no less than the candidate.
 2. Latency.  The per-layer table of the same architecture (batch 1) predicts random
    configurations; each is exported and timed end to end; the mean absolute percentage error is
    printed (target: at most 10% on CPU).
