@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import platform
 from pathlib import Path
 
 import pytest
 import torch
 
 import engine.latency as latency
+from engine.allocator import steady_allocator
 from engine.latency import LatencyTable, NodeCost, Timing, cached_table, grid, measure_model, measure_table
 from engine.partial_forward import PartialForward
 from models import build_supernet, export_slim
@@ -95,3 +97,8 @@ def test_tables_are_cached_per_device_and_batch_size(net, tmp_path: Path, monkey
 def test_end_to_end_measurement_runs_the_exported_model(net):
     widths = net.space.random(torch.Generator().manual_seed(0))
     assert measure_model(export_slim(net, widths), 8, 1, "cpu", FAST) > 0
+
+
+@pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="mallopt thresholds are glibc's")
+def test_latency_is_measured_with_glibc_thresholds_fixed():
+    assert steady_allocator() is True
