@@ -324,21 +324,23 @@ def _fit_whole_models(table: LatencyTable, supernet: Supernet, device: torch.dev
 
 
 def _line(points: list[tuple[float, float]], lowest: float) -> tuple[float, float]:
-    """Least-squares ``(slope, intercept)`` of measured on summed milliseconds.
+    """``(slope, intercept)`` of measured on summed milliseconds, positive down to ``lowest``.
 
-    Falls back to slope 1 (a pure overhead constant) when the points cannot pin a line that rises
-    and stays positive down to ``lowest``, the smallest configuration's sum: all sums nearly equal
-    (tiny inputs, where only the constant matters) or timing noise on a busy machine.
+    ``lowest`` is the smallest configuration's sum, the least any configuration sums to.  The
+    least-squares line when it rises and stays positive there; else (all sums nearly equal, as on
+    tiny inputs where only the constant matters, or timing noise) a constant offset; else a pure
+    ratio, which no measurement can drive below zero.
     """
     xs, ys = [x for x, _ in points], [y for _, y in points]
     mean_x, mean_y = statistics.mean(xs), statistics.mean(ys)
     spread = sum((x - mean_x) ** 2 for x in xs)
     if spread > 1e-12 * max(mean_x * mean_x, 1e-12):
         slope = sum((x - mean_x) * (y - mean_y) for x, y in points) / spread
-        intercept = mean_y - slope * mean_x
-        if slope > 0 and slope * lowest + intercept > 0:
-            return slope, intercept
-    return 1.0, mean_y - mean_x
+        if slope > 0 and slope * lowest + mean_y - slope * mean_x > 0:
+            return slope, mean_y - slope * mean_x
+    if lowest + mean_y - mean_x > 0:
+        return 1.0, mean_y - mean_x
+    return mean_y / mean_x, 0.0
 
 
 def cached_table(supernet: Supernet, cache_dir: Path, device: torch.device | str = "cpu", batch_size: int = 1,

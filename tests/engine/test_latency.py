@@ -66,12 +66,14 @@ def test_prediction_is_the_scaled_sum_of_layers_plus_the_fitted_overhead(net, ta
     assert table.scale > 0 and table.predict(net.space.smallest()) > 0
 
 
-def test_whole_model_line_recovers_a_scale_and_falls_back_to_a_constant():
+def test_whole_model_line_recovers_a_scale_and_falls_back_to_a_constant_or_a_ratio():
     assert latency._line([(1.0, 3.0), (2.0, 5.0), (4.0, 9.0)], lowest=1.0) == pytest.approx((2.0, 1.0))
     # Falling measurements (noise) or a line below zero at the smallest model: a constant offset only.
     assert latency._line([(1.0, 5.0), (2.0, 3.0)], lowest=1.0) == pytest.approx((1.0, 2.5))
     assert latency._line([(2.0, 1.0), (4.0, 9.0)], lowest=1.0) == pytest.approx((1.0, 2.0))
     assert latency._line([(2.0, 3.0), (2.0, 3.5)], lowest=2.0) == pytest.approx((1.0, 1.25))
+    # Parts that sum far above the whole (and fall): a ratio, never a negative prediction.
+    assert latency._line([(10.0, 2.0), (12.0, 1.0)], lowest=5.0) == pytest.approx((1.5 / 11, 0.0))
 
 
 def test_interpolation_is_exact_at_grid_points_and_linear_between():
