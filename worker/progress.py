@@ -15,7 +15,7 @@ import time
 import uuid
 from typing import Any
 
-from sqlalchemy import Engine, select, update
+from sqlalchemy import Engine, func, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 
 from app.db import session_scope
@@ -74,14 +74,19 @@ class Claim:
             return bool(session.scalar(select(Search.cancel_requested).where(Search.id == self.search_id)))
 
     def add_steps(self, session, steps: list[dict[str, Any]]) -> int:  # noqa: ANN001
-        """Insert trajectory steps, skipping any already stored (a resumed search re-reports some)."""
+        """Insert trajectory steps, skipping any already stored (a resumed search re-reports some);
+        returns how many were new.  Counted, not read from ``rowcount``, which is -1 for this
+        multi-row insert on Postgres (SQLAlchemy's batched "insertmanyvalues" execution)."""
         rows = [step_row(self.search_id, s) for s in steps]
         if not rows:
             return 0
         dialect = session.get_bind().dialect.name
         insert = {"postgresql": postgresql.insert, "sqlite": sqlite.insert}[dialect]
         statement = insert(TrajectoryStep).values(rows).on_conflict_do_nothing(index_elements=["search_id", "step"])
-        return session.execute(statement).rowcount or 0
+        stored = select(func.count()).select_from(TrajectoryStep).where(TrajectoryStep.search_id == self.search_id)
+        before = session.scalar(stored)
+        session.execute(statement)
+        return session.scalar(stored) - before
 
 
 def step_row(search_id: str, step: dict[str, Any]) -> dict[str, Any]:

@@ -102,3 +102,15 @@ def test_progress_is_throttled_steps_are_kept_once_and_cancel_reaches_the_engine
         with session_scope(engine) as session:
             session.execute(update(Search).where(Search.id == search_id).values(cancel_requested=True))
         wait_for(writer.should_cancel, 5, "the cancel flag to reach the worker")
+
+
+def test_storing_steps_skips_known_ones_and_counts_only_the_new(engine, queued):
+    held = claim(engine, queued(), "w")
+    step = lambda i: {"index": i, "macs": 1000 - i, "params": 10, "val_accuracy": 50.0}  # noqa: E731
+    with session_scope(engine) as session:
+        assert held.add_steps(session, [step(0), step(1), step(2)]) == 3
+    with session_scope(engine) as session:  # a resumed search reports its steps again, with one more
+        assert held.add_steps(session, [step(1), step(2), step(3)]) == 1
+        assert held.add_steps(session, [step(0), step(3)]) == 0
+        stored = session.scalars(select(TrajectoryStep.step).where(TrajectoryStep.search_id == held.search_id))
+        assert sorted(stored) == [0, 1, 2, 3]
