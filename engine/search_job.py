@@ -70,7 +70,6 @@ class _Job:
         self.timings: dict[str, float] = {}
         self.mutual = spec.train.mode == "mutual"
         self.spec_hash = hashlib.sha256(json.dumps(spec.to_dict(), sort_keys=True).encode()).hexdigest()[:24]
-        self.uniform: list[dict[str, Any]] = []
 
     def run(self) -> dict[str, Any]:
         done = self._finished()
@@ -91,10 +90,11 @@ class _Job:
         score = as_batches(data.val, self.spec.search.score_size, self.spec.search.calib_batch_size, self.spec.seed, device)
         search = self._mutual if self.mutual else self._greedy
         answers, trajectory, full = self._timed("search_s", lambda: search(supernet, calib, score, budgets, tables, entry.key))
+        uniform = [] if self.mutual else self._timed("search_s", lambda: _uniform_baseline(supernet, calib, score))
         tested = self._timed("retrain_s", lambda: self._retrain(supernet, data, calib, answers))
         results = self._timed("export_s", lambda: self._export(answers, tested, calib))
         self.timings["total_s"] = time.monotonic() - started
-        result = {"budgets": results, "trajectory": trajectory, "full": full, "uniform": self.uniform,
+        result = {"budgets": results, "trajectory": trajectory, "full": full, "uniform": uniform,
                   "supernet": {"key": entry.key, "path": str(entry.path), "reused": entry.reused},
                   "timings": {k: round(v, 3) for k, v in self.timings.items()}, "spec": self.spec.to_dict(),
                   "spec_hash": self.spec_hash}
@@ -166,7 +166,6 @@ class _Job:
 
         steps = slimmer.run(until_all_met(budgets), self.workdir / "search_state.json", state_key, self.cancel, on_step)
         answers = [{"budget": b, "net": supernet, **_point(first_fit(steps, b))} for b in budgets]
-        self.uniform = _uniform_baseline(supernet, calib, score)
         return answers, [s.to_dict(space) for s in steps], steps[0].to_dict(space)
 
     def _mutual(self, supernet: Supernet, calib, score, budgets: list[Budget], tables: dict[int, LatencyTable],
