@@ -2,8 +2,8 @@
 
 Used to report what a trained supernet can do (the ``autoslim train`` summary, the training
 benchmark) and as the baseline a search is drawn against (the uniform width multiplier, which is
-what AutoSlim has to beat).  Calibration overwrites the shared BN statistics, so a caller that also wants the
-uncalibrated figures must score those first.
+what AutoSlim has to beat).  Calibration overwrites the shared BN statistics, so a caller that
+also wants the uncalibrated figures must score those first.
 """
 
 from __future__ import annotations
