@@ -13,9 +13,10 @@ import copy
 import torch
 from torch import nn
 
+from models.layout import take
 from models.ops import SlimBatchNorm2d, SlimConv2d, SlimLinear, SwitchableBatchNorm2d
 from models.space import Layer
-from models.supernet import Supernet
+from models.supernet import Supernet, selections
 
 
 def export_slim(supernet: Supernet, widths: dict[str, int] | None = None) -> nn.Module:
@@ -26,43 +27,40 @@ def export_slim(supernet: Supernet, widths: dict[str, int] | None = None) -> nn.
     modules = dict(net.named_modules())
     with torch.no_grad():
         for name, layer in space.layers.items():
-            cin = space.channels_of(layer.source, widths)
-            _replace(net, name, _plain(modules[name], layer, cin, widths))
+            _replace(net, name, _plain(modules[name], layer, widths))
     return net.eval()
 
 
-def _plain(module: nn.Module, layer: Layer, cin: int, widths: dict[str, int]) -> nn.Module:
-    if isinstance(module, SlimConv2d):
-        return _plain_conv(module, cin, cin if module.depthwise else widths[layer.group])
-    if isinstance(module, SlimBatchNorm2d):
-        return _plain_bn(module, cin)
+def _plain(module: nn.Module, layer: Layer, widths: dict[str, int]) -> nn.Module:
+    cin, cout = layer.inputs.count(widths), layer.outputs.count(widths)
     if isinstance(module, SwitchableBatchNorm2d):
-        return _plain_bn(module.branch(cin), cin)
-    if isinstance(module, SlimLinear):
-        out = nn.Linear(cin, module.out_features, bias=module.bias is not None)
-        out.weight.copy_(module.weight[:, :cin])
-        if module.bias is not None:
-            out.bias.copy_(module.bias)
-        return out
-    raise TypeError(f"cannot export {type(module).__name__}")
-
-
-def _plain_conv(module: SlimConv2d, cin: int, cout: int) -> nn.Conv2d:
-    groups = cin if module.depthwise else module.groups
-    out = nn.Conv2d(cin, cout, module.kernel_size, module.stride, module.padding, module.dilation, groups,
-                    bias=module.bias is not None)
-    out.weight.copy_(module.weight[:cout, : cin // groups])
+        return _plain_bn(module.branch(cin), slice(0, cin))
+    rows, cols = selections(module, layer, widths)
+    rows = slice(0, module.weight.shape[0]) if rows is None else rows
+    if isinstance(module, SlimBatchNorm2d):
+        return _plain_bn(module, rows)
+    if isinstance(module, SlimConv2d):
+        groups = cin if module.depthwise else module.groups
+        out = nn.Conv2d(cin, cout, module.kernel_size, module.stride, module.padding, module.dilation, groups,
+                        bias=module.bias is not None)
+    elif isinstance(module, SlimLinear):
+        out = nn.Linear(cin, cout, bias=module.bias is not None)
+    else:
+        raise TypeError(f"cannot export {type(module).__name__}")
+    weight = take(module.weight, rows, 0)
+    out.weight.copy_(weight if cols is None else take(weight, cols, 1))
     if module.bias is not None:
-        out.bias.copy_(module.bias[:cout])
+        out.bias.copy_(take(module.bias, rows, 0))
     return out
 
 
-def _plain_bn(module: nn.BatchNorm2d, c: int) -> nn.BatchNorm2d:
-    out = nn.BatchNorm2d(c, eps=module.eps, momentum=0.1 if module.momentum is None else module.momentum)
-    out.weight.copy_(module.weight[:c])
-    out.bias.copy_(module.bias[:c])
-    out.running_mean.copy_(module.running_mean[:c])
-    out.running_var.copy_(module.running_var[:c])
+def _plain_bn(module: nn.BatchNorm2d, rows) -> nn.BatchNorm2d:
+    kept = take(module.running_mean, rows, 0)
+    out = nn.BatchNorm2d(len(kept), eps=module.eps, momentum=0.1 if module.momentum is None else module.momentum)
+    out.weight.copy_(take(module.weight, rows, 0))
+    out.bias.copy_(take(module.bias, rows, 0))
+    out.running_mean.copy_(kept)
+    out.running_var.copy_(take(module.running_var, rows, 0))
     out.num_batches_tracked.copy_(module.num_batches_tracked)
     return out
 

@@ -1,9 +1,11 @@
-"""Slimmable layers: one set of full-width weights, run at any channel count by slicing.
+"""Slimmable layers: one set of full-width weights, run at any configuration by slicing.
 
-A layer's *input* width is whatever arrives (``x.shape[1]``); its *output* width is set from
-outside through ``active_out`` (``None`` means full width).  Sub-networks therefore always use the
-**first** k channels of every weight, as in Slimmable Networks and US-Nets, and no layer needs to
-know its neighbours.  The channel space (``models.space``) decides which layers must agree.
+Which input and output channels a layer keeps is set from outside (`Supernet.set_widths`, from
+the graph analysis): ``rows`` selects output channels (a conv's or linear's weight rows, a BN's
+channels) and ``cols`` a weight's input columns.  A selection is a slice when the kept channels are
+a prefix - every layer of a plain chain, as in Slimmable Networks and US-Nets, where slicing is a
+view - and an index tensor where a concatenation or a grouped conv interleaves kept and removed
+channels.  ``None`` keeps everything.
 """
 
 from __future__ import annotations
@@ -12,65 +14,90 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from models.layout import Selection, take
+
 
 class SlimConv2d(nn.Conv2d):
-    """Conv2d whose in/out channels are prefixes of the full ones.
+    """Conv2d running on a selection of its weights.
 
-    Depthwise convs (groups == in == out) follow their input: output width = input width.
-    Grouped convs keep their group count; both widths must then be multiples of it.
+    Depthwise convs (groups == in == out) keep one filter per kept input channel (``rows``);
+    grouped convs keep their group count, with the same columns of every group.
     """
 
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
-        self.active_out: int | None = None
+        self.rows: Selection | None = None
+        self.cols: Selection | None = None
         self.depthwise = self.groups > 1 and self.groups == self.in_channels == self.out_channels
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         cin = x.shape[1]
+        rows, cols = self.rows, self.cols
         if self.depthwise:
-            weight, groups, cout = self.weight[:cin], cin, cin
+            rows = _prefix_if_narrow(rows, cin, self.in_channels)
         else:
-            cout = self.active_out or self.out_channels
-            groups = self.groups
-            weight = self.weight[:cout, : cin // groups]
-        bias = None if self.bias is None else self.bias[:cout]
-        return F.conv2d(x, weight, bias, self.stride, self.padding, self.dilation, groups)
+            cols = _prefix_if_narrow(cols, cin // self.groups, self.in_channels // self.groups)
+        weight, bias = _select(self.weight, self.bias, rows, cols)
+        return F.conv2d(x, weight, bias, self.stride, self.padding, self.dilation, cin if self.depthwise else self.groups)
 
 
 class SlimLinear(nn.Linear):
-    """Linear layer whose input is a prefix of the full features; the output (classes) is fixed."""
+    """Linear layer on a selection of its input features (and of its outputs, for hidden layers)."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.rows: Selection | None = None
+        self.cols: Selection | None = None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.linear(x, self.weight[:, : x.shape[1]], self.bias)
+        weight, bias = _select(self.weight, self.bias, self.rows,
+                               _prefix_if_narrow(self.cols, x.shape[1], self.in_features))
+        return F.linear(x, weight, bias)
+
+
+def _prefix_if_narrow(selection: Selection | None, arriving: int, full: int) -> Selection | None:
+    return slice(0, arriving) if selection is None and arriving < full else selection
+
+
+def _select(weight: torch.Tensor, bias: torch.Tensor | None, rows: Selection | None,
+            cols: Selection | None) -> tuple[torch.Tensor, torch.Tensor | None]:
+    if rows is not None:
+        weight = take(weight, rows, 0)
+        bias = None if bias is None else take(bias, rows, 0)
+    if cols is not None:
+        weight = take(weight, cols, 1)
+    return weight, bias
 
 
 class SlimBatchNorm2d(nn.BatchNorm2d):
-    """Shared BN (US-Net): one set of parameters and statistics, sliced to the input width.
+    """Shared BN (US-Net): one set of parameters and statistics, used at the kept channels.
 
-    In training the sliced running buffers are views, so statistics update in place.  After
-    training they are meaningless for any particular width: ``engine.calibrate`` re-estimates them
-    per configuration (momentum ``None`` = exact cumulative average, as the US-Net paper does).
+    In training the running buffers of a prefix are views, so statistics update in place (an
+    index selection is gathered and written back).  After training they are meaningless for any
+    particular configuration: ``engine.calibrate`` re-estimates them per configuration (momentum
+    ``None`` = exact cumulative average, as the US-Net paper does).
     """
 
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.rows: Selection | None = None
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        c = x.shape[1]
         use_batch_stats = self.training or not self.track_running_stats
         factor = 0.0
         if self.training and self.track_running_stats:
             self.num_batches_tracked.add_(1)
             factor = 1.0 / float(self.num_batches_tracked) if self.momentum is None else self.momentum
-        running_mean = None if self.running_mean is None else self.running_mean[:c]
-        running_var = None if self.running_var is None else self.running_var[:c]
-        return F.batch_norm(
-            x,
-            running_mean,
-            running_var,
-            self.weight[:c] if self.affine else None,
-            self.bias[:c] if self.affine else None,
-            use_batch_stats,
-            factor,
-            self.eps,
-        )
+        rows = _prefix_if_narrow(self.rows, x.shape[1], self.num_features)
+        pick = (lambda t: t) if rows is None else (lambda t: None if t is None else take(t, rows, 0))
+        running_mean, running_var = pick(self.running_mean), pick(self.running_var)
+        out = F.batch_norm(x, running_mean, running_var, pick(self.weight) if self.affine else None,
+                           pick(self.bias) if self.affine else None, use_batch_stats, factor, self.eps)
+        if isinstance(rows, torch.Tensor) and self.training and self.track_running_stats:
+            with torch.no_grad():  # gathered copies: write the updated statistics back
+                self.running_mean.index_copy_(0, rows.to(x.device), running_mean)
+                self.running_var.index_copy_(0, rows.to(x.device), running_var)
+        return out
 
 
 class SwitchableBatchNorm2d(nn.Module):

@@ -47,7 +47,7 @@ def test_training_at_a_sub_width_leaves_the_other_channels_alone(arch):
     before = {name: m.running_mean.clone() for name, m in bns.items()}
     supernet.train()(torch.randn(4, 3, 32, 32, generator=torch.Generator().manual_seed(1)))
     for name, bn in bns.items():
-        c = supernet.space.channels_of(supernet.space.layers[name].source, widths)
+        c = supernet.space.in_channels_of(name, widths)
         assert torch.equal(bn.running_mean[c:], before[name][c:]), name
         assert not torch.equal(bn.running_mean[:c], before[name][:c]), name
 

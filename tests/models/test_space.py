@@ -1,4 +1,7 @@
-"""The traced channel space: which layers share a width, bounds and grid, and what tracing refuses."""
+"""The traced channel space of the built-in networks: which layers share a width, bounds and grid.
+
+The analysis of arbitrary graphs (concatenation, gates, chunks, shuffles, grouped convs) is tested
+in test_graph.py."""
 
 from __future__ import annotations
 
@@ -8,7 +11,7 @@ from torch import nn
 
 import models
 from models.ops import LayerFactory
-from models.space import IMAGE, trace_space
+from models.space import trace_space
 
 
 def group_with(space, layer: str) -> set[str]:
@@ -26,7 +29,8 @@ def test_groups_partition_convs_and_depthwise_follows_input(arch):
             assert layer.group == layer.source, f"{layer.name} must share its input's width"
         if layer.kind == "bn":
             assert layer.in_full == space.groups[layer.source].max
-    assert any(layer.source == IMAGE for layer in space.layers.values())
+    first = next(iter(space.layers.values()))
+    assert first.inputs.fixed and len(first.inputs) == 3  # the image's channels are never removed
 
 
 @pytest.mark.parametrize("arch", models.list_archs())
@@ -105,23 +109,14 @@ def test_traced_elementwise_join_ties_branches(join):
     assert space.layers["c"].source == space.group_of("a")
 
 
-@pytest.mark.parametrize("join", [
-    lambda p, q: torch.cat([p, q], 1), lambda p, q: torch.cat((p, q), dim=1), lambda p, q: torch.stack([p, q]).sum(0),
-    lambda p, q: p * q,
-], ids=["cat-list", "cat-dim-kwarg", "stack", "product"])
-def test_unmodelled_joins_raise_a_clear_error(join):
-    with pytest.raises(NotImplementedError, match=r"graph node .*\(\w+ of a, b\).* does not model"):
-        trace_space(TwoBranches(join, mid_in=16), input_size=16)
-
-
 def test_plain_torch_layer_is_reported_by_name():
     net = TwoBranches(lambda p, q: p + q)
     net.c = nn.Conv2d(8, 8, 1)
-    with pytest.raises(TypeError, match=r"layer 'c' is a plain Conv2d"):
-        trace_space(net, input_size=16)
+    with pytest.raises(TypeError, match=r"layer 'c' is a plain Conv2d.*models.convert"):
+        models.Supernet(models.NetSpec("two-branches", input_size=16), net=net)
 
 
-def test_conv_tied_to_the_image_is_rejected():
+def test_conv_added_to_the_image_keeps_its_channels():
     class ImageResidual(nn.Module):
         def __init__(self) -> None:
             super().__init__()
@@ -130,8 +125,8 @@ def test_conv_tied_to_the_image_is_rejected():
         def forward(self, x):
             return self.fc((x + self.conv(x)).mean((2, 3)))
 
-    with pytest.raises(ValueError, match=r"layer 'conv' is tied to the input image"):
-        trace_space(ImageResidual(), input_size=16)
+    space = trace_space(ImageResidual(), input_size=16)
+    assert space.groups == {} and space.layers["conv"].outputs.fixed
 
 
 def test_resolution_is_recorded_per_layer():
