@@ -1,11 +1,14 @@
 """Latency of any channel configuration from a per-layer table measured once per device.
 
-Every node of the traced network (conv, BN, activation, addition, pooling, classifier) is timed on
-its own, as the plain op the exported slim model runs, at a grid of widths of the channel groups
-it depends on: its input's group and, for a conv, its output's group.  The grid is each group's
-greedy bin ladder thinned to at most ``max_levels`` points; between grid points the table
-interpolates (bilinearly for a dense conv, whose cost is close to ``a*cin*cout + b*cin + c*cout +
-d``, which bilinear interpolation reproduces exactly).
+Every node of the traced network (conv, BN, activation, addition, concatenation, pooling,
+classifier) is timed on its own, as the plain op the exported slim model runs, over the channel
+counts it depends on: a conv's or linear layer's input and output channels, any other op's
+channels.  A count is a linear form of group widths (`models.layout.Layout.count`: a
+concatenation's count sums the groups it joins), so the table predicts from widths alone.  Each
+count is timed at ``max_levels`` configurations: every group it depends on at the same step of its
+greedy bin ladder (for one group, its ladder thinned to ``max_levels`` points); between them the
+table interpolates (bilinearly for a dense conv, whose cost is close to ``a*cin*cout + b*cin +
+c*cout + d``, which bilinear interpolation reproduces exactly).
 
 A configuration's latency is ``scale * (sum over nodes) + overhead_ms``.  An op timed alone runs
 with its input and weights hot in cache; inside a whole forward it does not, which scales the sum
@@ -34,20 +37,21 @@ import time
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Any, Callable, Iterator
 
 import torch
 from torch import fx, nn
 
 from engine.allocator import steady_allocator
 from engine.greedy import bin_size
-from engine.partial_forward import PartialForward
+from engine.partial_forward import PartialForward, layouts_of
 from models import export_slim
+from models.layout import Layout
 from models.ops import BN_TYPES, SlimConv2d, SlimLinear
-from models.space import Group
+from models.space import ChannelSpace, Group
 from models.supernet import Supernet
 
-TABLE_FORMAT = "autoslim.latency-table/2"
+TABLE_FORMAT = "autoslim.latency-table/3"
 Widths = dict[str, int]
 
 
@@ -67,21 +71,39 @@ class Timing:
 
 @dataclass
 class NodeCost:
-    """Measured milliseconds of one node over the grid of the groups it depends on (0-2 groups)."""
+    """Measured milliseconds of one node over the grid of the channel counts it depends on (0-2).
 
-    groups: list[str]
-    levels: list[list[int]]  # ascending widths per group
+    Each axis is a count as a linear form of group widths: ``{"fixed": k, "terms": {group: m}}``
+    counts ``k + sum(m * width)``.
+    """
+
+    axes: list[dict]
+    levels: list[list[int]]  # ascending counts per axis
     ms: float | list  # scalar, list, or list of lists, indexed like ``levels``
 
     def at(self, widths: Widths) -> float:
-        if not self.groups:
+        counts = [axis_count(axis, widths) for axis in self.axes]
+        if not counts:
             return float(self.ms)
-        if len(self.groups) == 1:
-            lo, hi, t = _bracket(self.levels[0], widths[self.groups[0]])
+        if len(counts) == 1:
+            lo, hi, t = _bracket(self.levels[0], counts[0])
             return (1 - t) * self.ms[lo] + t * self.ms[hi]
-        (a0, a1, ta), (b0, b1, tb) = (_bracket(lv, widths[g]) for lv, g in zip(self.levels, self.groups))
+        (a0, a1, ta), (b0, b1, tb) = (_bracket(lv, c) for lv, c in zip(self.levels, counts))
         rows = [(1 - tb) * self.ms[a][b0] + tb * self.ms[a][b1] for a in (a0, a1)]
         return (1 - ta) * rows[0] + ta * rows[1]
+
+
+def axis_count(axis: dict, widths: Widths) -> int:
+    return axis["fixed"] + sum(m * widths[g] for g, m in axis["terms"].items())
+
+
+def axis_of(layouts: list[Layout]) -> dict:
+    """The channel count of these layouts together, as a linear form of group widths."""
+    terms: dict[str, int] = {}
+    for layout in layouts:
+        for group, m in layout.multiplicity.items():
+            terms[group] = terms.get(group, 0) + m
+    return {"fixed": sum(layout.fixed_count for layout in layouts), "terms": terms}
 
 
 @dataclass
@@ -213,43 +235,41 @@ def end_to_end_timing(per_op: Timing) -> Timing:
 
 
 class _NodeBench:
-    """Times one graph node as the plain op the exported model runs, at any widths."""
+    """Times one graph node as the plain op the exported model runs, at any configuration."""
 
-    def __init__(self, graph: PartialForward, node: fx.Node, input_shapes: dict[fx.Node, torch.Size],
+    def __init__(self, graph: PartialForward, node: fx.Node, input_shapes: dict[fx.Node, Any],
                  device: torch.device) -> None:
         self.graph, self.node, self.shapes, self.device = graph, node, input_shapes, device
         self.module = graph.modules.get(node.target) if node.op == "call_module" else None
-        space = graph.supernet.space
-        self.full = {name: g.max for name, g in space.groups.items()}
-        groups = [graph.group[n] for n in node.all_input_nodes]
-        if isinstance(self.module, SlimConv2d):
-            groups.append(space.layers[node.target].group)
-        self.groups = list(dict.fromkeys(g for g in groups if g is not None))
+        self.axes = _axes(graph, node, self.module)
 
     def time(self, widths: Widths, timing: Timing) -> float:
-        inputs = {n: self._input(n, shape, widths) for n, shape in self.shapes.items()}
-        op = self._op(widths, inputs)
+        inputs = {n: self._input(shape, self.graph.layouts.get(n), widths) for n, shape in self.shapes.items()}
+        op = self._op(widths)
         args, kwargs = fx.node.map_arg((self.node.args, self.node.kwargs), lambda n: inputs[n])
         if self.node.op == "call_method":
             return _timed_ms(lambda: getattr(args[0], self.node.target)(*args[1:], **kwargs), self.device, timing)
         return _timed_ms(lambda: op(*args, **kwargs), self.device, timing)
 
-    def _input(self, node: fx.Node, shape: torch.Size, widths: Widths) -> torch.Tensor:
-        group = self.graph.group[node]
-        channels = shape[1] if group is None else shape[1] // self.full[group] * widths[group]
+    def _input(self, shape: Any, layout: Any, widths: Widths) -> Any:
+        """A random input at ``widths`` (a tuple for a chunk's parts), shaped like the full one."""
+        if isinstance(shape, tuple) and shape and not isinstance(shape[0], int):
+            return tuple(self._input(s, lay, widths) for s, lay in zip(shape, layout))
+        channels = shape[1] if not isinstance(layout, Layout) else layout.count(widths)
         return torch.randn(shape[0], channels, *shape[2:], device=self.device)
 
-    def _op(self, widths: Widths, inputs: dict[fx.Node, torch.Tensor]) -> Callable:
-        module, cin = self.module, next(iter(inputs.values())).shape[1] if inputs else 0
+    def _op(self, widths: Widths) -> Callable:
+        module = self.module
         if isinstance(module, SlimConv2d):
-            group = self.graph.supernet.space.layers[self.node.target].group
-            cout = cin if module.depthwise else widths[group]
+            layer = self.graph.supernet.space.layers[self.node.target]
+            cin, cout = layer.inputs.count(widths), layer.outputs.count(widths)
             op = nn.Conv2d(cin, cout, module.kernel_size, module.stride, module.padding, module.dilation,
                            cin if module.depthwise else module.groups, bias=module.bias is not None)
         elif isinstance(module, BN_TYPES):
-            op = nn.BatchNorm2d(cin)
+            op = nn.BatchNorm2d(self.graph.supernet.space.layers[self.node.target].inputs.count(widths))
         elif isinstance(module, SlimLinear):
-            op = nn.Linear(cin, module.out_features, bias=module.bias is not None)
+            layer = self.graph.supernet.space.layers[self.node.target]
+            op = nn.Linear(layer.inputs.count(widths), layer.outputs.count(widths), bias=module.bias is not None)
         elif module is not None:
             return copy.deepcopy(module).eval()  # stateless: activations, pooling, dropout, flatten
         else:
@@ -257,18 +277,48 @@ class _NodeBench:
         return op.to(self.device).eval()
 
 
-def _input_shapes(graph: PartialForward, input_size: int, batch_size: int) -> dict[fx.Node, dict[fx.Node, torch.Size]]:
-    """Shapes of every node's tensor inputs at full width (one forward, node by node)."""
+def _axes(graph: PartialForward, node: fx.Node, module: nn.Module | None) -> list[dict]:
+    """A dense conv or linear layer depends on its input and output counts; any other node on its
+    output's count (its input's, when it outputs no tensor)."""
+    if isinstance(module, (SlimConv2d, SlimLinear)) and not getattr(module, "depthwise", False):
+        layer = graph.supernet.space.layers[node.target]
+        axes = [axis_of([layer.inputs]), axis_of([layer.outputs])]
+        if set(axes[0]["terms"]) & set(axes[1]["terms"]):
+            return [axis_of([layer.inputs, layer.outputs])]
+    else:
+        layouts = layouts_of(graph.layouts.get(node)) or [lay for n in node.all_input_nodes
+                                                          for lay in layouts_of(graph.layouts.get(n))][:1]
+        axes = [axis_of(layouts)]
+    return [axis for axis in axes if axis["terms"]]
+
+
+def _levels(axis: dict, space: ChannelSpace, bins: int, max_levels: int) -> list[Widths]:
+    """Configurations of the axis's groups, narrowest first: every group at the same step of its
+    thinned ladder (for one group, exactly its thinned ladder)."""
+    ladders = {g: grid(space.groups[g], bins, max_levels) for g in axis["terms"]}
+    steps = max(len(ladder) for ladder in ladders.values())
+    configs = []
+    for k in range(steps):
+        configs.append({g: ladder[round(k * (len(ladder) - 1) / max(steps - 1, 1))] for g, ladder in ladders.items()})
+    return configs
+
+
+def _input_shapes(graph: PartialForward, input_size: int, batch_size: int) -> dict[fx.Node, dict[fx.Node, Any]]:
+    """Shapes of every node's inputs at full width (one forward, node by node)."""
     shapes, env = {}, graph.start(torch.zeros(batch_size, 3, input_size, input_size))
     was_training, widths = graph.supernet.training, graph.supernet.widths
     graph.supernet.eval().set_full()
     with torch.no_grad():
         for i in range(1, graph.end):
             node = graph.nodes[i]
-            shapes[node] = {n: env[n].shape for n in node.all_input_nodes}
+            shapes[node] = {n: _shape(env[n]) for n in node.all_input_nodes}
             env = graph.advance(env, i, i + 1)
     graph.supernet.train(was_training).set_widths(widths)
     return shapes
+
+
+def _shape(value: Any) -> Any:
+    return tuple(_shape(v) for v in value) if isinstance(value, (tuple, list)) else tuple(value.shape)
 
 
 def measure_table(supernet: Supernet, device: torch.device | str = "cpu", batch_size: int = 1, bins: int = 10,
@@ -282,14 +332,16 @@ def measure_table(supernet: Supernet, device: torch.device | str = "cpu", batch_
     device, timing = torch.device(device), timing or Timing()
     graph = PartialForward(supernet)
     shapes = _input_shapes(graph, supernet.spec.input_size, batch_size)
-    levels = {name: grid(g, bins, max_levels) for name, g in supernet.space.groups.items()}
+    full = supernet.space.full()
     nodes: dict[str, NodeCost] = {}
     runnable = [n for n in graph.nodes if n.op in ("call_module", "call_function", "call_method")]
     for done, node in enumerate(runnable):
         bench = _NodeBench(graph, node, shapes[node], device)
-        axes = [levels[g] for g in bench.groups]
-        flat = [bench.time(dict(zip(bench.groups, point)), timing) for point in itertools.product(*axes)]
-        nodes[node.name] = NodeCost(bench.groups, axes, _reshape(flat, [len(a) for a in axes]))
+        configs = [_levels(axis, supernet.space, bins, max_levels) for axis in bench.axes]
+        flat = [bench.time({**full, **{k: v for part in point for k, v in part.items()}}, timing)
+                for point in itertools.product(*configs)]
+        counts = [[axis_count(axis, c) for c in cs] for axis, cs in zip(bench.axes, configs)]
+        nodes[node.name] = NodeCost(bench.axes, counts, _reshape(flat, [len(c) for c in counts]))
         if progress:
             progress((done + 1) / len(runnable))
     table = LatencyTable(table_key(supernet, device, batch_size, bins, max_levels, timing), nodes)

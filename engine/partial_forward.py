@@ -24,20 +24,11 @@ import operator
 import torch
 from torch import fx, nn
 
-from models.ops import SlimBatchNorm2d, SlimConv2d, SwitchableBatchNorm2d
-from models.space import _LeafTracer
+from models.layout import Layout, take
+from models.ops import SlimBatchNorm2d, SwitchableBatchNorm2d
 from models.supernet import Supernet
 
 Env = dict[fx.Node, torch.Tensor]
-
-_CHANNELWISE_MODULES = (
-    SlimBatchNorm2d, nn.ReLU, nn.ReLU6, nn.Hardswish, nn.Hardsigmoid, nn.SiLU, nn.Sigmoid, nn.Identity,
-    nn.Dropout, nn.AdaptiveAvgPool2d, nn.AvgPool2d, nn.MaxPool2d, nn.Flatten,
-)
-_CHANNELWISE_FUNCTIONS = {operator.add, operator.iadd, torch.add, torch.flatten, torch.relu, nn.functional.relu,
-                          nn.functional.relu6, nn.functional.adaptive_avg_pool2d}
-_CHANNELWISE_METHODS = {"flatten", "relu", "relu_"}
-"""Ops whose output channel c depends on input channel c only (flatten keeps channel-major order)."""
 
 
 class PartialForward:
@@ -46,9 +37,11 @@ class PartialForward:
     def __init__(self, supernet: Supernet) -> None:
         self.supernet = supernet
         self.modules = dict(supernet.net.named_modules())
-        self.nodes: list[fx.Node] = list(_LeafTracer().trace(supernet.net).nodes)
+        analysis = supernet.space.graph
+        self.nodes: list[fx.Node] = analysis.nodes
+        self.layouts = analysis.layouts
+        self._mixing = analysis.mixing
         self.position = {node: i for i, node in enumerate(self.nodes)}
-        self.group = self._channel_groups()
         self._last_use = {node: max((self.position[u] for u in node.users), default=-1) for node in self.nodes}
         # Per node, worked out once (a search runs each node thousands of times): whether it writes
         # its first input in place, and which values die with it.
@@ -58,39 +51,21 @@ class PartialForward:
         self.end = len(self.nodes)
 
     # ---- structure --------------------------------------------------------------------------
-    def _channel_groups(self) -> dict[fx.Node, str | None]:
-        """The channel group each node's output carries (None: image or class logits)."""
-        space, out = self.supernet.space, {}
-        for node in self.nodes:
-            first = next((a for a in node.args if isinstance(a, fx.Node)), None)
-            if node.op == "call_module" and node.target in space.layers:
-                layer = space.layers[node.target]
-                out[node] = layer.group if layer.kind == "conv" else (None if layer.kind == "linear" else out[first])
-            else:
-                out[node] = out.get(first) if first is not None else None
-        return out
+    def groups_in(self, node: fx.Node) -> set[str]:
+        """The channel groups a node's output carries (empty: fixed channels or no tensor)."""
+        return {g for layout in layouts_of(self.layouts.get(node)) for g in layout.group_names}
 
     def cut(self, group: str) -> int:
         """Position of the first node that mixes ``group``'s channels: where a candidate changing
-        only that group starts to differ from the parent by more than a channel prefix."""
+        only that group starts to differ from the parent by more than a selection of channels."""
         if group not in self._cuts:
             self._cuts[group] = next(i for i, node in enumerate(self.nodes) if self._mixes(node, group))
         return self._cuts[group]
 
     def _mixes(self, node: fx.Node, group: str) -> bool:
-        reads = any(isinstance(a, fx.Node) and self.group[a] == group for a in node.all_input_nodes)
-        if not reads:
-            return False
-        if node.op == "call_module":
-            module = self.modules[node.target]
-            if isinstance(module, SlimConv2d):
-                return not module.depthwise
-            return not isinstance(module, _CHANNELWISE_MODULES)
-        if node.op == "call_function":
-            return node.target not in _CHANNELWISE_FUNCTIONS
-        if node.op == "call_method":
-            return node.target not in _CHANNELWISE_METHODS
-        return True  # the output node: logits never carry a group, but be safe
+        """Convs, linear layers and unknown ops on fixed channels mix; channel-wise ops, ties,
+        concatenations, chunks and shuffles only move channels (the analysis decides)."""
+        return node in self._mixing and any(group in self.groups_in(a) for a in node.all_input_nodes)
 
     def live_at(self, position: int) -> list[fx.Node]:
         """Nodes computed before ``position`` whose values are still needed at or after it."""
@@ -132,16 +107,14 @@ class PartialForward:
         last = self.nodes[-1]
         return values.get(last) if stop == self.end else None
 
-    def narrow(self, env: Env, group: str, parent_width: int, width: int) -> Env:
-        """``env`` with every tensor of ``group`` cut from ``parent_width`` to ``width`` channels.
-
-        A flattened tensor keeps channel-major order, so its prefix scales with the channels.
-        """
+    def narrow(self, env: Env, parent: dict[str, int], child: dict[str, int]) -> Env:
+        """``env`` (computed at ``parent`` widths) cut down to the channels ``child`` keeps."""
+        changed = {g for g in child if child[g] != parent[g]}
         out = {}
         for node, value in env.items():
-            if self.group[node] == group and width != parent_width:
-                keep = value.shape[1] // parent_width * width
-                value = value[:, :keep].contiguous()
+            layouts = self.layouts.get(node)
+            if changed & self.groups_in(node):
+                value = _narrowed(value, layouts, parent, child)
             out[node] = value
         return out
 
@@ -182,3 +155,25 @@ def _in_place(node: fx.Node, modules: dict[str, nn.Module]) -> bool:
     if node.op == "call_function":
         return node.target is operator.iadd or bool(node.kwargs.get("inplace", False))
     return node.op == "call_method" and str(node.target).endswith("_")
+
+
+def layouts_of(value) -> list[Layout]:
+    """The layouts of a node's value (several for a chunk's parts; none for a non-tensor)."""
+    if isinstance(value, Layout):
+        return [value]
+    if isinstance(value, tuple):
+        return [layout for v in value for layout in layouts_of(v)]
+    return []
+
+
+def _narrowed(value, layout, parent: dict[str, int], child: dict[str, int]):
+    """One value (a tensor, or a tuple of them for a chunk's parts) cut to the child's channels."""
+    if isinstance(layout, tuple):
+        return tuple(_narrowed(v, lay, parent, child) for v, lay in zip(value, layout))
+    if layout is None or not changed_in(layout, parent, child):
+        return value
+    return take(value, layout.keep_within(parent, child), 1).contiguous()
+
+
+def changed_in(layout: Layout, parent: dict[str, int], child: dict[str, int]) -> bool:
+    return any(parent[g] != child[g] for g in layout.group_names)

@@ -7,6 +7,8 @@ Public surface::
     count_macs(supernet.space, supernet.widths)
     slim = export_slim(supernet)                 # plain nn.Module with the sliced weights
     slim = build("mobilenet_v2", channels=cfg)   # fresh slim model from a ChannelConfig
+    supernet = convert(my_module, input_size=224) # any conv/BN/linear network (see models.convert)
+    build_supernet("torchvision:mobilenet_v3_small", num_classes=10, input_size=32)
 """
 
 from __future__ import annotations
@@ -14,13 +16,14 @@ from __future__ import annotations
 from torch import nn
 
 from models.config import ChannelConfig, ConfigError
+from models.convert import convert
 from models.counting import count_macs, count_params
 from models.export import export_slim
 from models.registry import list_archs
 from models.supernet import NetSpec, Supernet, build_supernet
 
 __all__ = [
-    "ChannelConfig", "ConfigError", "NetSpec", "Supernet", "build", "build_supernet", "count_macs",
+    "ChannelConfig", "ConfigError", "NetSpec", "Supernet", "build", "build_supernet", "convert", "count_macs",
     "count_params", "export_slim", "list_archs",
 ]
 

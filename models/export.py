@@ -13,6 +13,7 @@ import copy
 import torch
 from torch import nn
 
+from models.convert import SlimBatchNormAct2d, replace_module
 from models.layout import take
 from models.ops import SlimBatchNorm2d, SlimConv2d, SlimLinear, SwitchableBatchNorm2d
 from models.space import Layer
@@ -27,7 +28,7 @@ def export_slim(supernet: Supernet, widths: dict[str, int] | None = None) -> nn.
     modules = dict(net.named_modules())
     with torch.no_grad():
         for name, layer in space.layers.items():
-            _replace(net, name, _plain(modules[name], layer, widths))
+            replace_module(net, name, _plain(modules[name], layer, widths))
     return net.eval()
 
 
@@ -37,6 +38,8 @@ def _plain(module: nn.Module, layer: Layer, widths: dict[str, int]) -> nn.Module
         return _plain_bn(module.branch(cin), slice(0, cin))
     rows, cols = selections(module, layer, widths)
     rows = slice(0, module.weight.shape[0]) if rows is None else rows
+    if isinstance(module, SlimBatchNormAct2d):
+        return nn.Sequential(_plain_bn(module, rows), copy.deepcopy(module.drop), copy.deepcopy(module.act))
     if isinstance(module, SlimBatchNorm2d):
         return _plain_bn(module, rows)
     if isinstance(module, SlimConv2d):
@@ -65,7 +68,3 @@ def _plain_bn(module: nn.BatchNorm2d, rows) -> nn.BatchNorm2d:
     return out
 
 
-def _replace(root: nn.Module, name: str, new: nn.Module) -> None:
-    parent_name, _, child = name.rpartition(".")
-    parent = root.get_submodule(parent_name) if parent_name else root
-    setattr(parent, child, new)

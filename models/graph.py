@@ -14,6 +14,7 @@ mixes channels (where a partial forward must recompute).
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -109,9 +110,11 @@ def analyse(net: nn.Module, input_size: int, divisor: int = 8, width_min: float 
 def _propagate_shapes(module: fx.GraphModule, net: nn.Module, input_size: int, in_channels: int) -> None:
     was_training = net.training
     module.eval()
+    first = next(iter(net.parameters()), None)
+    device = first.device if first is not None else torch.device("cpu")
     try:
         with torch.no_grad():
-            ShapeProp(module).propagate(torch.zeros(1, in_channels, input_size, input_size))
+            ShapeProp(module).propagate(torch.zeros(1, in_channels, input_size, input_size, device=device))
     finally:
         net.train(was_training)
 
@@ -132,25 +135,36 @@ def _groups(context: OpContext, blocks: Blocks, divisor: int, width_min: float) 
     """One group per class of tied blocks that is not fixed.
 
     Its layers are the conv and linear layers whose outputs hold its channels (a depthwise conv's
-    output is its input), in trace order; the first names the group.
+    output is its input), in trace order; the first names the group.  A layer may hold several
+    blocks of a group (the parts of a grouped conv or a chunk), so the group's own divisor is what
+    keeps those layers' channel counts multiples of ``divisor``: ResNeXt's 32 blocks of 4 channels
+    step by one channel per block, 32 channels per layer.
     """
     members: dict[int, list[str]] = {}
+    fewest: dict[int, int] = {}
     for name, record in context.layers.items():
         if record.kind == "bn":
             continue
-        slots = record.outputs[~blocks.fixed[record.outputs]]
-        for root in dict.fromkeys(blocks.root[slots].tolist()):
+        roots = blocks.root[record.outputs][~blocks.fixed[record.outputs]]
+        for root, positions in zip(*np.unique(roots, return_counts=True)):
+            root = int(root)
             members.setdefault(root, []).append(name)
+            fewest[root] = min(fewest.get(root, positions), int(positions))
     starts = {}
     for start in np.unique(blocks.block_start).tolist():
         starts.setdefault(int(blocks.root[start]), []).append((start, blocks.block_length(start)))
     groups: dict[str, Group] = {}
-    for root, layers in members.items():
-        length = starts[root][0][1]
-        minimum = min(length, make_divisible(length * width_min, divisor))
+    for root in sorted(members, key=lambda r: context_order(members[r][0], context)):
+        layers, length = members[root], starts[root][0][1]
+        step = divisor // math.gcd(divisor, fewest[root] // length)
+        minimum = min(length, make_divisible(length * width_min, step))
         name = _unique(layers[0], groups)
-        groups[name] = Group(name, layers, length, minimum, divisor, starts[root])
+        groups[name] = Group(name, layers, length, minimum, step, starts[root])
     return groups
+
+
+def context_order(layer: str, context: OpContext) -> int:
+    return list(context.layers).index(layer)
 
 
 def _unique(name: str, taken: dict[str, Group]) -> str:

@@ -6,6 +6,7 @@ done generically, and the test-suite is parametrised over this registry.
 
 from __future__ import annotations
 
+import functools
 from typing import Callable
 
 from torch import nn
@@ -33,10 +34,24 @@ def list_archs() -> list[str]:
 
 
 def get_builder(arch: str) -> Builder:
+    """The builder of a built-in network, or of ``torchvision:NAME`` / ``timm:NAME`` / ``MODULE:FUNCTION``."""
+    from models import zoo
+
+    if zoo.is_external(arch):
+        return functools.partial(_external, arch)
     _load_builtin()
     if arch not in _REGISTRY:
         raise KeyError(f"unknown architecture {arch!r}; choose from {', '.join(sorted(_REGISTRY))}")
     return _REGISTRY[arch]
+
+
+def _external(arch: str, layers: LayerFactory, num_classes: int, width_mult: float, cifar_stem: bool) -> nn.Module:
+    """External networks keep their own stems; S-Net's switchable BN needs a built-in network."""
+    from models import zoo
+
+    if layers.switch_ratios is not None:
+        raise ValueError(f"{arch}: S-Net mode (switchable BN) needs a built-in network; use usnet-nonuniform")
+    return zoo.build_external(arch, num_classes, width_mult)
 
 
 def uses_cifar_stem(input_size: int) -> bool:

@@ -35,13 +35,15 @@ def test_every_op_is_timed_over_the_groups_it_depends_on(net, table):
     for node in runnable:
         cost = table.nodes[node.name]
         layer = space.layers.get(node.target)
-        if layer is not None and layer.kind == "conv" and not layer.depthwise and layer.source != "@image":
-            assert cost.groups == [layer.source, layer.group]  # a dense conv: input and output widths
+        groups = [list(axis["terms"]) for axis in cost.axes]
+        if layer is not None and layer.kind == "conv" and not layer.depthwise and not layer.inputs.fixed:
+            assert groups == [[layer.source], [layer.group]]  # a dense conv: input and output channels
         elif layer is not None and layer.kind == "conv":
-            assert cost.groups == [layer.group]
-        for group, levels in zip(cost.groups, cost.levels):
-            assert levels == grid(space.groups[group], 4, 3)
-        values = [cost.ms] if not cost.groups else cost.ms if len(cost.groups) == 1 else sum(cost.ms, [])
+            assert groups == [[layer.group]]
+        for axis, levels in zip(cost.axes, cost.levels):  # one group each: counts are its thinned ladder
+            assert axis == {"fixed": 0, "terms": {next(iter(axis["terms"])): 1}}
+            assert levels == grid(space.groups[next(iter(axis["terms"]))], 4, 3)
+        values = [cost.ms] if not cost.axes else cost.ms if len(cost.axes) == 1 else sum(cost.ms, [])
         assert all(v > 0 for v in values)
 
 
@@ -77,12 +79,15 @@ def test_whole_model_line_recovers_a_scale_and_falls_back_to_a_constant_or_a_rat
 
 
 def test_interpolation_is_exact_at_grid_points_and_linear_between():
-    cost = NodeCost(["a", "b"], [[8, 16, 32], [8, 24]], [[1.0, 2.0], [3.0, 5.0], [7.0, 9.0]])
+    a, b = {"fixed": 0, "terms": {"a": 1}}, {"fixed": 0, "terms": {"b": 1}}
+    cost = NodeCost([a, b], [[8, 16, 32], [8, 24]], [[1.0, 2.0], [3.0, 5.0], [7.0, 9.0]])
     assert cost.at({"a": 16, "b": 24}) == 5.0
     assert cost.at({"a": 24, "b": 8}) == pytest.approx(5.0)  # halfway between 3 and 7
     assert cost.at({"a": 12, "b": 16}) == pytest.approx(0.5 * (1.5 + 4.0))
-    line = NodeCost(["a"], [[8, 16]], [1.0, 3.0])
+    line = NodeCost([a], [[8, 16]], [1.0, 3.0])
     assert line.at({"a": 12}) == 2.0 and NodeCost([], [], 0.25).at({}) == 0.25
+    joined = NodeCost([{"fixed": 4, "terms": {"a": 1, "b": 2}}], [[12, 36]], [1.0, 3.0])  # a concatenation
+    assert joined.at({"a": 8, "b": 6}) == pytest.approx(2.0)  # 4 + 8 + 12 = 24 channels: halfway
 
 
 def test_tables_are_cached_per_device_and_batch_size(net, tmp_path: Path, monkeypatch):
