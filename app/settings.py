@@ -44,12 +44,21 @@ class Settings(BaseSettings):
     visibility_timeout_s: int = Field(default=7 * 24 * 3600,
                                       description="Redis redelivery of unacked tasks; longer than any search.")
     page_size_max: int = 100
+    model_modules: Annotated[list[str], NoDecode] = Field(
+        default_factory=list, description="Modules whose FUNCTION may be named as MODULE:FUNCTION (comma-separated).")
 
     @field_validator("data_roots", mode="before")
     @classmethod
     def _split_roots(cls, value: object) -> object:
         if isinstance(value, str):
             return [part for part in value.split(os.pathsep) if part.strip()]
+        return value
+
+    @field_validator("model_modules", mode="before")
+    @classmethod
+    def _split_modules(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [part.strip() for part in value.split(",") if part.strip()]
         return value
 
     @property

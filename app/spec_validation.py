@@ -32,9 +32,11 @@ class FieldError(ValueError):
 
 def validated_spec(body: SearchCreate, settings: Settings) -> SearchSpec:
     """The engine spec for a request, with the dataset path made absolute; raises `FieldError`."""
-    if body.arch not in models.list_archs():
-        raise FieldError(("body", "arch"), f"unknown architecture {body.arch!r}; choose from "
-                                           f"{', '.join(models.list_archs())}")
+    models.allow_modules(settings.model_modules)
+    try:
+        models.check_arch(body.arch)
+    except KeyError as err:
+        raise FieldError(("body", "arch"), err.args[0]) from None
     if body.train.epochs > settings.max_epochs:
         raise FieldError(("body", "train", "epochs"),
                          f"{body.train.epochs} epochs is more than the limit of {settings.max_epochs}")

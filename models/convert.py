@@ -70,7 +70,7 @@ def _slim_twin(name: str, child: nn.Module) -> nn.Module | None:
                           child.dilation, child.groups, child.bias is not None)
     if kind is nn.BatchNorm2d:
         return SlimBatchNorm2d(child.num_features, child.eps, child.momentum, child.affine, child.track_running_stats)
-    if kind is nn.Linear:
+    if kind is nn.Linear or _qualified(kind) in SAME_AS_LINEAR:
         return SlimLinear(child.in_features, child.out_features, child.bias is not None)
     if _is_timm_bn_act(child):
         return SlimBatchNormAct2d(child.num_features, child.eps, child.momentum, child.affine,
@@ -81,6 +81,14 @@ def _slim_twin(name: str, child: nn.Module) -> nn.Module | None:
                         f"{nn.Conv2d.__name__ if isinstance(child, nn.Conv2d) else type(child).__mro__[1].__name__} "
                         "with its own forward, which autoslim cannot slice; keep the network's plain layers")
     return None
+
+
+SAME_AS_LINEAR = {"timm.layers.linear.Linear"}
+"""Linear subclasses whose forward is nn.Linear's (timm's casts dtypes under TorchScript only)."""
+
+
+def _qualified(kind: type) -> str:
+    return f"{kind.__module__}.{kind.__qualname__}"
 
 
 def _is_timm_bn_act(child: nn.Module) -> bool:

@@ -83,7 +83,12 @@ class ChannelTracer(fx.Tracer):
 
 
 def trace(net: nn.Module) -> fx.Graph:
-    return ChannelTracer().trace(net)
+    try:
+        return ChannelTracer().trace(net)
+    except fx.proxy.TraceError as err:
+        raise NotImplementedError(
+            f"torch.fx cannot trace {type(net).__name__} ({err}); autoslim analyses a network's graph, so its "
+            "forward must not branch on tensor values") from None
 
 
 def analyse(net: nn.Module, input_size: int, divisor: int = 8, width_min: float = 0.25,

@@ -29,8 +29,19 @@ def register(name: str) -> Callable[[Builder], Builder]:
 
 
 def list_archs() -> list[str]:
+    """The built-in networks (the papers' CIFAR and ImageNet layouts)."""
     _load_builtin()
     return sorted(_REGISTRY)
+
+
+def check_arch(arch: str) -> None:
+    """Raise KeyError with what to do unless ``arch`` is built in or names a buildable external network."""
+    from models import zoo
+
+    if zoo.is_external(arch):
+        zoo.check_external(arch)
+    else:
+        get_builder(arch)
 
 
 def get_builder(arch: str) -> Builder:

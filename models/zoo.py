@@ -36,6 +36,18 @@ def is_external(arch: str) -> bool:
     return ":" in arch
 
 
+def check_external(arch: str) -> None:
+    """Raise KeyError (naming what to do) unless ``arch`` names a network that can be built."""
+    prefix, _, name = arch.partition(":")
+    if prefix == "torchvision":
+        if f"torchvision:{name}" not in torchvision_cnns():
+            raise KeyError(f"{arch!r} is not one of torchvision's conv/BN classification networks; see `autoslim archs`")
+    elif prefix == "timm":
+        _timm_names_check(name)
+    else:
+        _installed_builder(prefix, name)
+
+
 def build_external(arch: str, num_classes: int, width_mult: float = 1.0) -> nn.Module:
     """The plain network ``arch`` names, at ``num_classes``, with slimmable layers."""
     if width_mult != 1.0:
@@ -61,24 +73,36 @@ def _torchvision(name: str, num_classes: int) -> nn.Module:
 
 
 def _timm(name: str, num_classes: int) -> nn.Module:
+    timm = _timm_names_check(name)
+    return timm.create_model(name, pretrained=False, num_classes=num_classes)
+
+
+def _timm_names_check(name: str):
     try:
         import timm
     except ImportError:
         raise KeyError("timm networks need timm: pip install 'autoslim[timm]'") from None
     if name not in timm.list_models():
         raise KeyError(f"unknown timm network {name!r}; see timm.list_models()")
-    return timm.create_model(name, pretrained=False, num_classes=num_classes)
+    return timm
 
 
-def _installed(module_name: str, function: str, num_classes: int) -> nn.Module:
+def _installed_builder(module_name: str, function: str) -> Callable[..., nn.Module]:
     if module_name not in _ALLOWED_MODULES:
         allowed = ", ".join(sorted(_ALLOWED_MODULES)) or "none"
         raise KeyError(f"module {module_name!r} is not on the allow-list of network modules "
                        f"(AUTOSLIM_MODEL_MODULES; allowed: {allowed})")
-    builder = getattr(importlib.import_module(module_name), function, None)
+    try:
+        builder = getattr(importlib.import_module(module_name), function, None)
+    except ImportError as err:
+        raise KeyError(f"module {module_name!r} cannot be imported on this machine: {err}") from None
     if not callable(builder):
         raise KeyError(f"module {module_name!r} has no function {function!r}")
-    model = builder(num_classes=num_classes)
+    return builder
+
+
+def _installed(module_name: str, function: str, num_classes: int) -> nn.Module:
+    model = _installed_builder(module_name, function)(num_classes=num_classes)
     if not isinstance(model, nn.Module):
         raise TypeError(f"{module_name}:{function} returned a {type(model).__name__}, not an nn.Module")
     return model

@@ -58,6 +58,9 @@ def execute(settings: Settings, search_id: str) -> str:
     try:
         with writer:  # heartbeats start now: importing torch can take longer than the reaper waits
             from engine import run_search  # torch: imported here, in the process that runs the search
+            from models import allow_modules
+
+            allow_modules(settings.model_modules)  # MODULE:FUNCTION networks the operator installed
 
             result = run_search(spec, workdir, report=writer, should_cancel=writer.should_cancel)
         store_success(held, result, Path(workdir), spec)

@@ -24,9 +24,18 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+NETWORK_COMMANDS = {"archs", "macs", "export", "train", "search", "retrain"}
+"""Commands that build networks, so they may name ``MODULE:FUNCTION`` ones (AUTOSLIM_MODEL_MODULES)."""
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
+        if args.command in NETWORK_COMMANDS:
+            from app.settings import get_settings
+            from models import allow_modules
+
+            allow_modules(get_settings().model_modules)
         return int(args.handler(args) or 0)
     except (CliError, ValueError, KeyError, FileNotFoundError) as err:
         message = err.args[0] if isinstance(err, KeyError) and err.args else err

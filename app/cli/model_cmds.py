@@ -29,8 +29,9 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
 
 def cmd_archs(args: argparse.Namespace) -> int:
     from models import list_archs
+    from models.zoo import external_names
 
-    print("\n".join(list_archs()))
+    print("\n".join([*list_archs(), *external_names()]))
     return 0
 
 

@@ -54,3 +54,16 @@ def test_an_infeasible_budget_is_one_line_with_the_range(caches, tmp_path, capsy
     err = capsys.readouterr().err
     assert "autoslim search: error: 1k MACs is below the smallest configuration; feasible range is" in err
     assert "Traceback" not in err
+
+
+def test_search_of_a_torchvision_network_by_name(caches, tmp_path, capsys):
+    """``--arch torchvision:NAME``: a network autoslim has no code for, converted and searched."""
+    out = tmp_path / "mv3"
+    flags = ["--arch", "torchvision:mobilenet_v3_small", "--dataset", "digits", "--input-size", "32", "--epochs", "1",
+             "--batch-size", "32", "--lr", "0.05", "--bins", "4", "--calib-size", "64", "--score-size", "64"]
+    assert main(["search", *flags, "--macs", "1.9M", "--out", str(out)]) == 0
+    answer = json.loads((out / "result.json").read_text())["budgets"][0]
+    assert answer["macs"] <= 1.9e6 < json.loads((out / "result.json").read_text())["full"]["macs"]
+    capsys.readouterr()
+    assert main(["macs", "--config", str(out / answer["files"]["config"]), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["macs"] == answer["macs"]
