@@ -30,7 +30,9 @@ def assert_one_line_error(code: int, out: str, err: str, *fragments: str) -> Non
 
 def test_archs_lists_every_registered_architecture(capsys):
     code, out, _ = run(capsys, "archs")
-    assert code == 0 and out.split() == models.list_archs()
+    lines = out.splitlines()
+    assert code == 0 and lines[: len(models.list_archs())] == models.list_archs()
+    assert "torchvision:mobilenet_v3_small" in lines and any(line.startswith("timm:NAME") for line in lines)
 
 
 def test_macs_json_prints_the_published_figures(capsys):
