@@ -25,7 +25,7 @@ import torch
 from torch import fx, nn
 
 from models.layout import Layout, take
-from models.ops import SlimBatchNorm2d, SwitchableBatchNorm2d
+from models.ops import SlimBatchNorm2d, SlimConv2d, SwitchableBatchNorm2d
 from models.supernet import Supernet
 
 Env = dict[fx.Node, torch.Tensor]
@@ -41,6 +41,7 @@ class PartialForward:
         self.nodes: list[fx.Node] = analysis.nodes
         self.layouts = analysis.layouts
         self._mixing = analysis.mixing
+        self._grouped = {n for n in self.nodes if n.op == "call_module" and _grouped_conv(self.modules[n.target])}
         self.position = {node: i for i, node in enumerate(self.nodes)}
         self._last_use = {node: max((self.position[u] for u in node.users), default=-1) for node in self.nodes}
         # Per node, worked out once (a search runs each node thousands of times): whether it writes
@@ -64,7 +65,14 @@ class PartialForward:
 
     def _mixes(self, node: fx.Node, group: str) -> bool:
         """Convs, linear layers and unknown ops on fixed channels mix; channel-wise ops, ties,
-        concatenations, chunks and shuffles only move channels (the analysis decides)."""
+        concatenations, chunks and shuffles only move channels (the analysis decides).
+
+        A grouped conv that *writes* the group counts too: with fewer outputs per group its kernel
+        blocks the arithmetic differently, so cutting its cached output down would differ from a
+        recomputation in the last bits (a dense conv's outputs come out the same either way).
+        """
+        if node in self._grouped and group in self.groups_in(node):
+            return True
         return node in self._mixing and any(group in self.groups_in(a) for a in node.all_input_nodes)
 
     def live_at(self, position: int) -> list[fx.Node]:
@@ -147,6 +155,10 @@ class PartialForward:
         if node.op == "output":
             return args[0]
         raise RuntimeError(f"cannot run graph node {node.name!r} ({node.op})")
+
+
+def _grouped_conv(module: nn.Module) -> bool:
+    return isinstance(module, SlimConv2d) and module.groups > 1 and not module.depthwise
 
 
 def _in_place(node: fx.Node, modules: dict[str, nn.Module]) -> bool:

@@ -83,12 +83,19 @@ class ChannelTracer(fx.Tracer):
 
 
 def trace(net: nn.Module) -> fx.Graph:
+    """The inference graph: traced in eval mode, because functional calls bake in the training flag
+    (torchvision's ``stochastic_depth(x, p, mode, self.training)``) and the graph is what scoring,
+    calibration and export run - always in eval mode."""
+    was_training = net.training
+    net.eval()
     try:
         return ChannelTracer().trace(net)
     except fx.proxy.TraceError as err:
         raise NotImplementedError(
             f"torch.fx cannot trace {type(net).__name__} ({err}); autoslim analyses a network's graph, so its "
             "forward must not branch on tensor values") from None
+    finally:
+        net.train(was_training)
 
 
 def analyse(net: nn.Module, input_size: int, divisor: int = 8, width_min: float = 0.25,
