@@ -11,6 +11,7 @@ group contributes ``multiplicity * width`` positions: its count is a sum, never 
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 import numpy as np
@@ -49,7 +50,7 @@ class Layout:
     def __len__(self) -> int:
         return len(self.slots)
 
-    @property
+    @functools.cached_property
     def single_group(self) -> str | None:
         """The group when this layout is exactly one block of one group (the common, prefix case)."""
         if self.fixed_count or len(self.group_names) != 1 or self.multiplicity[self.group_names[0]] != 1:
@@ -76,12 +77,12 @@ class Layout:
 
     def select(self, widths: dict[str, int]) -> Selection:
         """The kept positions, as a slice when they are a prefix."""
-        count = self.count(widths)
-        if count == len(self.slots):
-            return slice(0, count)
         group = self.single_group
         if group is not None:
             return slice(0, widths[group])
+        count = self.count(widths)
+        if count == len(self.slots):
+            return slice(0, count)
         kept = self.positions(widths)
         if kept[-1] == len(kept) - 1:
             return slice(0, len(kept))

@@ -82,9 +82,11 @@ class Supernet(nn.Module):
             self.space.check_width(group, merged[name], name)
         for module, layer in self._slim:
             rows, cols = selections(module, layer, merged)
-            module.rows = rows
+            # Plain attributes: object.__setattr__ skips nn.Module's parameter/buffer bookkeeping,
+            # which cost more than the selections themselves (a search sets widths per candidate).
+            object.__setattr__(module, "rows", rows)
             if not isinstance(module, SlimBatchNorm2d):
-                module.cols = cols
+                object.__setattr__(module, "cols", cols)
         self.widths = merged
 
     def set_full(self) -> None:
