@@ -92,6 +92,9 @@ class SearchCreate(Strict):
     retrain: RetrainSettings = Field(default_factory=RetrainSettings)
     export_formats: list[Literal["pt", "onnx", "ts"]] = Field(default_factory=lambda: ["pt", "onnx"])
     queue: Queue | None = Field(None, description="Worker queue; default AUTOSLIM_DEFAULT_QUEUE.")
+    latency_table: str = Field("", pattern=r"^[0-9a-f]{0,32}$", description=(
+        "An uploaded latency table's id (POST /latency-tables): `latency_ms` budgets are milliseconds on its "
+        "device and runtime. Empty: on the worker's device."))
 
 
 class Links(BaseModel):
@@ -119,6 +122,11 @@ class BudgetSummary(BaseModel):
     macs: int
     params: int
     latency_ms: float | None = None
+    latency_device: str | None = Field(None, description="The device `latency_ms` is predicted for.")
+    latency_runtime: str | None = Field(None, description="Its runtime, version, provider, threads, batch size.")
+    worker_latency_ms: float | None = Field(None, description="With a latency table: on the worker's own device.")
+    worker_latency_device: str | None = None
+    worker_latency_runtime: str | None = None
     val_accuracy: float | None = None
     test_accuracy: float | None = None
     config: str = Field(description="Link to this budget's channel config.")

@@ -17,7 +17,7 @@ from sqlalchemy.orm import Session
 from app.auth import User
 from app.schemas import SearchCreate
 from app.settings import Settings
-from app.spec_validation import FieldError, validated_spec
+from app.spec_validation import FieldError, check_dataset, validated_spec
 from app.tables import RETRYABLE, BudgetResult, Event, Search, Status, TrajectoryStep, utcnow
 from engine.budgets import BudgetError, parse_amount
 from worker.celery_app import enqueue
@@ -43,8 +43,12 @@ def log_event(session: Session, search_id: str | None, kind: str, message: str, 
 def submit(session: Session, celery: Celery, settings: Settings, user: User, body: SearchCreate,
            idempotency_key: str | None = None) -> tuple[Search, bool]:
     """Store and enqueue a search; (search, created).  A repeated Idempotency-Key returns the first."""
-    spec = validated_spec(body, settings).to_dict()
-    queue = body.queue or settings.default_queue
+    checked = validated_spec(body, settings)
+    if checked.latency_table:
+        from app.latency_table_service import check_for_search  # it raises this module's errors
+
+        check_for_search(session, user, checked, check_dataset(checked.dataset, settings.resolved_data_roots)[1])
+    spec, queue = checked.to_dict(), body.queue or settings.default_queue
     if idempotency_key:
         existing = _by_key(session, user.name, idempotency_key)
         if existing is not None:

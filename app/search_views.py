@@ -31,10 +31,16 @@ def summary(search: Search) -> SearchSummary:
                          finished_at=search.finished_at, links=links(search.id))
 
 
+LATENCY_LABELS = ("latency_device", "latency_runtime", "worker_latency_ms", "worker_latency_device",
+                  "worker_latency_runtime")
+"""Where a latency figure was predicted, read from the channel config stored with the result."""
+
+
 def budget_summary(result: BudgetResult) -> BudgetSummary:
+    labels = {k: (result.config or {}).get(k) for k in LATENCY_LABELS}
     return BudgetSummary(kind=result.kind, target=result.target, macs=result.macs, params=result.params,
                          latency_ms=result.latency_ms, val_accuracy=result.val_accuracy,
-                         test_accuracy=result.test_accuracy, config=config_link(result))
+                         test_accuracy=result.test_accuracy, config=config_link(result), **labels)
 
 
 def detail(search: Search) -> SearchDetail:

@@ -186,3 +186,27 @@ class Event(Base):
     kind: Mapped[str] = mapped_column(String(32))
     message: Mapped[str] = mapped_column(Text)
     data: Mapped[dict[str, Any] | None]
+
+
+class LatencyTableRow(Base):
+    """A latency table a user uploaded (`autoslim profile` on their device), checked against the
+    network it describes; searches name it so their latency budgets are milliseconds on that device."""
+
+    __tablename__ = "latency_tables"
+    __table_args__ = (Index("ix_latency_tables_owner_created_at", "owner", "created_at"),)
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    owner: Mapped[str] = mapped_column(String(100))
+    name: Mapped[str | None] = mapped_column(String(200))
+    arch: Mapped[str] = mapped_column(String(200))
+    input_size: Mapped[int]
+    width_mult: Mapped[float]
+    num_classes: Mapped[int]
+    device: Mapped[str] = mapped_column(String(500))
+    runtime: Mapped[str] = mapped_column(String(500))
+    bins: Mapped[int]
+    nodes: Mapped[int]
+    min_ms: Mapped[float]
+    max_ms: Mapped[float]
+    size_bytes: Mapped[int]
+    data: Mapped[dict[str, Any]]
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)

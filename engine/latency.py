@@ -1,27 +1,33 @@
-"""Latency of any channel configuration from a per-layer table measured once per device.
+"""Latency of any channel configuration from a per-layer table measured once per device and runtime.
 
 Every node of the traced network (conv, BN, activation, addition, concatenation, pooling,
 classifier) is timed on its own, as the plain op the exported slim model runs, over the channel
 counts it depends on: a conv's or linear layer's input and output channels, any other op's
 channels.  A count is a linear form of group widths (`models.layout.Layout.count`: a
 concatenation's count sums the groups it joins), so the table predicts from widths alone.  Each
-count is timed at ``max_levels`` configurations: every group it depends on at the same step of its
-greedy bin ladder (for one group, its ladder thinned to ``max_levels`` points); between them the
-table interpolates (bilinearly for a dense conv, whose cost is close to ``a*cin*cout + b*cin +
+count is timed at the configurations of every group it depends on at the same step of its greedy
+bin ladder (for one group, every width the search can visit), or at ``max_levels`` of them; between
+them the table interpolates (bilinearly for a dense conv, whose cost is close to ``a*cin*cout + b*cin +
 c*cout + d``, which bilinear interpolation reproduces exactly).
 
 A configuration's latency is ``scale * (sum over nodes) + overhead_ms``.  An op timed alone runs
 with its input and weights hot in cache; inside a whole forward it does not, which scales the sum
-up (1.1-1.3x for MobileNetV2 at 224 px), and small inputs add a constant (module-call overhead of
-the containers).  Both are fitted by least squares on end-to-end measurements of the full, the
-smallest and a few random configurations.  Everything is timed with a steady allocator
+up (1.1-1.3x for MobileNetV2 at 224 px), and small inputs add a constant (module-call or
+session-run overhead).  Both are fitted by least squares on end-to-end measurements of the full,
+the smallest and a few random configurations.  Torch timings are taken with a steady allocator
 (`engine.allocator`): under glibc's adaptive thresholds an op's cost depends on the sizes of the
 whole model (page faults), and no per-op table adds up (15-20% error instead of 2-4%).
 
-A table depends on the architecture and its shape (width multiplier, classes, bounds), the input
-size, the batch size, the device and the torch build; it is cached on disk under a key of all of
-these, so a worker measures it once.  `measure_model` times an exported slim model end to end,
-which is what `bench/bench_search.py` checks the predictions against.
+The timing is a runtime's (`engine.latency_runtimes`): eager torch, how a worker measures its own
+device, or ONNX Runtime with an execution provider, how `autoslim profile` measures the device a
+user deploys to.  A runtime that fuses a conv with the BN, activation and residual addition after
+it (ONNX Runtime does) has them timed as one unit (`units`).  The table is one object and one file
+format either way; its ``key`` records the network (architecture, width multiplier, classes,
+input size, bounds), the batch size, the bins, the device, the runtime with its version, provider
+and thread count, and the torch build.  A worker caches its tables on disk under that key, so it
+measures each once; `engine.latency_check` validates a table made elsewhere against the network a
+search runs.  `measure_model` times an exported slim model end to end, which is what
+`bench/bench_search.py` and `bench/bench_device_latency.py` check the predictions against.
 """
 
 from __future__ import annotations
@@ -30,20 +36,20 @@ import copy
 import hashlib
 import itertools
 import json
+import math
+import operator
 import os
-import platform
 import statistics
-import time
-from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Callable
 
 import torch
 from torch import fx, nn
 
 from engine.allocator import steady_allocator
 from engine.greedy import bin_size
+from engine.latency_runtimes import Runtime, Timing, TorchRuntime, end_to_end_timing
 from engine.partial_forward import PartialForward, layouts_of
 from models import export_slim
 from models.layout import Layout
@@ -51,22 +57,10 @@ from models.ops import BN_TYPES, SlimConv2d, SlimLinear
 from models.space import ChannelSpace, Group
 from models.supernet import Supernet
 
-TABLE_FORMAT = "autoslim.latency-table/3"
+TABLE_FORMAT = "autoslim.latency-table/4"
+"""/4: the key names the runtime (torch or onnxruntime, its version, provider and threads) apart
+from the device model.  Older tables are not read: a worker measures again, a user profiles again."""
 Widths = dict[str, int]
-
-
-@dataclass
-class Timing:
-    """How each op is timed: the fastest of ``blocks`` blocks, each at least ``block_s`` long.
-
-    The minimum, not the mean: on a shared machine other processes only ever add time, so the
-    fastest block is the best estimate of the op's own cost (the `timeit` convention).
-    """
-
-    blocks: int = 5
-    block_s: float = 0.002
-    warmup: int = 2
-    threads: int | None = None  # CPU threads while timing (None: torch's current setting)
 
 
 @dataclass
@@ -122,20 +116,35 @@ class LatencyTable:
         """Predicted end-to-end milliseconds of the slim model at ``widths``."""
         return self.scale * self.layers_ms(widths) + self.overhead_ms
 
+    def describe(self) -> dict[str, str]:
+        """What its predictions are figures of: ``device``, and ``runtime`` with version, provider,
+        threads and batch size."""
+        key = self.key
+        threads = f"{key['threads']} thread{'s' if key['threads'] != 1 else ''}"
+        return {"device": key["device"],
+                "runtime": f"{key['runtime']} {key['version']} ({key['provider']}, {threads}, batch {key['batch_size']})"}
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"format": TABLE_FORMAT, **asdict(self)}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "LatencyTable":
+        """A table from its JSON form; `engine.latency_check.parse_table` checks one made elsewhere first."""
+        if data.get("format") != TABLE_FORMAT:
+            raise ValueError(f"not a {TABLE_FORMAT} table (format {data.get('format')!r})")
+        nodes = {name: NodeCost(**cost) for name, cost in data["nodes"].items()}
+        return cls(data["key"], nodes, data["scale"], data["overhead_ms"], data.get("fit", {}))
+
     def save(self, path: Path) -> Path:
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_suffix(".tmp")
-        tmp.write_text(json.dumps({"format": TABLE_FORMAT, **asdict(self)}))
+        tmp.write_text(json.dumps(self.to_dict()))
         os.replace(tmp, path)
         return path
 
     @classmethod
     def load(cls, path: Path) -> "LatencyTable":
-        data = json.loads(Path(path).read_text())
-        if data.get("format") != TABLE_FORMAT:
-            raise ValueError(f"{path} is not a latency table")
-        nodes = {name: NodeCost(**cost) for name, cost in data["nodes"].items()}
-        return cls(data["key"], nodes, data["scale"], data["overhead_ms"], data.get("fit", {}))
+        return cls.from_dict(json.loads(Path(path).read_text()))
 
 
 def _bracket(levels: list[int], width: int) -> tuple[int, int, float]:
@@ -148,138 +157,37 @@ def _bracket(levels: list[int], width: int) -> tuple[int, int, float]:
     return len(levels) - 1, len(levels) - 1, 0.0
 
 
-# ---- measuring ----------------------------------------------------------------------------------
-def device_name(device: torch.device) -> str:
-    """What identifies a device's speed: the GPU model, or the CPU model and torch's thread count."""
-    if device.type == "cuda":
-        return torch.cuda.get_device_name(device)
-    model = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return f"{model} x{torch.get_num_threads()} threads"
+# ---- what a table is measured over ---------------------------------------------------------------
+def table_key(supernet: Supernet, runtime: Runtime, batch_size: int, bins: int, max_levels: int | None) -> dict:
+    return {"net": supernet.spec.to_dict(), "batch_size": batch_size, "bins": bins, "max_levels": max_levels,
+            **runtime.describe(), "torch": torch.__version__}
 
 
-def table_key(supernet: Supernet, device: torch.device, batch_size: int, bins: int, max_levels: int,
-              timing: Timing) -> dict:
-    with cpu_threads(timing.threads):
-        name = device_name(device)
-    return {"net": supernet.spec.to_dict(), "batch_size": batch_size, "device": name,
-            "torch": torch.__version__, "bins": bins, "max_levels": max_levels}
+def grid(group: Group, bins: int, max_levels: int | None = None) -> list[int]:
+    """The group's greedy ladder (full, one bin less, ..., min), thinned to ``max_levels``, ascending.
 
-
-def grid(group: Group, bins: int, max_levels: int) -> list[int]:
-    """The group's greedy ladder (full, one bin less, ..., min), thinned to ``max_levels``, ascending."""
+    The ladder holds every width greedy slimming with ``bins`` bins can give the group (`engine.greedy`).
+    """
     ladder, width = [group.max], group.max
     while width > group.min:
         width = max(group.min, (width - bin_size(group, bins)) // group.divisor * group.divisor)
         ladder.append(width)
     ladder = ladder[::-1]
-    if len(ladder) <= max_levels:
+    if max_levels is None or len(ladder) <= max_levels:
         return ladder
     picks = sorted({round(i * (len(ladder) - 1) / (max_levels - 1)) for i in range(max_levels)})
     return [ladder[i] for i in picks]
 
 
-@contextmanager
-def cpu_threads(threads: int | None) -> Iterator[None]:
-    """Run with ``threads`` CPU threads (a table is only valid for the thread count it was timed with)."""
-    saved = torch.get_num_threads()
-    if threads:
-        torch.set_num_threads(threads)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(saved)
+def runnable_nodes(graph: PartialForward) -> list[fx.Node]:
+    """The nodes that compute something: a table holds one cost per node."""
+    return [n for n in graph.nodes if n.op in ("call_module", "call_function", "call_method")]
 
 
-def _timed_ms(run: Callable[[], object], device: torch.device, timing: Timing) -> float:
-    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
-    with torch.inference_mode(), cpu_threads(timing.threads):
-        for _ in range(timing.warmup):
-            run()
-        sync()
-        start, calls = time.perf_counter(), 0
-        while time.perf_counter() - start < timing.block_s or calls == 0:  # size one block
-            run()
-            calls += 1
-        sync()
-        per_block = []
-        for _ in range(timing.blocks):
-            start = time.perf_counter()
-            for _ in range(calls):
-                run()
-            sync()
-            per_block.append((time.perf_counter() - start) / calls)
-    return 1000.0 * min(per_block)
-
-
-def measure_model(model: nn.Module, input_size: int, batch_size: int = 1, device: torch.device | str = "cpu",
-                  timing: Timing | None = None) -> float:
-    """End-to-end milliseconds of one forward pass of ``model`` (eval mode, no autograd, steady allocator)."""
-    steady_allocator()
-    device = torch.device(device)
-    model = model.to(device).eval()
-    x = torch.randn(batch_size, 3, input_size, input_size, device=device)
-    return _timed_ms(lambda: model(x), device, timing or end_to_end_timing(Timing()))
-
-
-def end_to_end_timing(per_op: Timing) -> Timing:
-    """Whole-model timing to match a per-op timing: same threads, more and longer blocks (a whole
-    forward is long enough to be interrupted often on a busy machine; the fastest block is kept)."""
-    return Timing(blocks=3 * per_op.blocks, block_s=25 * per_op.block_s, warmup=per_op.warmup, threads=per_op.threads)
-
-
-class _NodeBench:
-    """Times one graph node as the plain op the exported model runs, at any configuration."""
-
-    def __init__(self, graph: PartialForward, node: fx.Node, input_shapes: dict[fx.Node, Any],
-                 device: torch.device) -> None:
-        self.graph, self.node, self.shapes, self.device = graph, node, input_shapes, device
-        self.module = graph.modules.get(node.target) if node.op == "call_module" else None
-        self.axes = _axes(graph, node, self.module)
-
-    def time(self, widths: Widths, timing: Timing) -> float:
-        inputs = {n: self._input(shape, self.graph.layouts.get(n), widths) for n, shape in self.shapes.items()}
-        op = self._op(widths)
-        args, kwargs = fx.node.map_arg((self.node.args, self.node.kwargs), lambda n: inputs[n])
-        if self.node.op == "call_method":
-            return _timed_ms(lambda: getattr(args[0], self.node.target)(*args[1:], **kwargs), self.device, timing)
-        return _timed_ms(lambda: op(*args, **kwargs), self.device, timing)
-
-    def _input(self, shape: Any, layout: Any, widths: Widths) -> Any:
-        """A random input at ``widths`` (a tuple for a chunk's parts), shaped like the full one."""
-        if isinstance(shape, tuple) and shape and not isinstance(shape[0], int):
-            return tuple(self._input(s, lay, widths) for s, lay in zip(shape, layout))
-        channels = shape[1] if not isinstance(layout, Layout) else layout.count(widths)
-        return torch.randn(shape[0], channels, *shape[2:], device=self.device)
-
-    def _op(self, widths: Widths) -> Callable:
-        module = self.module
-        if isinstance(module, SlimConv2d):
-            layer = self.graph.supernet.space.layers[self.node.target]
-            cin, cout = layer.inputs.count(widths), layer.outputs.count(widths)
-            op = nn.Conv2d(cin, cout, module.kernel_size, module.stride, module.padding, module.dilation,
-                           cin if module.depthwise else module.groups, bias=module.bias is not None)
-        elif isinstance(module, BN_TYPES):
-            op = nn.BatchNorm2d(self.graph.supernet.space.layers[self.node.target].inputs.count(widths))
-        elif isinstance(module, SlimLinear):
-            layer = self.graph.supernet.space.layers[self.node.target]
-            op = nn.Linear(layer.inputs.count(widths), layer.outputs.count(widths), bias=module.bias is not None)
-        elif module is not None:
-            return copy.deepcopy(module).eval()  # stateless: activations, pooling, dropout, flatten
-        else:
-            return self.node.target
-        return op.to(self.device).eval()
-
-
-def _axes(graph: PartialForward, node: fx.Node, module: nn.Module | None) -> list[dict]:
+def node_axes(graph: PartialForward, node: fx.Node) -> list[dict]:
     """A dense conv or linear layer depends on its input and output counts; any other node on its
     output's count (its input's, when it outputs no tensor)."""
+    module = graph.modules.get(node.target) if node.op == "call_module" else None
     if isinstance(module, (SlimConv2d, SlimLinear)) and not getattr(module, "depthwise", False):
         layer = graph.supernet.space.layers[node.target]
         axes = [axis_of([layer.inputs]), axis_of([layer.outputs])]
@@ -292,7 +200,7 @@ def _axes(graph: PartialForward, node: fx.Node, module: nn.Module | None) -> lis
     return [axis for axis in axes if axis["terms"]]
 
 
-def _levels(axis: dict, space: ChannelSpace, bins: int, max_levels: int) -> list[Widths]:
+def axis_levels(axis: dict, space: ChannelSpace, bins: int, max_levels: int | None) -> list[Widths]:
     """Configurations of the axis's groups, narrowest first: every group at the same step of its
     thinned ladder (for one group, exactly its thinned ladder)."""
     ladders = {g: grid(space.groups[g], bins, max_levels) for g in axis["terms"]}
@@ -301,6 +209,133 @@ def _levels(axis: dict, space: ChannelSpace, bins: int, max_levels: int) -> list
     for k in range(steps):
         configs.append({g: ladder[round(k * (len(ladder) - 1) / max(steps - 1, 1))] for g, ladder in ladders.items()})
     return configs
+
+
+_ADDS = {operator.add, operator.iadd, torch.add}
+_FUSED_MODULES = (*BN_TYPES, nn.ReLU, nn.ReLU6, nn.Sigmoid, nn.Tanh, nn.Hardsigmoid)
+_FUSED_FUNCTIONS = {*_ADDS, torch.relu, nn.functional.relu, nn.functional.relu6}
+"""What ONNX export and ONNX Runtime run inside the conv before them: BN (folded into the weights on
+export), activations and a residual addition (fused kernels; on x86 an NCHWc conv takes the sum)."""
+
+
+def units(graph: PartialForward, nodes: list[fx.Node], fuses: bool) -> dict[fx.Node, list[fx.Node]]:
+    """Each node that is timed, with the nodes timed together with it.
+
+    A runtime that ``fuses`` runs a conv's BN, activations and one residual addition in the conv's
+    kernel (the first conv to reach an addition takes it), so timing them alone would count work the deployed model never does (on MobileNetV2
+    at 32 px with ONNX Runtime: 22% mean error).  A node joins the conv before it when it is the
+    only user of the unit so far and its count is one the conv already depends on, so the unit's
+    cost has the conv's axes.  Eager torch (``fuses`` False) times every node alone.
+    """
+    out: dict[fx.Node, list[fx.Node]] = {}
+    absorbed: set[fx.Node] = set()
+    for node in nodes:
+        if node in absorbed:
+            continue
+        out[node] = unit = [node]
+        if not (fuses and node.op == "call_module" and isinstance(graph.modules[node.target], SlimConv2d)):
+            continue
+        axes = node_axes(graph, node)
+        while len(unit[-1].users) == 1:
+            (user,) = unit[-1].users
+            if user in absorbed or not (_fusable(graph, user) and all(a in axes for a in node_axes(graph, user))) or (
+                    _is_add(user) and any(map(_is_add, unit))):
+                break
+            unit.append(user)
+            absorbed.add(user)
+    return out
+
+
+def _fusable(graph: PartialForward, node: fx.Node) -> bool:
+    if node.op == "call_module":
+        return isinstance(graph.modules[node.target], _FUSED_MODULES)
+    return node.op == "call_function" and node.target in _FUSED_FUNCTIONS
+
+
+def _is_add(node: fx.Node) -> bool:
+    return node.op == "call_function" and node.target in _ADDS
+
+
+# ---- measuring ----------------------------------------------------------------------------------
+def measure_model(model: nn.Module, input_size: int, batch_size: int = 1, runtime: Runtime | None = None,
+                  timing: Timing | None = None) -> float:
+    """End-to-end milliseconds of one forward pass of ``model`` (default: eager torch on the CPU)."""
+    runtime = runtime or TorchRuntime("cpu")
+    return runtime.time_model(model, input_size, batch_size, timing or end_to_end_timing(Timing()))
+
+
+class _Unit(nn.Module):
+    """Graph nodes run in order as one module of the values they take from outside: what a runtime
+    times (eagerly, or exported first)."""
+
+    def __init__(self, nodes: list[fx.Node], ops: list[Callable]) -> None:
+        super().__init__()
+        self.nodes, self.ops = nodes, nn.ModuleList(op if isinstance(op, nn.Module) else _Call(op) for op in ops)
+        self.inputs = external_inputs(nodes)
+
+    def forward(self, *inputs: Any) -> Any:
+        values = dict(zip(self.inputs, inputs))
+        for node, op in zip(self.nodes, self.ops):
+            args, kwargs = fx.node.map_arg((node.args, node.kwargs), lambda n: values[n])
+            if node.op == "call_method":
+                values[node] = getattr(args[0], node.target)(*args[1:], **kwargs)
+            else:
+                values[node] = op(*args, **kwargs)
+        return values[self.nodes[-1]]
+
+
+class _Call(nn.Module):
+    """A plain function (``operator.add``, ``torch.cat``) as a module, so a unit holds modules only."""
+
+    def __init__(self, function: Callable) -> None:
+        super().__init__()
+        self.function = function
+
+    def forward(self, *args: Any, **kwargs: Any) -> Any:
+        return self.function(*args, **kwargs)
+
+
+def external_inputs(nodes: list[fx.Node]) -> list[fx.Node]:
+    """The values a run of ``nodes`` needs from outside them, in order of first use."""
+    inside = set(nodes)
+    return list(dict.fromkeys(n for node in nodes for n in node.all_input_nodes if n not in inside))
+
+
+class _UnitBench:
+    """Builds a unit of graph nodes (`units`) as the plain ops the exported model runs, at any configuration."""
+
+    def __init__(self, graph: PartialForward, nodes: list[fx.Node], shapes: dict[fx.Node, dict[fx.Node, Any]]) -> None:
+        self.graph, self.nodes = graph, nodes
+        self.shapes = {n: shape for node in nodes for n, shape in shapes[node].items()}  # full-width input shapes
+        self.axes = node_axes(graph, nodes[0])  # the other nodes of a unit add no axis (`units`)
+
+    def unit(self, widths: Widths) -> tuple[nn.Module, tuple[Any, ...]]:
+        """The nodes' ops at ``widths`` and random inputs of the matching shapes."""
+        module = _Unit(self.nodes, [self._op(node, widths) for node in self.nodes])
+        return module, tuple(self._input(self.shapes[n], self.graph.layouts.get(n), widths) for n in module.inputs)
+
+    def _input(self, shape: Any, layout: Any, widths: Widths) -> Any:
+        """A random input at ``widths`` (a tuple for a chunk's parts), shaped like the full one."""
+        if isinstance(shape, tuple) and shape and not isinstance(shape[0], int):
+            return tuple(self._input(s, lay, widths) for s, lay in zip(shape, layout))
+        channels = shape[1] if not isinstance(layout, Layout) else layout.count(widths)
+        return torch.randn(shape[0], channels, *shape[2:])
+
+    def _op(self, node: fx.Node, widths: Widths) -> Callable:
+        module = self.graph.modules.get(node.target) if node.op == "call_module" else None
+        if isinstance(module, (SlimConv2d, BN_TYPES, SlimLinear)):
+            layer = self.graph.supernet.space.layers[node.target]
+            cin, cout = layer.inputs.count(widths), layer.outputs.count(widths)
+        if isinstance(module, SlimConv2d):
+            return nn.Conv2d(cin, cout, module.kernel_size, module.stride, module.padding, module.dilation,
+                             cin if module.depthwise else module.groups, bias=module.bias is not None)
+        if isinstance(module, BN_TYPES):
+            return nn.BatchNorm2d(cin)
+        if isinstance(module, SlimLinear):
+            return nn.Linear(cin, cout, bias=module.bias is not None)
+        if module is not None:
+            return copy.deepcopy(module)  # stateless: activations, pooling, dropout, flatten
+        return node.target
 
 
 def _input_shapes(graph: PartialForward, input_size: int, batch_size: int) -> dict[fx.Node, dict[fx.Node, Any]]:
@@ -321,31 +356,37 @@ def _shape(value: Any) -> Any:
     return tuple(_shape(v) for v in value) if isinstance(value, (tuple, list)) else tuple(value.shape)
 
 
-def measure_table(supernet: Supernet, device: torch.device | str = "cpu", batch_size: int = 1, bins: int = 10,
-                  max_levels: int = 5, timing: Timing | None = None,
+def measure_table(supernet: Supernet, runtime: Runtime | None = None, batch_size: int = 1, bins: int = 10,
+                  max_levels: int | None = 5, timing: Timing | None = None,
                   progress: Callable[[float], None] | None = None, fit_configs: int = 8) -> LatencyTable:
     """Time every node over its grid, then fit scale and overhead on ``fit_configs + 2`` whole models.
 
+    ``runtime`` defaults to eager torch on the CPU; ``max_levels`` None times every step of the
+    ladders (what `autoslim profile` does, so every width a search visits is a measured point).
     Timings are taken with a steady allocator (`engine.allocator`), which stays on for the process.
     """
     steady_allocator()
-    device, timing = torch.device(device), timing or Timing()
+    runtime, timing = runtime or TorchRuntime("cpu"), timing or Timing()
     graph = PartialForward(supernet)
     shapes = _input_shapes(graph, supernet.spec.input_size, batch_size)
     full = supernet.space.full()
     nodes: dict[str, NodeCost] = {}
-    runnable = [n for n in graph.nodes if n.op in ("call_module", "call_function", "call_method")]
-    for done, node in enumerate(runnable):
-        bench = _NodeBench(graph, node, shapes[node], device)
-        configs = [_levels(axis, supernet.space, bins, max_levels) for axis in bench.axes]
-        flat = [bench.time({**full, **{k: v for part in point for k, v in part.items()}}, timing)
+    timed = units(graph, runnable_nodes(graph), runtime.fuses)
+    for done, (head, members) in enumerate(timed.items()):
+        bench = _UnitBench(graph, members, shapes)
+        configs = [axis_levels(axis, supernet.space, bins, max_levels) for axis in bench.axes]
+        flat = [runtime.time_op(*bench.unit({**full, **{k: v for part in point for k, v in part.items()}}), timing)
                 for point in itertools.product(*configs)]
         counts = [[axis_count(axis, c) for c in cs] for axis, cs in zip(bench.axes, configs)]
-        nodes[node.name] = NodeCost(bench.axes, counts, _reshape(flat, [len(c) for c in counts]))
+        nodes[head.name] = NodeCost(bench.axes, counts, _reshape(flat, [len(c) for c in counts]))
+        for member in members[1:]:  # run inside the head's kernel: no time of its own
+            axes = node_axes(graph, member)
+            levels = [counts[bench.axes.index(axis)] for axis in axes]
+            nodes[member.name] = NodeCost(axes, levels, _reshape([0.0] * math.prod(map(len, levels)), list(map(len, levels))))
         if progress:
-            progress((done + 1) / len(runnable))
-    table = LatencyTable(table_key(supernet, device, batch_size, bins, max_levels, timing), nodes)
-    _fit_whole_models(table, supernet, device, batch_size, timing, fit_configs)
+            progress((done + 1) / len(timed))
+    table = LatencyTable(table_key(supernet, runtime, batch_size, bins, max_levels), nodes)
+    _fit_whole_models(table, supernet, runtime, batch_size, timing, fit_configs)
     return table
 
 
@@ -361,14 +402,15 @@ FIT_SEED = 20_251_124
 """Seeds the random configurations the fit measures (apart from the benchmark's, which start at 0)."""
 
 
-def _fit_whole_models(table: LatencyTable, supernet: Supernet, device: torch.device, batch_size: int,
+def _fit_whole_models(table: LatencyTable, supernet: Supernet, runtime: Runtime, batch_size: int,
                       timing: Timing, fit_configs: int) -> None:
     """Fit ``measured = scale * layers + overhead`` on end-to-end timings of whole slim models."""
     space, generator = supernet.space, torch.Generator().manual_seed(FIT_SEED)
     configs = {"full": space.full(), "smallest": space.smallest(),
                **{f"random-{i}": space.random(generator) for i in range(fit_configs)}}
-    table.fit = {name: {"measured_ms": measure_model(export_slim(supernet, widths), supernet.spec.input_size,
-                                                     batch_size, device, end_to_end_timing(timing)),
+    whole = end_to_end_timing(timing)
+    table.fit = {name: {"measured_ms": runtime.time_model(export_slim(supernet, widths), supernet.spec.input_size,
+                                                          batch_size, whole),
                         "sum_of_layers_ms": table.layers_ms(widths)} for name, widths in configs.items()}
     table.scale, table.overhead_ms = _line(
         [(m["sum_of_layers_ms"], m["measured_ms"]) for m in table.fit.values()],
@@ -395,18 +437,18 @@ def _line(points: list[tuple[float, float]], lowest: float) -> tuple[float, floa
     return mean_y / mean_x, 0.0
 
 
-def cached_table(supernet: Supernet, cache_dir: Path, device: torch.device | str = "cpu", batch_size: int = 1,
-                 bins: int = 10, max_levels: int = 5, timing: Timing | None = None,
+def cached_table(supernet: Supernet, cache_dir: Path, runtime: Runtime | None = None, batch_size: int = 1,
+                 bins: int = 10, max_levels: int | None = 5, timing: Timing | None = None,
                  progress: Callable[[float], None] | None = None) -> tuple[LatencyTable, bool]:
-    """The table for this network and device from ``cache_dir``, measured and stored if missing.
+    """The table for this network, device and runtime from ``cache_dir``, measured and stored if missing.
 
     Returns ``(table, was_cached)``.
     """
-    device, timing = torch.device(device), timing or Timing()
-    key = {**table_key(supernet, device, batch_size, bins, max_levels, timing), "format": TABLE_FORMAT}
+    runtime = runtime or TorchRuntime("cpu")
+    key = {**table_key(supernet, runtime, batch_size, bins, max_levels), "format": TABLE_FORMAT}
     path = Path(cache_dir) / f"{hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:20]}.json"
     if path.is_file():
         return LatencyTable.load(path), True
-    table = measure_table(supernet, device, batch_size, bins, max_levels, timing, progress)
+    table = measure_table(supernet, runtime, batch_size, bins, max_levels, timing, progress)
     table.save(path)
     return table, False

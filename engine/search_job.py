@@ -26,6 +26,8 @@ from engine.export_results import calibrated_slim, export_answer
 from engine.greedy import GreedySlimmer
 from engine.job_progress import JobProgress
 from engine.latency import LatencyTable, cached_table
+from engine.latency_check import check_search, load_table_file
+from engine.latency_runtimes import TorchRuntime
 from engine.mutual_search import at_resolution, best_under, grid_range, resized, search_grid
 from engine.retrain import initial_model, retrain
 from engine.sampling import default_resolutions
@@ -37,7 +39,7 @@ from models import ChannelConfig, Supernet, count_macs, count_params
 
 LATENCY_ENV = "AUTOSLIM_LATENCY_CACHE"
 LATENCY_BATCH = 1
-"""Latency budgets are single-image inference latency on the worker's device."""
+"""Without a named table, latency budgets are single-image inference latency on the worker's device."""
 
 
 def run_search(spec: SearchSpec | dict, workdir: Path, report: ReportFn | None = None,
@@ -46,7 +48,9 @@ def run_search(spec: SearchSpec | dict, workdir: Path, report: ReportFn | None =
 
     The result, also written to ``workdir/result.json``::
 
-        {"budgets": [{"kind", "target", "macs", "params", "latency_ms", "val_accuracy", "val_loss",
+        {"budgets": [{"kind", "target", "macs", "params", "latency_ms", "latency_device", "latency_runtime",
+                      "worker_latency_ms", "worker_latency_device", "worker_latency_runtime" (with a
+                      named table: the worker's own device beside it), "val_accuracy", "val_loss",
                       "test_accuracy" (retrained only), "channels", "files": {"config", "pt", "onnx"}}],
          "trajectory": [greedy steps, or grid points for MutualNet], "full": {...},
          "uniform": [{"ratio", "macs", "params", "val_accuracy", "val_loss"}] (greedy only: the
@@ -54,7 +58,10 @@ def run_search(spec: SearchSpec | dict, workdir: Path, report: ReportFn | None =
          "supernet": {"key", "path", "reused"}, "timings": {...}, "spec": {...}}
 
     Supernets are cached in ``$AUTOSLIM_SUPERNET_CACHE`` or ``workdir/../supernets``, latency
-    tables in ``$AUTOSLIM_LATENCY_CACHE`` or ``workdir/../latency``.  Raises `BudgetError` for
+    tables in ``$AUTOSLIM_LATENCY_CACHE`` or ``workdir/../latency``.  Latency budgets are for the
+    device of ``spec.latency_table`` (a file from `autoslim profile`, checked against the network
+    and bins first) when one is named, else for the worker's own device, whose table is measured
+    (and cached) either way.  Raises `BudgetError` for
     a budget the network cannot meet (before any training), `Cancelled` when ``should_cancel()``
     turns true (the work directory keeps everything done so far).
     """
@@ -70,6 +77,9 @@ class _Job:
         self.timings: dict[str, float] = {}
         self.mutual = spec.train.mode == "mutual"
         self.spec_hash = hashlib.sha256(json.dumps(spec.to_dict(), sort_keys=True).encode()).hexdigest()[:24]
+        self.named: LatencyTable | None = None  # the device table of spec.latency_table
+        self.tables: dict[int, LatencyTable] = {}  # by resolution: the tables latency budgets are predicted with
+        self.worker_tables: dict[int, LatencyTable] = {}  # by resolution: the worker's own device
 
     def run(self) -> dict[str, Any]:
         done = self._finished()
@@ -78,7 +88,7 @@ class _Job:
         self.workdir.mkdir(parents=True, exist_ok=True)
         started = time.monotonic()
         budgets = self._validate()
-        data, tables = self._prepare(budgets)
+        data = self._prepare(budgets)
         entry = self._timed("train_s", lambda: obtain_supernet(self.spec, data, cache_root(self.workdir),
                                                                self.progress.sub("train"), self.cancel))
         if entry.reused:
@@ -89,7 +99,7 @@ class _Job:
                            self.spec.seed, device)
         score = as_batches(data.val, self.spec.search.score_size, self.spec.search.calib_batch_size, self.spec.seed, device)
         search = self._mutual if self.mutual else self._greedy
-        answers, trajectory, full = self._timed("search_s", lambda: search(supernet, calib, score, budgets, tables, entry.key))
+        answers, trajectory, full = self._timed("search_s", lambda: search(supernet, calib, score, budgets, entry.key))
         uniform = [] if self.mutual else self._timed("search_s", lambda: _uniform_baseline(supernet, calib, score))
         tested = self._timed("retrain_s", lambda: self._retrain(supernet, data, calib, answers))
         results = self._timed("export_s", lambda: self._export(answers, tested, calib))
@@ -117,9 +127,14 @@ class _Job:
                              "train it in usnet-nonuniform (AutoSlim), usnet or mutual mode")
         if self.mutual and self.spec.retrain.epochs > 0:
             raise ValueError("MutualNet search picks (width, resolution) points of the trained supernet: no retraining")
+        if self.spec.latency_table:
+            if self.mutual:
+                raise ValueError("a latency table describes one input size; a MutualNet search spans several "
+                                 "resolutions, so it predicts latency on the worker's device only")
+            self.named = load_table_file(self.spec.latency_table)  # a damaged file fails before any work
         return budgets_of(self.spec.macs, self.spec.latency_ms, self.spec.params)
 
-    def _prepare(self, budgets: list[Budget]) -> tuple[DataSplits, dict[int, LatencyTable]]:
+    def _prepare(self, budgets: list[Budget]) -> DataSplits:
         """Data, the budget checks, and the latency tables: everything before training."""
         self.progress("data", 0.0)
         data = self._timed("data_s", lambda: load_data(self.spec.dataset, self.spec.input_size,
@@ -128,14 +143,17 @@ class _Job:
         resolutions = self._resolutions()
         ranges = grid_range(untrained, resolutions) if self.mutual else space_range(untrained.space)
         check_budgets([b for b in budgets if b.kind != "latency_ms"], ranges)
+        if self.named is not None:
+            check_search(self.named, untrained.spec, self.spec.search.bins)
         self._check_cancel("before measuring latency")
-        tables = self._timed("latency_s", lambda: self._latency_tables(untrained, resolutions))
+        self.worker_tables = self._timed("latency_s", lambda: self._latency_tables(untrained, resolutions))
+        self.tables = {self.spec.input_size: self.named} if self.named else self.worker_tables
         estimates = [(t.predict(net.space.smallest()), t.predict(net.space.full()))
-                     for r, t in tables.items() for net in [at_resolution(untrained, r)]]
+                     for r, t in self.tables.items() for net in [at_resolution(untrained, r)]]
         ranges["latency_ms"] = {"min": min(lo for lo, _ in estimates), "max": max(hi for _, hi in estimates)}
         check_budgets([b for b in budgets if b.kind == "latency_ms"], ranges)
         self._check_cancel("before training")
-        return data, tables
+        return data
 
     def _resolutions(self) -> list[int]:
         if not self.mutual:
@@ -143,20 +161,21 @@ class _Job:
         return sorted(self.spec.train.resolutions or default_resolutions(self.spec.input_size), reverse=True)
 
     def _latency_tables(self, untrained: Supernet, resolutions: list[int]) -> dict[int, LatencyTable]:
-        root, device = cache_root(self.workdir, LATENCY_ENV, "latency"), pick_device(self.spec.device)
+        root, runtime = cache_root(self.workdir, LATENCY_ENV, "latency"), TorchRuntime(pick_device(self.spec.device))
         tables = {}
         for i, resolution in enumerate(resolutions):
             on = lambda f, i=i: self.progress("data", 0.5 + 0.5 * (i + f) / len(resolutions), detail="latency table")  # noqa: E731
-            tables[resolution], _ = cached_table(at_resolution(untrained, resolution), root, device, LATENCY_BATCH,
+            tables[resolution], _ = cached_table(at_resolution(untrained, resolution), root, runtime, LATENCY_BATCH,
                                                  self.spec.search.bins, progress=on)
         return tables
 
-    def _greedy(self, supernet: Supernet, calib, score, budgets: list[Budget], tables: dict[int, LatencyTable],
+    def _greedy(self, supernet: Supernet, calib, score, budgets: list[Budget],
                 supernet_key: str) -> tuple[list[dict], list[dict], dict]:
-        table = tables[self.spec.input_size]
+        table = self.tables[self.spec.input_size]
         slimmer = GreedySlimmer(supernet, calib, score, self.spec.search.bins, latency=table.predict)
         state_key = _hash({"supernet": supernet_key, "search": asdict(self.spec.search), "seed": self.spec.seed,
-                           "latency": table.key, "device": self.spec.device})
+                           "latency": table.key, "latency_fit": [table.scale, table.overhead_ms],
+                           "device": self.spec.device})
         space, full = supernet.space, supernet.space.full()
         track = _search_fraction(budgets, {"macs": count_macs(space, full), "params": count_params(space, full),
                                            "latency_ms": table.predict(full)})
@@ -168,10 +187,10 @@ class _Job:
         answers = [{"budget": b, "net": supernet, **_point(first_fit(steps, b))} for b in budgets]
         return answers, [s.to_dict(space) for s in steps], steps[0].to_dict(space)
 
-    def _mutual(self, supernet: Supernet, calib, score, budgets: list[Budget], tables: dict[int, LatencyTable],
+    def _mutual(self, supernet: Supernet, calib, score, budgets: list[Budget],
                 supernet_key: str) -> tuple[list[dict], list[dict], dict]:
         nets = {r: at_resolution(supernet, r) for r in self._resolutions()}
-        latency = lambda r, widths: tables[r].predict(widths)  # noqa: E731
+        latency = lambda r, widths: self.tables[r].predict(widths)  # noqa: E731
         points = search_grid(supernet, calib, score, list(nets), latency, self.cancel,
                              lambda p, f: self.progress("search", f, trajectory_step=p.to_dict()))
         answers = []
@@ -216,6 +235,7 @@ class _Job:
                        if k in answer}
             if retrained:
                 figures["test_accuracy"] = retrained["test_accuracy"]
+            figures.update(self._latency_figures(net, widths))
             files = export_answer(net, widths, self.workdir / "budgets" / budget.label, self.workdir,
                                   self.spec.export_formats, model, figures.get("test_accuracy", answer["val_accuracy"]),
                                   budget={"kind": budget.kind, "target": budget.target}, **figures)
@@ -224,6 +244,14 @@ class _Job:
                             "files": files})
             self.progress("export", (i + 1) / len(answers))
         return results
+
+    def _latency_figures(self, net: Supernet, widths: dict[str, int]) -> dict[str, Any]:
+        """Which device and runtime ``latency_ms`` is for; with a named table, the worker's own figure too."""
+        resolution = net.spec.input_size
+        figures = latency_figures(self.tables[resolution], widths)
+        if self.named is not None:
+            figures.update(latency_figures(self.worker_tables[resolution], widths, "worker_"))
+        return figures
 
     # ---- helpers --------------------------------------------------------------------------------
     def _timed(self, name: str, work: Callable[[], Any]) -> Any:
@@ -245,6 +273,12 @@ def _uniform_baseline(supernet: Supernet, calib, score) -> list[dict[str, Any]]:
     return [{"ratio": row.ratio, "macs": row.macs, "params": count_params(space, space.uniform(row.ratio)),
              "val_accuracy": row.score.accuracy, "val_loss": row.score.loss}
             for row in score_uniform(supernet, baseline_ratios(supernet), score, calib)]
+
+
+def latency_figures(table: LatencyTable, widths: dict[str, int], prefix: str = "") -> dict[str, Any]:
+    """``{prefix}latency_ms`` predicted by ``table``, with the device and runtime it is a figure of beside it."""
+    return {f"{prefix}latency_ms": round(table.predict(widths), 6), **{f"{prefix}latency_{k}": v
+                                                                      for k, v in table.describe().items()}}
 
 
 def _point(point) -> dict[str, Any]:

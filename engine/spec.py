@@ -71,6 +71,10 @@ class SearchSpec:
     search: SearchSettings = field(default_factory=SearchSettings)
     retrain: RetrainSpec = field(default_factory=RetrainSpec)
     export_formats: list[str] = field(default_factory=lambda: ["pt", "onnx"])
+    latency_table: str = ""
+    """A latency table (`autoslim profile`) whose device the latency budgets are for: its file for
+    `run_search`; the service stores the uploaded table's id and its worker hands the engine the
+    file.  Empty: the worker's own device."""
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

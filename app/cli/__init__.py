@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from app.cli import engine_cmds, model_cmds, search_cmds, service_cmds
+from app.cli import engine_cmds, model_cmds, profile_cmds, search_cmds, service_cmds
 
 
 class CliError(Exception):
@@ -19,7 +19,7 @@ class CliError(Exception):
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="autoslim", description="Channel-number search for CNNs (AutoSlim).")
     sub = parser.add_subparsers(dest="command", required=True)
-    for module in (model_cmds, engine_cmds, search_cmds, service_cmds):
+    for module in (model_cmds, engine_cmds, search_cmds, profile_cmds, service_cmds):
         module.add_commands(sub)
     return parser
 

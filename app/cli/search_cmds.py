@@ -14,7 +14,9 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--arch", required=True, help="architecture (see `autoslim archs`)")
     p.add_argument("--dataset", required=True, help="digits | cifar10:DIR | imagefolder:DIR")
     p.add_argument("--macs", default="", help="MACs budgets, e.g. 2M,4M (suffixes k, M, G)")
-    p.add_argument("--latency-ms", default="", help="latency budgets in ms on this machine (batch 1), e.g. 1.5,3")
+    p.add_argument("--latency-ms", default="", help="latency budgets in ms, e.g. 1.5,3: on this machine (batch 1), "
+                                                     "or on the device of --latency-table")
+    p.add_argument("--latency-table", type=Path, help="a table from `autoslim profile`: latency budgets are for its device")
     p.add_argument("--params", default="", help="parameter budgets, e.g. 100k")
     p.add_argument("--epochs", type=int, default=TrainSpec.epochs, help="supernet training epochs")
     p.add_argument("--out", type=Path, required=True, help="work folder: configs, models, result.json (resumable)")
@@ -58,7 +60,7 @@ def cmd_search(args: argparse.Namespace) -> int:
         input_size=args.input_size, width_mult=args.width_mult, seed=args.seed, device=args.device,
         train=TrainSpec(mode=args.mode, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr),
         search=SearchSettings(bins=args.bins, calib_size=args.calib_size, score_size=args.score_size),
-        retrain=RetrainSpec(epochs=args.retrain_epochs),
+        retrain=RetrainSpec(epochs=args.retrain_epochs), latency_table=str(args.latency_table or ""),
     )
     printer = ProgressPrinter()
     result = run_search(spec, args.out, report=lambda event: printer({k: v for k, v in event.items() if k != "trajectory_step"}))
@@ -84,9 +86,22 @@ def _table(result: dict, out: Path) -> str:
     lines.append(f"{'full network':>16} {full['macs'] / 1e6:>8.3f}M {full['params'] / 1e6:>8.4f}M "
                  f"{'-' if full.get('latency_ms') is None else format(full['latency_ms'], '.3f') + 'ms':>10} "
                  f"{full['val_accuracy']:>7.2f}%")
+    lines += _latency_lines(result["budgets"])
     supernet = result["supernet"]
     lines.append(f"supernet {supernet['key']} ({'reused' if supernet['reused'] else 'trained'}): {supernet['path']}")
     return "\n".join(lines)
+
+
+def _latency_lines(budgets: list[dict]) -> list[str]:
+    """Which device the latency column is for; with a device table, the worker's own figures too."""
+    if not budgets or "latency_device" not in budgets[0]:
+        return []
+    first = budgets[0]
+    lines = [f"latency on {first['latency_device']}, {first['latency_runtime']}"]
+    if "worker_latency_ms" in first:
+        figures = ", ".join(f"{b['worker_latency_ms']:.3f}ms" for b in budgets)
+        lines.append(f"on this worker ({first['worker_latency_device']}, {first['worker_latency_runtime']}): {figures}")
+    return lines
 
 
 def cmd_retrain(args: argparse.Namespace) -> int:

@@ -10,11 +10,13 @@ import torch
 
 import engine.latency as latency
 from engine.allocator import steady_allocator
-from engine.latency import LatencyTable, NodeCost, Timing, cached_table, grid, measure_model, measure_table
+from engine.latency import LatencyTable, NodeCost, cached_table, grid, measure_model, measure_table
+from engine.latency_runtimes import Timing, TorchRuntime
 from engine.partial_forward import PartialForward
 from models import build_supernet, export_slim
 
 FAST = Timing(blocks=2, block_s=0.0002, warmup=1)
+CPU = TorchRuntime("cpu")
 
 
 @pytest.fixture(scope="module")
@@ -24,7 +26,7 @@ def net():
 
 @pytest.fixture(scope="module")
 def table(net) -> LatencyTable:
-    return measure_table(net, "cpu", batch_size=1, bins=4, max_levels=3, timing=FAST)
+    return measure_table(net, CPU, batch_size=1, bins=4, max_levels=3, timing=FAST)
 
 
 def test_every_op_is_timed_over_the_groups_it_depends_on(net, table):
@@ -91,19 +93,19 @@ def test_interpolation_is_exact_at_grid_points_and_linear_between():
 
 
 def test_tables_are_cached_per_device_and_batch_size(net, tmp_path: Path, monkeypatch):
-    first, cached = cached_table(net, tmp_path, "cpu", batch_size=1, bins=4, max_levels=2, timing=FAST)
+    first, cached = cached_table(net, tmp_path, CPU, batch_size=1, bins=4, max_levels=2, timing=FAST)
     assert not cached and len(list(tmp_path.iterdir())) == 1
     monkeypatch.setattr(latency, "measure_table", lambda *a, **k: pytest.fail("a cached table was measured again"))
-    again, cached = cached_table(net, tmp_path, "cpu", batch_size=1, bins=4, max_levels=2, timing=FAST)
+    again, cached = cached_table(net, tmp_path, CPU, batch_size=1, bins=4, max_levels=2, timing=FAST)
     assert cached and again.predict(net.space.full()) == first.predict(net.space.full())
     monkeypatch.undo()
-    other, cached = cached_table(net, tmp_path, "cpu", batch_size=2, bins=4, max_levels=2, timing=FAST)
+    other, cached = cached_table(net, tmp_path, CPU, batch_size=2, bins=4, max_levels=2, timing=FAST)
     assert not cached and other.key["batch_size"] == 2 and len(list(tmp_path.iterdir())) == 2
 
 
 def test_end_to_end_measurement_runs_the_exported_model(net):
     widths = net.space.random(torch.Generator().manual_seed(0))
-    assert measure_model(export_slim(net, widths), 8, 1, "cpu", FAST) > 0
+    assert measure_model(export_slim(net, widths), 8, 1, CPU, FAST) > 0
 
 
 @pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="mallopt thresholds are glibc's")
