@@ -32,7 +32,8 @@ import engine.train
 from engine.calibrate import Batches
 from engine.data import as_batches, load_data
 from engine.greedy import GreedySlimmer, Step, candidates
-from engine.latency import Timing, measure_model, measure_table
+from engine.latency import measure_model, measure_table
+from engine.latency_runtimes import Timing, TorchRuntime
 from engine.partial_forward import PartialForward
 from engine.spec import SearchSpec, TrainSpec
 from engine.supernet_cache import cache_root, obtain_supernet
@@ -109,7 +110,7 @@ def latency_error(args: argparse.Namespace) -> None:
     supernet = build_supernet(args.arch, 10, args.input_size, args.width_mult).eval()
     timing = Timing()
     start = time.perf_counter()
-    table = measure_table(supernet, "cpu", batch_size=1, bins=args.bins, timing=timing)
+    table = measure_table(supernet, TorchRuntime("cpu"), batch_size=1, bins=args.bins, timing=timing)
     print(f"latency table: {len(table.nodes)} nodes measured in {time.perf_counter() - start:.1f}s "
           f"(whole model = {table.scale:.3f} x sum of layers {table.overhead_ms:+.3f} ms)")
     generator = torch.Generator().manual_seed(0)

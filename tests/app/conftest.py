@@ -95,6 +95,12 @@ so the latency table measured here serves those tests too, through the shared ca
 
 
 @pytest.fixture(scope="session")
+def finished_recipe() -> dict:
+    """`FINISHED_SEARCH`, for test modules (they cannot import this file): searches with its recipe reuse its supernet."""
+    return FINISHED_SEARCH
+
+
+@pytest.fixture(scope="session")
 def finished_search(app: FastAPI, admin: Client, settings: Settings, tmp_path_factory: pytest.TempPathFactory) -> dict:
     """A real search on the digits: submitted through the API, then run to the end by the worker's
     own task code (`worker.tasks.execute`: claim, `engine.run_search`, progress and result rows) in

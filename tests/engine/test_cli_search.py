@@ -8,6 +8,9 @@ from pathlib import Path
 import pytest
 
 from app.cli import main
+from engine.latency import LatencyTable, measure_table
+from engine.latency_runtimes import Timing, TorchRuntime
+from models import build_supernet
 
 # The recipe of test_run_search.SPEC: with the same cache folder, one supernet serves both modules.
 FLAGS = ["--arch", "resnet18", "--dataset", "digits", "--epochs", "1", "--batch-size", "16", "--lr", "0.05",
@@ -67,3 +70,60 @@ def test_search_of_a_torchvision_network_by_name(caches, tmp_path, capsys):
     capsys.readouterr()
     assert main(["macs", "--config", str(out / answer["files"]["config"]), "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["macs"] == answer["macs"]
+
+
+
+# ---- latency budgets on another device (`autoslim profile` tables) --------------------------------
+@pytest.fixture(scope="module")
+def device_table(tmp_path_factory) -> Path:
+    """A table of the searched network (ResNet-18 x0.25 at 16 px, every step of 4-bin ladders), named
+    for a device of its own, as `autoslim profile --bins 4 --device-name 'test board'` writes it."""
+    net = build_supernet("resnet18", 10, 16, 0.25)
+    table = measure_table(net, TorchRuntime("cpu", threads=1), bins=4, max_levels=None,
+                          timing=Timing(blocks=2, block_s=0.0002, warmup=1), fit_configs=2)
+    table.key["device"] = "test board"
+    return table.save(tmp_path_factory.mktemp("device") / "table.json")
+
+
+def test_latency_budgets_on_a_device_table_are_predicted_and_labelled_with_its_device(caches, device_table, tmp_path,
+                                                                                      capsys):
+    table, space = LatencyTable.load(device_table), build_supernet("resnet18", 10, 16, 0.25).space
+    low, high = table.predict(space.smallest()), table.predict(space.full())
+    target = round(low + 0.3 * (high - low), 4)
+    out = tmp_path / "job"
+    assert main(["search", *FLAGS, "--latency-ms", str(target), "--latency-table", str(device_table),
+                 "--out", str(out)]) == 0
+    result = json.loads((out / "result.json").read_text())
+    (answer,) = result["budgets"]
+    assert answer["latency_ms"] <= target
+    assert answer["latency_ms"] == round(table.predict(space.from_layers(answer["channels"])), 6)
+    assert answer["latency_device"] == "test board" and answer["latency_runtime"] == table.describe()["runtime"]
+    assert answer["worker_latency_ms"] > 0 and answer["worker_latency_device"] != "test board"
+    config = json.loads((out / answer["files"]["config"]).read_text())
+    assert {k: config[k] for k in answer if "latency" in k} == {k: v for k, v in answer.items() if "latency" in k}
+    for step in result["trajectory"]:
+        assert step["latency_ms"] == round(table.predict(step["widths"]), 6)
+    printed = capsys.readouterr().out
+    assert f"latency on test board, {table.describe()['runtime']}" in printed
+    assert f"{answer['worker_latency_ms']:.3f}ms" in printed
+
+
+@pytest.mark.parametrize(("change", "message"), [
+    (["--input-size", "32"], "latency table key.net.input_size: the table is for input_size 16, the search runs 32"),
+    (["--bins", "8"], "which a search with 8 bins visits (the table was profiled with 4 bins); profile with --bins 8"),
+    (["--mode", "mutual"], "a latency table describes one input size; a MutualNet search spans several"),
+])
+def test_a_table_that_does_not_fit_the_search_is_one_line_before_any_training(caches, device_table, tmp_path, capsys,
+                                                                              change, message):
+    flags = [*FLAGS, *change]  # argparse keeps the last of a repeated option
+    assert main(["search", *flags, "--latency-ms", "1", "--latency-table", str(device_table),
+                 "--out", str(tmp_path / "job")]) == 2
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err and not (tmp_path / "job" / "search_state.json").exists()
+
+
+def test_a_truncated_table_file_is_one_line(caches, device_table, tmp_path, capsys):
+    cut = tmp_path / "cut.json"
+    cut.write_bytes(device_table.read_bytes()[:1000])
+    assert main(["search", *FLAGS, "--latency-ms", "1", "--latency-table", str(cut), "--out", str(tmp_path / "job")]) == 2
+    assert "latency table file: not a complete JSON document" in capsys.readouterr().err
