@@ -13,10 +13,11 @@ from __future__ import annotations
 
 import uuid
 
-from sqlalchemy import func, select
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from app.auth import User
+from app.listing import owned, page, visible
 from app.search_service import Conflict, NotFound
 from app.spec_validation import FieldError
 from app.tables import LatencyTableRow, Search, Status
@@ -51,8 +52,8 @@ def upload(session: Session, user: User, raw: bytes, name: str | None) -> Latenc
 
 def get_visible(session: Session, user: User, table_id: str) -> LatencyTableRow:
     """The table if it exists and ``user`` owns it (admins see all); else `NotFound`."""
-    row = session.get(LatencyTableRow, table_id) if len(table_id) <= 32 else None
-    if row is None or not (user.is_admin or row.owner == user.name):
+    row = owned(session, LatencyTableRow, table_id, user)
+    if row is None:
         raise NotFound(f"no latency table {table_id}")
     return row
 
@@ -60,15 +61,8 @@ def get_visible(session: Session, user: User, table_id: str) -> LatencyTableRow:
 def list_visible(session: Session, user: User, owner: str | None, limit: int,
                  offset: int) -> tuple[list[LatencyTableRow], int]:
     """Newest first; users see theirs, admins all (or one owner's)."""
-    query = select(LatencyTableRow)
-    if not user.is_admin:
-        query = query.where(LatencyTableRow.owner == user.name)
-    elif owner:
-        query = query.where(LatencyTableRow.owner == owner)
-    total = session.scalar(select(func.count()).select_from(query.subquery())) or 0
-    rows = session.scalars(query.order_by(LatencyTableRow.created_at.desc(), LatencyTableRow.id.desc())
-                           .limit(limit).offset(offset))
-    return list(rows), total
+    query = visible(select(LatencyTableRow), LatencyTableRow.owner, user, owner)
+    return page(session, query, (LatencyTableRow.created_at.desc(), LatencyTableRow.id.desc()), limit, offset)
 
 
 def delete(session: Session, row: LatencyTableRow) -> None:

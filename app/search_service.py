@@ -10,11 +10,12 @@ import uuid
 from typing import Any
 
 from celery import Celery
-from sqlalchemy import func, select, update
+from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from app.auth import User
+from app.listing import owned, page, visible
 from app.schemas import SearchCreate
 from app.settings import Settings
 from app.spec_validation import FieldError, check_dataset, validated_spec
@@ -83,8 +84,8 @@ def _same_request(existing: Search, spec: dict[str, Any], queue: str) -> Search:
 
 def get_visible(session: Session, user: User, search_id: str) -> Search:
     """The search if it exists and ``user`` owns it (admins see all); else `NotFound`."""
-    search = session.get(Search, search_id) if len(search_id) <= 32 else None
-    if search is None or not (user.is_admin or search.owner == user.name):
+    search = owned(session, Search, search_id, user)
+    if search is None:
         raise NotFound(f"no search {search_id}")
     return search
 
@@ -92,16 +93,10 @@ def get_visible(session: Session, user: User, search_id: str) -> Search:
 def list_visible(session: Session, user: User, status: Status | None, owner: str | None, limit: int,
                  offset: int) -> tuple[list[Search], int]:
     """Newest first; users see theirs, admins all (or one owner's)."""
-    query = select(Search)
-    if not user.is_admin:
-        query = query.where(Search.owner == user.name)
-    elif owner:
-        query = query.where(Search.owner == owner)
+    query = visible(select(Search), Search.owner, user, owner)
     if status:
         query = query.where(Search.status == status)
-    total = session.scalar(select(func.count()).select_from(query.subquery())) or 0
-    rows = session.scalars(query.order_by(Search.created_at.desc(), Search.id.desc()).limit(limit).offset(offset))
-    return list(rows), total
+    return page(session, query, (Search.created_at.desc(), Search.id.desc()), limit, offset)
 
 
 def cancel(session: Session, search: Search, user: User) -> Search:

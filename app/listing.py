@@ -1,0 +1,29 @@
+"""Who sees which rows, and one page of them: the same for searches and latency tables."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import Select, func, select
+from sqlalchemy.orm import Session
+
+from app.auth import User
+
+
+def visible(query: Select, owner_column: Any, user: User, owner: str | None) -> Select:
+    """Users see their own rows; admins everyone's, or one owner's when they name one."""
+    if not user.is_admin:
+        return query.where(owner_column == user.name)
+    return query.where(owner_column == owner) if owner else query
+
+
+def page(session: Session, query: Select, order: tuple, limit: int, offset: int) -> tuple[list[Any], int]:
+    """One page of ``query`` in ``order``, and how many rows match in all."""
+    total = session.scalar(select(func.count()).select_from(query.subquery())) or 0
+    return list(session.scalars(query.order_by(*order).limit(limit).offset(offset))), total
+
+
+def owned(session: Session, model: type, row_id: str, user: User) -> Any | None:
+    """The row ``row_id`` of ``model`` if it exists and ``user`` owns it (admins see all); else None."""
+    row = session.get(model, row_id) if len(row_id) <= 32 else None
+    return row if row is not None and (user.is_admin or row.owner == user.name) else None
