@@ -1,10 +1,11 @@
 """Where latency is timed: torch itself, or ONNX Runtime (any execution provider).
 
 A latency table (`engine.latency`) is the same object whichever runtime timed it; only the timing
-differs.  A runtime times two things: one graph node as a tiny module (`time_op`, the table's
+differs.  A runtime times two things: a few graph nodes as a tiny module (`time_op`, the table's
 cells) and a whole slim model (`time_model`, the fit of scale and overhead and the check of a
 prediction).  Both use one protocol (`timed_ms`): the fastest of a few blocks of back-to-back
-calls, after a warm-up.
+calls, after a warm-up, on the calling thread's CPU time when one CPU thread does the work
+(`clock_for`), else on the wall clock.
 
 ONNX Runtime times what a deployment runs: the op or model exported to ONNX as autoslim exports
 slim models (`models.files.save_model`), in an `InferenceSession` with all graph optimisations on
@@ -94,8 +95,8 @@ class Runtime(Protocol):
     def describe(self) -> dict[str, Any]:
         """``runtime``, ``version``, ``provider``, ``device``, ``threads``: recorded in the table."""
 
-    def time_op(self, module: nn.Module, inputs: tuple[torch.Tensor, ...], timing: Timing) -> float:
-        """Milliseconds of one call of ``module(*inputs)``."""
+    def time_op(self, module: nn.Module, inputs: tuple[Any, ...], timing: Timing) -> float:
+        """Milliseconds of one call of ``module(*inputs)`` (an input may be a tuple of tensors)."""
 
     def time_model(self, model: nn.Module, input_size: int, batch_size: int, timing: Timing) -> float:
         """Milliseconds of one forward pass of a whole (slim) model on random images."""
@@ -144,10 +145,10 @@ class TorchRuntime:
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
 
-    def time_op(self, module: nn.Module, inputs: tuple[torch.Tensor, ...], timing: Timing) -> float:
+    def time_op(self, module: nn.Module, inputs: tuple[Any, ...], timing: Timing) -> float:
         steady_allocator()
         module = module.to(self.device).eval()
-        inputs = tuple(x.to(self.device) for x in inputs)
+        inputs = tuple(_moved(x, self.device) for x in inputs)
         with torch.inference_mode(), cpu_threads(self.threads):
             return timed_ms(lambda: module(*inputs), timing, self._sync, clock_for(self.threads, self.device.type == "cpu"))
 
@@ -192,13 +193,13 @@ class OnnxRuntime:
         clock = clock_for(self.threads, self.provider == "CPUExecutionProvider")
         return timed_ms(lambda: session.run(None, feed), timing, clock=clock)
 
-    def time_op(self, module: nn.Module, inputs: tuple[torch.Tensor, ...], timing: Timing) -> float:
-        buffer = io.BytesIO()
+    def time_op(self, module: nn.Module, inputs: tuple[Any, ...], timing: Timing) -> float:
+        buffer, leaves = io.BytesIO(), list(_leaves(inputs))  # the exporter flattens tuples of tensors
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # the TorchScript exporter's deprecation notice
-            torch.onnx.export(module.eval(), inputs, buffer, input_names=[f"x{i}" for i in range(len(inputs))],
+            torch.onnx.export(module.eval(), inputs, buffer, input_names=[f"x{i}" for i in range(len(leaves))],
                               dynamo=False)
-        return self.time_onnx(buffer.getvalue(), tuple(x.numpy() for x in inputs), timing)
+        return self.time_onnx(buffer.getvalue(), tuple(x.numpy() for x in leaves), timing)
 
     def time_model(self, model: nn.Module, input_size: int, batch_size: int, timing: Timing) -> float:
         from models.files import save_model
@@ -208,6 +209,18 @@ class OnnxRuntime:
             warnings.simplefilter("ignore")
             path = save_model(model, Path(folder) / "model.onnx", input_size)  # as the service exports it
             return self.time_onnx(str(path), (x,), timing)
+
+
+def _moved(value: Any, device: torch.device) -> Any:
+    return tuple(_moved(v, device) for v in value) if isinstance(value, tuple) else value.to(device)
+
+
+def _leaves(value: Any) -> Iterator[torch.Tensor]:
+    if isinstance(value, tuple):
+        for v in value:
+            yield from _leaves(v)
+    else:
+        yield value
 
 
 def make_runtime(name: str, device: str = "cpu", provider: str = "CPUExecutionProvider",
