@@ -72,7 +72,6 @@ def test_search_of_a_torchvision_network_by_name(caches, tmp_path, capsys):
     assert json.loads(capsys.readouterr().out)["macs"] == answer["macs"]
 
 
-
 # ---- latency budgets on another device (`autoslim profile` tables) --------------------------------
 @pytest.fixture(scope="module")
 def device_table(tmp_path_factory) -> Path:
