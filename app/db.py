@@ -1,7 +1,8 @@
 """Database engine and sessions from the URL setting; the same code on Postgres and SQLite.
 
-Nothing connects on import.  `make_engine` is called by whoever owns a process's lifetime (the
-app factory, the worker, the command line) and the schema is checked there: the service runs only
+Nothing connects on import.  `engine_for` (one pooled engine per URL per process) is called by
+whoever owns a process's lifetime (the app factory, the worker, the command line) and the schema is
+checked there: the service runs only
 on a database that Alembic has brought to the newest revision, never one made by ``create_all``.
 """
 

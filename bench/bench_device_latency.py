@@ -16,6 +16,7 @@ wall clock's fastest block is printed beside it.
 
     python -m bench.bench_device_latency                               # MobileNetV2 x0.5, ResNet-18 x0.25, 32 px
     python -m bench.bench_device_latency --nets resnet18:0.25 --input-size 16 --bins 4 --epochs 1   # a quick look
+    python -m bench.bench_device_latency --nets torchvision:shufflenet_v2_x0_5:1 --input-size 64      # a converted network
 """
 
 from __future__ import annotations
@@ -23,7 +24,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import re
 import subprocess
 import sys
 import tempfile
@@ -161,7 +161,7 @@ def one_network(service: Service, arch: str, width: float, args: argparse.Namesp
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--nets", default="mobilenet_v2:0.5,resnet18:0.25", help="ARCH:WIDTH,... to profile and search")
+    parser.add_argument("--nets", default="mobilenet_v2:0.5,resnet18:0.25", help="ARCH:WIDTH,... to profile and search (ARCH may itself hold a colon: torchvision:NAME:1)")
     parser.add_argument("--input-size", type=int, default=32)
     parser.add_argument("--bins", type=int, default=10)
     parser.add_argument("--epochs", type=int, default=1, help="supernet training (latency does not depend on it)")
@@ -177,7 +177,7 @@ def main() -> None:
     service = Service(home, args.port)
     try:
         summary = [one_network(service, arch, float(width), args, home)
-                   for arch, width in (re.split(":", net) for net in args.nets.split(","))]
+                   for arch, width in (net.rsplit(":", 1) for net in args.nets.split(","))]
     finally:
         service.stop()
     print(f"\n{'network':<18} {'profile':>8} {'search':>8} {'MAE':>6}  models")

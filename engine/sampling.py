@@ -1,4 +1,4 @@
-"""Which sub-networks one training step trains, for each training mode (PAPERS.md 1, 2, 4).
+"""Which sub-networks one training step trains, for each training mode (US-Net, Slimmable Networks, AutoSlim and MutualNet: ../shared/PAPERS.md).
 
 The first member of every step is the full network: it learns from the labels and, with inplace
 distillation, is the teacher of the others in the same step.
