@@ -21,6 +21,7 @@ from app.dashboard import queries, search_page
 from app.dashboard.auth import COOKIE, COOKIE_MAX_AGE_S, DashboardAdmin, check_csrf, safe_next
 from app.dashboard.templating import TEMPLATES, templates
 from app.deps import SessionDep, SettingsDep
+from app.listing import MAX_OFFSET
 from app.routes.downloads import ModelFormat, model_response, pick_budget
 from app.search_service import Conflict
 from app.tables import Search, Status
@@ -38,7 +39,7 @@ def search_list(request: Request, session: SessionDep, admin: DashboardAdmin,
                 dataset: Annotated[str | None, Query(max_length=500)] = None,
                 sort: Annotated[queries.SortKey, Query()] = "created",
                 order: Annotated[str, Query(pattern="^(asc|desc)$")] = "desc",
-                offset: Annotated[int, Query(ge=0)] = 0, message: str | None = None) -> HTMLResponse:
+                offset: Annotated[int, Query(ge=0, le=MAX_OFFSET)] = 0, message: str | None = None) -> HTMLResponse:
     """Every search, filtered and sorted, newest first by default."""
     query = queries.ListQuery(status_, owner or None, arch or None, dataset or None, sort, order == "desc",
                               PAGE_SIZE, offset)
