@@ -98,3 +98,14 @@ def test_empty_budget_query_strings_count_as_absent(admin, finished_search):
     assert len(everything.json()["budgets"]) == 2
     one = admin.get(f"/searches/{finished_search['id']}/config", params={"macs": "8.4M", "params": ""})
     assert one.status_code == 200 and one.json()["arch"] == "resnet18"
+
+
+def test_class_folders_linking_out_of_the_data_roots_are_refused(alice, valid, data_root, tmp_path):
+    tree = data_root / "linked"
+    for name in ("a", "b"):
+        (tree / name).mkdir(parents=True, exist_ok=True)
+    (tmp_path / "secret").mkdir()
+    (tree / "c").symlink_to(tmp_path / "secret", target_is_directory=True)
+    response = alice.post("/searches", json={**valid, "dataset": "imagefolder:linked"})
+    assert response.status_code == 422, response.text
+    assert "links outside the data roots" in response.json()["detail"][0]["msg"]
