@@ -41,8 +41,9 @@ def run_operation(operation, mode: GenerationMode, headers: dict[str, str], sent
         run()
     except Unsatisfiable:  # an operation without parameters or body has no invalid request
         return None
-    except Exception as failure:  # noqa: BLE001 - every failure is reported, all operations are run
-        return f"{operation.label} ({mode.value}): {str(failure)[:1500]}"
+    except (Exception, BaseExceptionGroup) as failure:  # noqa: BLE001 - every failure is reported, all operations run
+        details = "\n".join(str(e) for e in getattr(failure, "exceptions", [failure]))
+        return f"{operation.label} ({mode.value}): {details[:1500]}"
     return None
 
 
