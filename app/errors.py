@@ -81,6 +81,7 @@ def database_unavailable(request: Request, err: DBAPIError) -> JSONResponse:
     """A lost database connection (restart, failover, ``pg_terminate_backend``): 503, try again.
     Other database errors are bugs and stay 500s."""
     if isinstance(err, OperationalError) or err.connection_invalidated:
+        request.state.autoslim_db_dropped = True  # `app.read_retry.RetryReads` runs a GET once more
         log.warning("database unavailable during %s %s: %s", request.method, request.url.path, err.orig)
         return JSONResponse({"detail": "the database is unavailable; try again in a moment"},
                             status.HTTP_503_SERVICE_UNAVAILABLE, headers={"Retry-After": RETRY_AFTER_S})

@@ -10,6 +10,7 @@ from __future__ import annotations
 from fastapi import APIRouter, FastAPI
 
 from app.body_limit import BodyLimit
+from app.read_retry import RetryReads
 from app.db import engine_for, session_factory
 from app.migrate import require_current
 from app.dashboard import routes as dashboard
@@ -40,6 +41,7 @@ def create_app(settings: Settings | None = None, routers: list[APIRouter] | None
     for router in ROUTERS if routers is None else routers:
         app.include_router(router)
     add_error_handlers(app)
+    app.add_middleware(RetryReads)
     app.add_middleware(BodyLimit, limit=settings.max_body_bytes)
     document_security(app)
     return app
