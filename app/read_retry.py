@@ -28,15 +28,18 @@ class RetryReads:
         if scope["type"] != "http" or scope["method"] not in RETRIED_METHODS:
             await self.app(scope, receive, send)
             return
-        held: list[Message] = []
-
-        async def hold(message: Message) -> None:
-            held.append(message)
-
         first: dict[str, Any] = {**scope, "state": dict(scope.get("state") or {})}
-        await self.app(first, receive, hold)
-        if first["state"].get(DROPPED):
+        swallowed = False
+
+        async def unless_dropped(message: Message) -> None:
+            """Pass the answer on as it streams (downloads are large), unless it is the 503 of a
+            dropped connection: that one is swallowed and the request run again."""
+            nonlocal swallowed
+            if message["type"] == "http.response.start":
+                swallowed = message["status"] == 503 and bool(first["state"].get(DROPPED))
+            if not swallowed:
+                await send(message)
+
+        await self.app(first, receive, unless_dropped)
+        if swallowed:
             await self.app({**scope, "state": dict(scope.get("state") or {})}, receive, send)
-            return
-        for message in held:
-            await send(message)
