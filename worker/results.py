@@ -24,7 +24,7 @@ def store_success(claim: Claim, result: dict[str, Any], workdir: Path, spec: dic
     """Budgets, supernet, trajectory and whole-search figures: timings over every attempt (the
     engine's own, of the last attempt only, are kept as ``last_attempt``), and the supernet counted
     as reused only when no attempt of this search trained it."""
-    timings = {**claim.clock.snapshot(), "last_attempt": result.get("timings")}
+    timings = claim.clock.final(result.get("timings"))
     reused = bool((result.get("supernet") or {}).get("reused")) and not claim.clock.trained
     with session_scope(claim.engine) as session:
         supernet = upsert_supernet(session, result.get("supernet") or {}, spec, claim.search_id)

@@ -6,8 +6,8 @@ two attempts must not report the last one's minute).  The worker clocks each pha
 progress reports it receives, adds what earlier attempts stored in ``searches.timings``, and
 writes the sum back with every progress write and heartbeat, so a killed attempt's time is kept up
 to its last write.  Keys are the engine's: ``data_s``, ``train_s``, ``search_s``, ``retrain_s``,
-``export_s`` and ``total_s``; a phase no attempt entered (training, for a supernet taken from the
-cache) has no key.
+``export_s`` and ``total_s``; while a search runs, a phase no attempt entered (training, for a
+supernet taken from the cache) has no key, which is how an attempt that trained is told apart.
 """
 
 from __future__ import annotations
@@ -48,6 +48,19 @@ class SearchClock:
             out[key] = out.get(key, 0.0) + seconds
         out["total_s"] = self.prior.get("total_s", 0.0) + time.monotonic() - self.started
         return {k: round(v, 3) for k, v in out.items()}
+
+    def final(self, last_attempt: dict[str, Any] | None) -> dict[str, Any]:
+        """The figures of a search that just succeeded: per phase, the earlier attempts' clocked
+        seconds plus the engine's own timing of the last attempt (more exact than the clock, and
+        with every phase key); in all, the wall time of every attempt.  The engine's figures are
+        kept as ``last_attempt``."""
+        engine = {k: float(v) for k, v in (last_attempt or {}).items() if k.endswith("_s") and k != "total_s"
+                  and isinstance(v, (int, float))}
+        out = dict(self.prior)
+        for key, seconds in engine.items():
+            out[key] = out.get(key, 0.0) + seconds
+        out["total_s"] = self.snapshot()["total_s"]
+        return {**{k: round(v, 3) for k, v in out.items()}, "last_attempt": last_attempt}
 
     @property
     def trained(self) -> bool:
