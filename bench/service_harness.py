@@ -36,7 +36,8 @@ def free_port() -> int:
 def postgres_backend(folder: Path, **overrides) -> Iterator[tuple[Settings, str]]:  # noqa: ANN003
     """(settings, admin token) on a new migrated Postgres database and Redis prefix, dropped afterwards."""
     os.environ[BACKEND_ENV] = "postgres-redis"
-    with fresh_backend(folder, **overrides) as settings:
+    with fresh_backend(folder) as base:
+        settings = base.model_copy(update=overrides)  # may name another broker than the shared Redis
         engine = engine_for(settings.db_url)
         upgrade(engine)
         with session_scope(engine) as session:
