@@ -36,8 +36,8 @@ class QueueUnavailable(RuntimeError):
 
     def __init__(self, search_id: str, reason: str) -> None:
         super().__init__(f"search {search_id} is stored but the message broker is unavailable ({reason}); "
-                         "it is queued as soon as the broker is back. Repeat the request with the same "
-                         "Idempotency-Key to check, rather than submitting it again.")
+                         "the workers get it as soon as the broker is back. Follow it at /searches/ID (a POST "
+                         "repeated with the same Idempotency-Key answers with it); do not submit it anew.")
         self.search_id = search_id
 
 
