@@ -6,16 +6,19 @@ The session factory and settings hang on ``app.state`` (put there by `create_app
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator
 from typing import Annotated
 
 from fastapi import Depends, HTTPException, Request, status
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
 
 from app.auth import User, authenticate
 from app.settings import Settings
 
+log = logging.getLogger(__name__)
 bearer = HTTPBearer(auto_error=False, description="An API token from `autoslim token create`.")
 
 
@@ -25,9 +28,19 @@ def get_settings_dep(request: Request) -> Settings:
 
 def get_session(request: Request) -> Iterator[Session]:
     """One session per request.  Handlers commit their own writes before returning: the code after
-    ``yield`` may run after the response is sent, too late for a client that reads right back."""
-    with request.app.state.sessionmaker() as session:
+    ``yield`` may run after the response is sent, too late for a client that reads right back.
+    Closing rolls back whatever is left; on a connection the database has just dropped (restart,
+    ``pg_terminate_backend``) that rollback fails, but there is nothing left to undo, so the
+    connection is discarded and the request's answer stands."""
+    session = request.app.state.sessionmaker()
+    try:
         yield session
+    finally:
+        try:
+            session.close()
+        except DBAPIError as err:
+            log.warning("discarding a dropped database connection: %s", err.orig)
+            session.invalidate()
 
 
 SettingsDep = Annotated[Settings, Depends(get_settings_dep)]

@@ -9,6 +9,9 @@ from sqlalchemy.orm import Session
 
 from app.auth import User
 
+MAX_OFFSET = 10**9
+"""The largest page offset taken: beyond any real table, and far inside every database's integer."""
+
 
 def visible(query: Select, owner_column: Any, user: User, owner: str | None) -> Select:
     """Users see their own rows; admins everyone's, or one owner's when they name one."""

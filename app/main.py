@@ -7,17 +7,17 @@ them to `ROUTERS`.
 
 from __future__ import annotations
 
-from fastapi import APIRouter, FastAPI, Request, status
-from fastapi.encoders import jsonable_encoder
-from fastapi.responses import JSONResponse
+from fastapi import APIRouter, FastAPI
 
+from app.body_limit import BodyLimit
+from app.read_retry import RetryReads
 from app.db import engine_for, session_factory
 from app.migrate import require_current
 from app.dashboard import routes as dashboard
 from app.routes import downloads, health, latency_tables, metrics, searches, tokens
-from app.search_service import Conflict, NotFound
+from app.errors import add_error_handlers
+from app.openapi import document_security
 from app.settings import Settings, get_settings
-from app.spec_validation import FieldError
 from worker.celery_app import make_celery
 
 ROUTERS: list[APIRouter] = [health.router, searches.router, tokens.router, downloads.router, metrics.router,
@@ -40,20 +40,9 @@ def create_app(settings: Settings | None = None, routers: list[APIRouter] | None
     app.state.celery = make_celery(settings)
     for router in ROUTERS if routers is None else routers:
         app.include_router(router)
-    _add_error_handlers(app)
+    add_error_handlers(app)
+    app.add_middleware(RetryReads)
+    app.add_middleware(BodyLimit, limit=settings.max_body_bytes)
+    document_security(app)
     return app
 
-
-def _add_error_handlers(app: FastAPI) -> None:
-    @app.exception_handler(FieldError)
-    def field_error(_: Request, err: FieldError) -> JSONResponse:
-        detail = [{"type": "value_error", "loc": list(err.loc), "msg": err.message}]
-        return JSONResponse(jsonable_encoder({"detail": detail}), status.HTTP_422_UNPROCESSABLE_CONTENT)
-
-    @app.exception_handler(NotFound)
-    def not_found(_: Request, err: NotFound) -> JSONResponse:
-        return JSONResponse({"detail": str(err)}, status.HTTP_404_NOT_FOUND)
-
-    @app.exception_handler(Conflict)
-    def conflict(_: Request, err: Conflict) -> JSONResponse:
-        return JSONResponse({"detail": str(err), "status": err.status}, status.HTTP_409_CONFLICT)

@@ -7,10 +7,11 @@ the API and the library never disagree on them.
 
 from __future__ import annotations
 
+import math
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StrictBool, StringConstraints
 
 from app.settings import Queue
 from engine.budgets import parse_amount
@@ -19,12 +20,26 @@ from engine.spec import TRAIN_MODES, RetrainSpec, SearchSettings, TrainSpec
 TrainMode = Literal[TRAIN_MODES]  # type: ignore[valid-type]
 
 
+MAX_COUNT = 10**15
+"""The largest MACs or params budget taken (a petaMAC; today's largest networks are ~10^12)."""
+MAX_EPOCHS = 100_000
+"""A static bound on every epoch count; AUTOSLIM_MAX_EPOCHS (checked in `app.spec_validation`) is lower."""
+MAX_SAMPLES = 1_000_000
+"""Held-out images scored or calibrated on: a bound, so a request cannot load a whole split many times over."""
+
+
 def parse_count(value: Any) -> Any:
-    """``"2.5M"`` -> 2500000: budgets are easier to type with a k/M/G suffix.  Other input passes on."""
-    return round(parse_amount(value)) if isinstance(value, str) else value
+    """``"2.5M"`` -> 2500000: budgets are easier to type with a k/M/G suffix.  Other input passes on;
+    an amount too large to be an integer (``1e999``) is refused here, before rounding."""
+    if not isinstance(value, str):
+        return value
+    amount = parse_amount(value)
+    if not math.isfinite(amount) or amount > MAX_COUNT:
+        raise ValueError(f"{value[:40]!r} is larger than {MAX_COUNT:.0e}")
+    return round(amount)
 
 
-Count = Annotated[int, BeforeValidator(parse_count), Field(gt=0)]
+Count = Annotated[int, BeforeValidator(parse_count), Field(gt=0, le=MAX_COUNT)]
 
 
 class Strict(BaseModel):
@@ -37,12 +52,13 @@ class TrainSettings(Strict):
     """Supernet training (AutoSlim: nonuniform US-Net with the sandwich rule and inplace distillation)."""
 
     mode: TrainMode = TrainSpec.mode
-    epochs: int = Field(TrainSpec.epochs, ge=1, description="Supernet training epochs (at most AUTOSLIM_MAX_EPOCHS).")
+    epochs: int = Field(TrainSpec.epochs, ge=1, le=MAX_EPOCHS,
+                        description="Supernet training epochs (at most AUTOSLIM_MAX_EPOCHS).")
     batch_size: int = Field(TrainSpec.batch_size, ge=1, le=8192)
     lr: float = Field(TrainSpec.lr, gt=0, le=10)
     momentum: float = Field(TrainSpec.momentum, ge=0, lt=1)
     weight_decay: float = Field(TrainSpec.weight_decay, ge=0, le=1)
-    warmup_epochs: float = Field(TrainSpec.warmup_epochs, ge=0)
+    warmup_epochs: float = Field(TrainSpec.warmup_epochs, ge=0, le=MAX_EPOCHS)
     label_smoothing: float = Field(TrainSpec.label_smoothing, ge=0, lt=1)
     num_sandwich: int = Field(TrainSpec.num_sandwich, ge=2, le=16, description="Widths per step: max, min, random.")
     inplace_distill: bool = TrainSpec.inplace_distill
@@ -56,15 +72,15 @@ class SearchKnobs(Strict):
     bins: int = Field(SearchSettings.bins, ge=2, le=100)
     divisor: int = Field(SearchSettings.divisor, ge=1, le=64)
     val_fraction: float = Field(SearchSettings.val_fraction, gt=0, lt=1)
-    score_size: int = Field(SearchSettings.score_size, ge=10)
-    calib_size: int = Field(SearchSettings.calib_size, ge=10)
+    score_size: int = Field(SearchSettings.score_size, ge=10, le=MAX_SAMPLES)
+    calib_size: int = Field(SearchSettings.calib_size, ge=10, le=MAX_SAMPLES)
     calib_batch_size: int = Field(SearchSettings.calib_batch_size, ge=1, le=8192)
 
 
 class RetrainSettings(Strict):
     """Optional fine-tuning of each chosen configuration."""
 
-    epochs: int = Field(RetrainSpec.epochs, ge=0)
+    epochs: int = Field(RetrainSpec.epochs, ge=0, le=MAX_EPOCHS, description="At most AUTOSLIM_MAX_EPOCHS.")
     from_scratch: bool = RetrainSpec.from_scratch
     lr: float = Field(RetrainSpec.lr, gt=0, le=10)
 
@@ -73,15 +89,16 @@ class SearchCreate(Strict):
     """A search to run: which network, which data, which budgets."""
 
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False, json_schema_extra={"examples": [{
-        "arch": "mobilenet_v2", "dataset": "digits", "width_mult": 0.35, "macs": ["1M", 1500000],
+        "arch": "mobilenet_v2", "dataset": "digits", "width_mult": 0.35, "macs": ["2M", 1500000],
         "train": {"epochs": 2, "batch_size": 64}, "search": {"bins": 8}}]})
 
-    arch: str = Field(description="A registered architecture (`autoslim archs`).", examples=["mobilenet_v2"])
+    arch: str = Field(description="A registered architecture (`autoslim archs`).", examples=["mobilenet_v2"],
+                      max_length=200)
     dataset: str = Field(description="`digits`, `cifar10:DIR` or `imagefolder:DIR`; DIR under a data root.",
-                         examples=["digits", "cifar10:cifar10-subset"], max_length=500)
+                         examples=["digits"], max_length=500)
     macs: list[Count] = Field(default_factory=list, max_length=32,
                               description="MACs budgets (the papers' FLOPs); numbers or strings like `150M`.")
-    latency_ms: list[Annotated[float, Field(gt=0)]] = Field(default_factory=list, max_length=32)
+    latency_ms: list[Annotated[float, Field(gt=0, le=1e6)]] = Field(default_factory=list, max_length=32)
     params: list[Count] = Field(default_factory=list, max_length=32)
     input_size: int = Field(32, ge=8, le=1024)
     width_mult: float = Field(1.0, gt=0, le=4)
@@ -90,7 +107,7 @@ class SearchCreate(Strict):
     train: TrainSettings = Field(default_factory=TrainSettings)
     search: SearchKnobs = Field(default_factory=SearchKnobs)
     retrain: RetrainSettings = Field(default_factory=RetrainSettings)
-    export_formats: list[Literal["pt", "onnx", "ts"]] = Field(default_factory=lambda: ["pt", "onnx"])
+    export_formats: list[Literal["pt", "onnx", "ts"]] = Field(default_factory=lambda: ["pt", "onnx"], max_length=3)
     queue: Queue | None = Field(None, description="Worker queue; default AUTOSLIM_DEFAULT_QUEUE.")
     latency_table: str = Field("", pattern=r"^[0-9a-f]{0,32}$", description=(
         "An uploaded latency table's id (POST /latency-tables): `latency_ms` budgets are milliseconds on its "
@@ -222,8 +239,9 @@ class Health(BaseModel):
 
 
 class TokenCreate(Strict):
-    name: str = Field(min_length=1, max_length=100, examples=["alice"])
-    admin: bool = False
+    name: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=100)] = Field(
+        examples=["alice"], description="The owner's name; leading and trailing spaces are dropped.")
+    admin: StrictBool = Field(False, description="true or false (not 0 / 1).")
 
 
 class TokenCreated(BaseModel):

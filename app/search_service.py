@@ -6,6 +6,7 @@ the same search at the same moment (a cancel racing a claim, two retries) never 
 
 from __future__ import annotations
 
+import math
 import uuid
 from typing import Any
 
@@ -21,11 +22,23 @@ from app.settings import Settings
 from app.spec_validation import FieldError, check_dataset, validated_spec
 from app.tables import RETRYABLE, BudgetResult, Event, Search, Status, TrajectoryStep, utcnow
 from engine.budgets import BudgetError, parse_amount
-from worker.celery_app import enqueue
+from worker.celery_app import BrokerUnavailable
+from worker.dispatch import send
 
 
 class NotFound(LookupError):
     """No such search, or not one this user may see (the two are not told apart)."""
+
+
+class QueueUnavailable(RuntimeError):
+    """The search is stored (queued) but the broker did not take its message: a 503.  A worker's
+    dispatcher sends it once the broker is back; a retry with the same Idempotency-Key sends it too."""
+
+    def __init__(self, search_id: str, reason: str) -> None:
+        super().__init__(f"search {search_id} is stored but the message broker is unavailable ({reason}); "
+                         "the workers get it as soon as the broker is back. Follow it at /searches/ID (a POST "
+                         "repeated with the same Idempotency-Key answers with it); do not submit it anew.")
+        self.search_id = search_id
 
 
 class Conflict(RuntimeError):
@@ -53,7 +66,7 @@ def submit(session: Session, celery: Celery, settings: Settings, user: User, bod
     if idempotency_key:
         existing = _by_key(session, user.name, idempotency_key)
         if existing is not None:
-            return _same_request(existing, spec, queue), False
+            return _resend_if_unsent(session, celery, _same_request(existing, spec, queue)), False
     search = Search(id=uuid.uuid4().hex, owner=user.name, idempotency_key=idempotency_key, arch=body.arch,
                     dataset=body.dataset, spec=spec, queue=queue, status=Status.queued,
                     max_attempts=settings.max_attempts)
@@ -68,8 +81,24 @@ def submit(session: Session, celery: Celery, settings: Settings, user: User, bod
         if existing is None:
             raise
         return _same_request(existing, spec, queue), False
-    enqueue(celery, search.id, queue)
+    _send_or_503(session, celery, search)
     return search, True
+
+
+def _send_or_503(session: Session, celery: Celery, search: Search) -> None:
+    try:
+        send(session, celery, search.id, search.queue)
+    except BrokerUnavailable as err:
+        session.rollback()
+        raise QueueUnavailable(search.id, str(err)) from None
+    session.refresh(search)
+
+
+def _resend_if_unsent(session: Session, celery: Celery, search: Search) -> Search:
+    """A replayed submission of a search whose message never left: send it now."""
+    if search.status == Status.queued and search.enqueued_at is None:
+        _send_or_503(session, celery, search)
+    return search
 
 
 def _by_key(session: Session, owner: str, key: str) -> Search | None:
@@ -118,13 +147,13 @@ def cancel(session: Session, search: Search, user: User) -> Search:
 def retry(session: Session, celery: Celery, settings: Settings, search: Search, user: User) -> Search:
     """Queue a failed or cancelled search again; the worker resumes from its work directory."""
     if not _transition(session, search, RETRYABLE, status=Status.queued, cancel_requested=False, error=None,
-                       finished_at=None, claim_id=None, max_attempts=search.attempts + settings.max_attempts):
+                       finished_at=None, claim_id=None, enqueued_at=None,
+                       max_attempts=search.attempts + settings.max_attempts):
         raise Conflict(f"search is {search.status}; only failed or cancelled searches can be retried",
                        search.status)
     log_event(session, search.id, "retried", f"retried by {user.name}; continues from its checkpoints")
     session.commit()
-    session.refresh(search)
-    enqueue(celery, search.id, search.queue)
+    _send_or_503(session, celery, search)
     return search
 
 
@@ -146,7 +175,7 @@ def budget_result(search: Search, asked: dict[str, str | None]) -> BudgetResult:
     """
     if search.status != Status.succeeded:
         raise Conflict(f"search is {search.status}; results exist once it has succeeded", search.status)
-    named = {kind: text for kind, text in asked.items() if text is not None}
+    named = {kind: text for kind, text in asked.items() if text}
     have = ", ".join(f"{r.kind}={r.target:g}" for r in search.budgets) or "none"
     if len(named) != 1:
         message = "ask for one budget at a time" if named else f"name one budget; this search has {have}"
@@ -157,7 +186,7 @@ def budget_result(search: Search, asked: dict[str, str | None]) -> BudgetResult:
     except BudgetError as err:
         raise FieldError(("query", kind), str(err)) from None
     for result in search.budgets:
-        if result.kind == kind and abs(result.target - target) <= 1e-9 * max(1.0, abs(target)):
+        if math.isfinite(target) and result.kind == kind and abs(result.target - target) <= 1e-9 * max(1.0, target):
             return result
     raise NotFound(f"this search has no {kind} budget of {target:g} (it has {have})")
 

@@ -44,6 +44,10 @@ class Settings(BaseSettings):
     visibility_timeout_s: int = Field(default=7 * 24 * 3600,
                                       description="Redis redelivery of unacked tasks; longer than any search.")
     page_size_max: int = 100
+    max_body_bytes: int = Field(default=1024 * 1024, ge=1024, description=(
+        "Request bodies larger than this are refused with 413 before they are read (uploads such as "
+        "latency tables have their own limit)."))
+    session_hours: float = Field(default=12.0, gt=0, description="How long a dashboard login lasts.")
     model_modules: Annotated[list[str], NoDecode] = Field(
         default_factory=list, description="Modules whose FUNCTION may be named as MODULE:FUNCTION (comma-separated).")
 

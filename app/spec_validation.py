@@ -37,9 +37,10 @@ def validated_spec(body: SearchCreate, settings: Settings) -> SearchSpec:
         models.check_arch(body.arch)
     except KeyError as err:
         raise FieldError(("body", "arch"), err.args[0]) from None
-    if body.train.epochs > settings.max_epochs:
-        raise FieldError(("body", "train", "epochs"),
-                         f"{body.train.epochs} epochs is more than the limit of {settings.max_epochs}")
+    for part, field in (("train", "epochs"), ("train", "warmup_epochs"), ("retrain", "epochs")):
+        epochs = getattr(getattr(body, part), field)
+        if epochs > settings.max_epochs:
+            raise FieldError(("body", part, field), f"{epochs:g} epochs is more than the limit of {settings.max_epochs}")
     dataset, num_classes = check_dataset(body.dataset, settings.resolved_data_roots)
     check_request_budgets(body, num_classes)
     data = body.model_dump(exclude={"queue"})
@@ -88,7 +89,7 @@ def check_dataset(spec: str, roots: list[Path]) -> tuple[str, int]:
         if not any((folder / name).is_file() for name in CIFAR10_FILES):
             raise FieldError(("body", "dataset"), f"{arg} holds no CIFAR-10 data ({' or '.join(CIFAR10_FILES)})")
         return f"cifar10:{folder}", 10
-    return f"imagefolder:{folder}", count_classes(folder, arg)
+    return f"imagefolder:{folder}", count_classes(folder, arg, roots)
 
 
 def resolve_under_roots(arg: str, roots: list[Path]) -> Path:
@@ -96,23 +97,36 @@ def resolve_under_roots(arg: str, roots: list[Path]) -> Path:
     if not roots:
         raise FieldError(("body", "dataset"), "no data roots are configured (AUTOSLIM_DATA_ROOTS); "
                                               "only 'digits' can be searched")
-    path = Path(arg).expanduser()
-    candidates = [path.resolve()] if path.is_absolute() else [(root / path).resolve() for root in roots]
-    inside = [c for c in candidates if any(c == root or root in c.parents for root in roots)]
-    if not inside:
+    if "\x00" in arg:
+        raise FieldError(("body", "dataset"), "a dataset path cannot hold a NUL character")
+    try:
+        path = Path(arg).expanduser()
+        candidates = [path.resolve()] if path.is_absolute() else [(root / path).resolve() for root in roots]
+        inside = [c for c in candidates if under_roots(c, roots) and c.is_dir()]
+    except OSError as err:  # a name over 255 characters, a path over PATH_MAX, a loop of links
+        raise FieldError(("body", "dataset"), f"cannot use {arg[:80]!r}: {err.strerror or err}") from None
+    if not any(under_roots(c, roots) for c in candidates):
         raise FieldError(("body", "dataset"), f"{arg} is outside the data roots "
                                               f"({', '.join(str(r) for r in roots)})")
-    for candidate in inside:
-        if candidate.is_dir():
-            return candidate
+    if inside:
+        return inside[0]
     raise FieldError(("body", "dataset"), f"dataset folder {arg} does not exist under "
                                           f"{', '.join(str(r) for r in roots)}")
 
 
-def count_classes(folder: Path, arg: str) -> int:
-    """Class folders of an ImageFolder tree (``DIR/train/<class>`` or ``DIR/<class>``)."""
+def under_roots(path: Path, roots: list[Path]) -> bool:
+    """True for a resolved ``path`` that is a data root or lies below one."""
+    return any(path == root or root in path.parents for root in roots)
+
+
+def count_classes(folder: Path, arg: str, roots: list[Path]) -> int:
+    """Class folders of an ImageFolder tree (``DIR/train/<class>`` or ``DIR/<class>``); a class
+    folder that is a link leading out of the data roots is refused (the worker would read it)."""
     tree = folder / "train" if (folder / "train").is_dir() else folder
     classes = [p for p in tree.iterdir() if p.is_dir() and not p.name.startswith(".")]
+    for path in classes:
+        if not under_roots(path.resolve(), roots):
+            raise FieldError(("body", "dataset"), f"class folder {path.name} of {arg} links outside the data roots")
     if len(classes) < 2:
         raise FieldError(("body", "dataset"), f"{arg} needs at least 2 class folders, found {len(classes)}")
     return len(classes)

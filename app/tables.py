@@ -81,6 +81,19 @@ class Token(Base):
     revoked_at: Mapped[datetime | None]
 
 
+class AdminSession(Base):
+    """A dashboard login: the browser's cookie holds a random secret whose sha256 is the id.  It
+    expires, logout revokes it, and it dies with the token it was opened with; the API token itself
+    never leaves the login form."""
+
+    __tablename__ = "admin_sessions"
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    token_id: Mapped[int] = mapped_column(ForeignKey("tokens.id", ondelete="CASCADE"), index=True)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    expires_at: Mapped[datetime]
+    revoked_at: Mapped[datetime | None]
+
+
 class Supernet(Base):
     """A trained supernet on disk, keyed by everything that shaped its weights; reused across searches."""
 
@@ -120,6 +133,7 @@ class Search(Base):
     attempts: Mapped[int] = mapped_column(default=0)
     max_attempts: Mapped[int]
     claim_id: Mapped[str | None] = mapped_column(String(32))
+    enqueued_at: Mapped[datetime | None]  # when its message was sent; None while queued = not yet sent
     worker: Mapped[str | None] = mapped_column(String(200))
     heartbeat_at: Mapped[datetime | None]
     cancel_requested: Mapped[bool] = mapped_column(default=False)

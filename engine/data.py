@@ -132,16 +132,16 @@ CIFAR_BATCHES = [f"data_batch_{i}" for i in range(1, 6)]
 def _cifar10(root: Path, input_size: int, val_fraction: float, seed: int) -> DataSplits:
     """CIFAR-10 from the python batches (in DIR or DIR/cifar-10-batches-py) or train.npz + test.npz."""
     if (root / "train.npz").exists() or (root / "test.npz").exists():
-        train_x, train_y = _read_npz(root / "train.npz")
-        test_x, test_y = _read_npz(root / "test.npz")
+        train_x, train_y = _read_npz(inside(root, root / "train.npz"))
+        test_x, test_y = _read_npz(inside(root, root / "test.npz"))
     else:
         folder = root / "cifar-10-batches-py" if (root / "cifar-10-batches-py").is_dir() else root
         if not any((folder / name).exists() for name in [*CIFAR_BATCHES, "test_batch"]):
             raise DataError(f"{root} holds neither CIFAR-10 python batches (data_batch_1..5, test_batch) "
                             "nor train.npz + test.npz")
-        parts = [_read_pickle_batch(folder / name) for name in CIFAR_BATCHES]
+        parts = [_read_pickle_batch(inside(root, folder / name)) for name in CIFAR_BATCHES]
         train_x, train_y = torch.cat([x for x, _ in parts]), torch.cat([y for _, y in parts])
-        test_x, test_y = _read_pickle_batch(folder / "test_batch")
+        test_x, test_y = _read_pickle_batch(inside(root, folder / "test_batch"))
     for labels, where in ((train_y, "train"), (test_y, "test")):
         if labels.min() < 0 or labels.max() >= 10:
             raise DataError(f"{root}: {where} labels must be in 0..9 for CIFAR-10")
@@ -198,12 +198,12 @@ def _imagefolder(root: Path, input_size: int, val_fraction: float, seed: int) ->
     """DIR/train + DIR/test (or DIR/val) class folders, or one class-folder tree split here."""
     test_dir = next((root / n for n in ("test", "val") if (root / n).is_dir()), None)
     if (root / "train").is_dir() and test_dir is not None:
-        classes, train_paths, train_y = _scan_classes(root / "train")
-        test_classes, test_paths, test_y = _scan_classes(test_dir)
+        classes, train_paths, train_y = _scan_classes(root / "train", root)
+        test_classes, test_paths, test_y = _scan_classes(test_dir, root)
         if test_classes != classes:
             raise DataError(f"{test_dir} has classes {test_classes} but {root / 'train'} has {classes}")
     else:
-        classes, paths, labels = _scan_classes(root)
+        classes, paths, labels = _scan_classes(root, root)
         rest, held = stratified_split(labels, OWN_TEST_FRACTION, 0)
         train_paths, train_y = [paths[i] for i in rest.tolist()], labels[rest]
         test_paths, test_y = [paths[i] for i in held.tolist()], labels[held]
@@ -220,13 +220,24 @@ def _imagefolder(root: Path, input_size: int, val_fraction: float, seed: int) ->
                       len(classes), input_size, f"imagefolder:{root}")
 
 
-def _scan_classes(folder: Path) -> tuple[list[str], list[Path], torch.Tensor]:
+def inside(root: Path, path: Path) -> Path:
+    """``path`` if it resolves inside the dataset folder ``root``, else a DataError: a link must not
+    lead a search out of the folder the API checked to be under a data root."""
+    real = path.resolve()
+    if real != root and root not in real.parents:
+        raise DataError(f"{path} links outside the dataset folder {root} (to {real})")
+    return path
+
+
+def _scan_classes(folder: Path, root: Path) -> tuple[list[str], list[Path], torch.Tensor]:
     classes = sorted(p.name for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
     if not classes:
         raise DataError(f"{folder} has no class folders (expected {folder}/<class>/<image>)")
     paths, labels = [], []
     for label, name in enumerate(classes):
-        files = sorted(p for p in (folder / name).rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+        inside(root, folder / name)
+        files = sorted(inside(root, p) for p in (folder / name).rglob("*")
+                       if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
         if not files:
             raise DataError(f"class folder {folder / name} holds no images ({', '.join(sorted(IMAGE_SUFFIXES))})")
         paths += files

@@ -19,10 +19,18 @@ from typing import Any
 
 from celery import Celery
 from kombu import Queue
+from kombu.exceptions import OperationalError
 
 from app.settings import QUEUES, Settings
 
 TASK_NAME = "autoslim.run_search"
+PUBLISH_RETRY = {"max_retries": 2, "interval_start": 0, "interval_step": 0.2, "interval_max": 0.5}
+"""A send to a broker that is down fails within about a second (the caller gets a 503 and the
+search is sent later by `worker.dispatch`), instead of holding the request."""
+
+
+class BrokerUnavailable(RuntimeError):
+    """The message could not be sent: the broker is down or unreachable."""
 
 
 def transport_options(settings: Settings) -> dict[str, Any]:
@@ -56,6 +64,8 @@ def make_celery(settings: Settings) -> Celery:
         task_create_missing_queues=False,
         broker_transport_options=transport_options(settings),
         broker_connection_retry_on_startup=True,
+        broker_connection_timeout=3,
+        task_publish_retry_policy=PUBLISH_RETRY,
         # The filesystem transport emulates broadcast by polling files; the embedded worker does
         # without remote control rather than pay for it.
         worker_enable_remote_control=not embedded,
@@ -66,10 +76,14 @@ def make_celery(settings: Settings) -> Celery:
 
 
 def enqueue(celery: Celery, search_id: str, queue: str) -> str:
-    """Send the search's id (and nothing else: the spec is read from the database) to ``queue``."""
+    """Send the search's id (and nothing else: the spec is read from the database) to ``queue``;
+    `BrokerUnavailable` when the broker cannot take it."""
     if queue not in QUEUES:
         raise ValueError(f"unknown queue {queue!r}; choose from {', '.join(QUEUES)}")
-    result = celery.send_task(TASK_NAME, args=[search_id], queue=queue, routing_key=queue)
+    try:
+        result = celery.send_task(TASK_NAME, args=[search_id], queue=queue, routing_key=queue)
+    except (OperationalError, OSError, ConnectionError) as err:
+        raise BrokerUnavailable(f"{type(err).__name__}: {err}") from err
     return result.id
 
 

@@ -20,6 +20,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 
 from app.db import session_scope
 from app.tables import Event, Search, Status, TrajectoryStep, utcnow
+from worker.search_clock import SearchClock
 
 log = logging.getLogger(__name__)
 PROGRESS_KEYS = ("phase", "percent", "epoch", "epochs", "step", "loss", "lr", "images_per_s", "eta_s")
@@ -40,17 +41,21 @@ def claim(engine: Engine, search_id: str, worker: str) -> "Claim | None":
                     heartbeat_at=now, started_at=now, updated_at=now))
         if result.rowcount != 1:
             return None
-        attempt = session.scalar(select(Search.attempts).where(Search.id == search_id))
+        attempt, percent, timings = session.execute(select(Search.attempts, Search.percent, Search.timings)
+                                                    .where(Search.id == search_id)).one()
         session.add(Event(search_id=search_id, kind="claimed", message=f"attempt {attempt} on {worker}",
                           data={"attempt": attempt, "claim_id": claim_id, "worker": worker}))
-    return Claim(engine, search_id, claim_id)
+    return Claim(engine, search_id, claim_id, percent, timings)
 
 
 class Claim:
     """Writes on behalf of the worker holding a search."""
 
-    def __init__(self, engine: Engine, search_id: str, claim_id: str) -> None:
+    def __init__(self, engine: Engine, search_id: str, claim_id: str, percent: float = 0.0,
+                 timings: dict[str, Any] | None = None) -> None:
         self.engine, self.search_id, self.claim_id = engine, search_id, claim_id
+        self.percent_before = percent  # what earlier attempts reached: a resumed search's bar never goes back
+        self.clock = SearchClock(timings)
 
     def update(self, **values: Any) -> None:
         """Fenced UPDATE of the search row; `ClaimLost` when it is no longer ours."""
@@ -68,9 +73,9 @@ class Claim:
         session.add(Event(search_id=self.search_id, kind=kind, message=message, level=level, data=data))
 
     def cancel_requested(self) -> bool:
-        """Heartbeat and read the cancel flag in one round trip."""
+        """Heartbeat (with the timings so far) and read the cancel flag in one round trip."""
         with session_scope(self.engine) as session:
-            self.update_in(session, heartbeat_at=utcnow())
+            self.update_in(session, heartbeat_at=utcnow(), timings=self.clock.snapshot())
             return bool(session.scalar(select(Search.cancel_requested).where(Search.id == self.search_id)))
 
     def add_steps(self, session, steps: list[dict[str, Any]]) -> int:  # noqa: ANN001
@@ -135,14 +140,17 @@ class ProgressWriter:
             raise ClaimLost(f"search {self.claim.search_id} was handed to another worker")
         step = report.get("trajectory_step")
         phase = report.get("phase")
+        if phase != self.claim.clock.phase:
+            self.claim.clock.observe(phase)
         now = time.monotonic()
         if step is None and phase == self.phase and now - self.last_write < self.every_s:
             return
         self.last_write = now
         progress = {k: report[k] for k in PROGRESS_KEYS if k in report}
         with session_scope(self.claim.engine) as session:
-            self.claim.update_in(session, phase=phase, percent=float(report.get("percent", 0.0)),
-                                 eta_s=report.get("eta_s"), progress=progress, heartbeat_at=utcnow())
+            percent = max(self.claim.percent_before, float(report.get("percent", 0.0)))
+            self.claim.update_in(session, phase=phase, percent=percent, eta_s=report.get("eta_s"), progress=progress,
+                                 heartbeat_at=utcnow(), timings=self.claim.clock.snapshot())
             if phase != self.phase:
                 self.claim.event(session, "phase", f"phase {phase}", data=progress)
             if step is not None:

@@ -20,13 +20,15 @@ from sqlalchemy import Engine, select, update
 from app.db import engine_for, session_scope
 from app.settings import Settings, get_settings
 from app.tables import Event, Search, Status, utcnow
-from worker.celery_app import enqueue
+from worker.celery_app import BrokerUnavailable
+from worker.dispatch import send, send_unsent
 
 log = logging.getLogger(__name__)
 
 
 def reap(engine: Engine, celery: Celery, stale_after_s: float) -> dict[str, str]:
-    """One pass; returns ``{search_id: "requeued" | "failed"}`` for what it changed."""
+    """One pass; returns ``{search_id: "requeued" | "failed" | "sent"}`` for what it changed: stale
+    running searches requeued or failed, and queued searches whose message never left sent."""
     cutoff = utcnow() - timedelta(seconds=stale_after_s)
     with session_scope(engine) as session:
         stale = session.execute(select(Search.id, Search.claim_id, Search.attempts, Search.max_attempts, Search.queue,
@@ -38,13 +40,22 @@ def reap(engine: Engine, celery: Celery, stale_after_s: float) -> dict[str, str]
         if outcome:
             changed[row.id] = outcome
             if outcome == "requeued":
-                enqueue(celery, row.id, row.queue)
+                _send_requeued(engine, celery, row.id, row.queue)
+    changed.update({search_id: "sent" for search_id in send_unsent(engine, celery)})
     return changed
+
+
+def _send_requeued(engine: Engine, celery: Celery, search_id: str, queue: str) -> None:
+    with session_scope(engine) as session:
+        try:
+            send(session, celery, search_id, queue)
+        except BrokerUnavailable:
+            log.warning("search %s requeued but the broker is unavailable; sent on a later pass", search_id)
 
 
 def _reap_one(engine: Engine, row, stale_after_s: float) -> str | None:  # noqa: ANN001 - a result Row
     requeue = row.attempts < row.max_attempts
-    values = ({"status": Status.queued, "claim_id": None, "worker": None} if requeue else
+    values = ({"status": Status.queued, "claim_id": None, "worker": None, "enqueued_at": None} if requeue else
               {"status": Status.failed, "claim_id": None, "finished_at": utcnow(),
                "error": f"worker lost {row.attempts} times (no heartbeat for {stale_after_s:g} s); "
                         "retry to continue from the checkpoints"})

@@ -21,6 +21,11 @@ from worker.progress import Claim
 
 
 def store_success(claim: Claim, result: dict[str, Any], workdir: Path, spec: dict[str, Any]) -> None:
+    """Budgets, supernet, trajectory and whole-search figures: timings over every attempt (the
+    engine's own, of the last attempt only, are kept as ``last_attempt``), and the supernet counted
+    as reused only when no attempt of this search trained it."""
+    timings = claim.clock.final(result.get("timings"))
+    reused = bool((result.get("supernet") or {}).get("reused")) and not claim.clock.trained
     with session_scope(claim.engine) as session:
         supernet = upsert_supernet(session, result.get("supernet") or {}, spec, claim.search_id)
         session.query(BudgetResult).filter(BudgetResult.search_id == claim.search_id).delete()
@@ -28,12 +33,11 @@ def store_success(claim: Claim, result: dict[str, Any], workdir: Path, spec: dic
             session.add(budget_row(claim.search_id, budget, workdir))
         recovered = claim.add_steps(session, result.get("trajectory", []))
         claim.update_in(session, status=Status.succeeded, phase="done", percent=100.0, eta_s=0.0,
-                        finished_at=utcnow(), timings=result.get("timings"), summary=result.get("full"),
-                        supernet_id=supernet.id if supernet else None,
-                        supernet_reused=bool((result.get("supernet") or {}).get("reused")), claim_id=None)
+                        finished_at=utcnow(), timings=timings, summary=result.get("full"),
+                        supernet_id=supernet.id if supernet else None, supernet_reused=reused, claim_id=None)
         note = f"; {recovered} trajectory steps recovered from the result" if recovered else ""
         claim.event(session, "succeeded", f"{len(result['budgets'])} budgets answered{note}",
-                    data={"timings": result.get("timings")})
+                    data={"timings": timings})
 
 
 def budget_row(search_id: str, budget: dict[str, Any], workdir: Path) -> BudgetResult:
@@ -65,7 +69,8 @@ def upsert_supernet(session: Session, info: dict[str, Any], spec: dict[str, Any]
 
 def store_cancelled(claim: Claim, phase: str | None) -> None:
     with session_scope(claim.engine) as session:
-        claim.update_in(session, status=Status.cancelled, finished_at=utcnow(), cancel_requested=False, claim_id=None)
+        claim.update_in(session, status=Status.cancelled, finished_at=utcnow(), cancel_requested=False, claim_id=None,
+                        timings=claim.clock.snapshot())
         claim.event(session, "cancelled", f"cancelled during {phase or 'start-up'}; checkpoints and "
                                           "trajectory kept, a retry continues from them")
 
@@ -73,6 +78,7 @@ def store_cancelled(claim: Claim, phase: str | None) -> None:
 def store_failure(claim: Claim, err: BaseException) -> None:
     message = f"{type(err).__name__}: {err}"
     with session_scope(claim.engine) as session:
-        claim.update_in(session, status=Status.failed, finished_at=utcnow(), error=message, claim_id=None)
+        claim.update_in(session, status=Status.failed, finished_at=utcnow(), error=message, claim_id=None,
+                        timings=claim.clock.snapshot())
         claim.event(session, "failed", message, level="error",
                     data={"traceback": traceback.format_exception(err)[-20:]})

@@ -19,6 +19,8 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
 
     p = sub.add_parser("serve", help="the API only (production: workers run elsewhere)")
     _add_bind(p)
+    p.add_argument("--processes", type=int, default=1, metavar="N",
+                   help="API processes sharing the port (uvicorn workers); reads scale with them")
     p.set_defaults(handler=cmd_serve)
 
     p = sub.add_parser("worker", help="a search worker on this machine (solo pool: one search at a time)")
@@ -110,7 +112,11 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from app.main import create_app
 
     settings, _ = _migrated_engine()
-    uvicorn.run(create_app(settings), host=args.host, port=args.port, log_level="info")
+    if args.processes > 1:  # each process builds its app from the same environment
+        uvicorn.run("app.main:create_app", factory=True, workers=args.processes, host=args.host, port=args.port,
+                    log_level="info")
+    else:
+        uvicorn.run(create_app(settings), host=args.host, port=args.port, log_level="info")
     return 0
 
 

@@ -1,7 +1,8 @@
 """Who may open the dashboard: an admin, by bearer token (scripts) or by a login cookie (browsers).
 
 A browser cannot send an ``Authorization`` header on a plain link, so the login form takes an
-admin token and keeps it in an HttpOnly, SameSite=Strict cookie: page scripts cannot read it and
+admin token and opens a session (`app.dashboard.sessions`): the cookie holds the session's secret,
+never the API token, in an HttpOnly, SameSite=Strict cookie: page scripts cannot read it and
 other sites cannot make the browser send it.  Forms that change something (cancel, retry) also
 carry a token derived from the cookie (`csrf_token`), checked on submit.
 """
@@ -17,11 +18,11 @@ from fastapi import Depends, HTTPException, Request, status
 from fastapi.security import HTTPAuthorizationCredentials
 
 from app.auth import User, authenticate
+from app.dashboard.sessions import session_user
 from app.deps import SessionDep, bearer
 
 COOKIE = "autoslim_session"
 LOGIN_PATH = "/admin/login"
-COOKIE_MAX_AGE_S = 12 * 3600
 
 
 def login_url(next_path: str = "/admin") -> str:
@@ -61,9 +62,9 @@ def get_dashboard_admin(request: Request, session: SessionDep,
     if found is None:
         raise login_required(request.url.path + (f"?{request.url.query}" if request.url.query else ""))
     secret, from_cookie = found
-    user = authenticate(session, secret)
+    user = session_user(session, secret) if from_cookie else authenticate(session, secret)
     if user is None:
-        if from_cookie:  # an expired or revoked token in an old cookie: log in again
+        if from_cookie:  # an expired or revoked session in an old cookie: log in again
             raise login_required(request.url.path)
         raise HTTPException(status.HTTP_401_UNAUTHORIZED, "missing or invalid bearer token",
                             headers={"WWW-Authenticate": "Bearer"})

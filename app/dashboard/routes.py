@@ -18,9 +18,11 @@ from sqlalchemy import select
 from app import search_service as service
 from app.auth import authenticate
 from app.dashboard import queries, search_page
-from app.dashboard.auth import COOKIE, COOKIE_MAX_AGE_S, DashboardAdmin, check_csrf, safe_next
+from app.dashboard.auth import COOKIE, DashboardAdmin, check_csrf, safe_next
+from app.dashboard.sessions import open_session, revoke_session
 from app.dashboard.templating import TEMPLATES, templates
 from app.deps import SessionDep, SettingsDep
+from app.listing import MAX_OFFSET
 from app.routes.downloads import ModelFormat, model_response, pick_budget
 from app.search_service import Conflict
 from app.tables import Search, Status
@@ -38,7 +40,7 @@ def search_list(request: Request, session: SessionDep, admin: DashboardAdmin,
                 dataset: Annotated[str | None, Query(max_length=500)] = None,
                 sort: Annotated[queries.SortKey, Query()] = "created",
                 order: Annotated[str, Query(pattern="^(asc|desc)$")] = "desc",
-                offset: Annotated[int, Query(ge=0)] = 0, message: str | None = None) -> HTMLResponse:
+                offset: Annotated[int, Query(ge=0, le=MAX_OFFSET)] = 0, message: str | None = None) -> HTMLResponse:
     """Every search, filtered and sorted, newest first by default."""
     query = queries.ListQuery(status_, owner or None, arch or None, dataset or None, sort, order == "desc",
                               PAGE_SIZE, offset)
@@ -142,9 +144,10 @@ def login_form(request: Request, next: str = "/admin") -> HTMLResponse:
 
 
 @router.post("/login", response_class=HTMLResponse)
-def login(request: Request, session: SessionDep, token: Annotated[str, Form(max_length=200)],
-          next: Annotated[str, Form()] = "/admin") -> Response:
-    """Check an admin token and keep it in an HttpOnly cookie for the dashboard's paths only."""
+def login(request: Request, session: SessionDep, settings: SettingsDep, token: Annotated[str, Form(max_length=200)],
+          next: Annotated[str, Form(max_length=2000)] = "/admin") -> Response:
+    """Check an admin token and open a session, whose secret (not the token) goes in an HttpOnly
+    cookie for the dashboard's paths only."""
     user = authenticate(session, token.strip())
     if user is None or not user.is_admin:
         error, code = (("unknown or revoked token", status.HTTP_401_UNAUTHORIZED) if user is None
@@ -152,13 +155,17 @@ def login(request: Request, session: SessionDep, token: Annotated[str, Form(max_
         return templates().TemplateResponse(request, "login.html", {"next": safe_next(next), "error": error},
                                             status_code=code)
     response = RedirectResponse(safe_next(next), status.HTTP_303_SEE_OTHER)
-    response.set_cookie(COOKIE, token.strip(), max_age=COOKIE_MAX_AGE_S, path="/admin", httponly=True,
+    response.set_cookie(COOKIE, open_session(session, user, settings.session_hours),
+                        max_age=int(settings.session_hours * 3600), path="/admin", httponly=True,
                         samesite="strict", secure=request.url.scheme == "https")
     return response
 
 
 @router.post("/logout")
-def logout() -> RedirectResponse:
+def logout(request: Request, session: SessionDep) -> RedirectResponse:
+    """End the session for good (a copy of the cookie stops working too) and forget the cookie."""
+    if request.cookies.get(COOKIE):
+        revoke_session(session, request.cookies[COOKIE])
     response = RedirectResponse("/admin/login", status.HTTP_303_SEE_OTHER)
     response.delete_cookie(COOKIE, path="/admin")
     return response

@@ -35,7 +35,7 @@ FILE_KEYS = {"pt": ("pt",), "onnx": ("onnx",), "torchscript": ("ts", "torchscrip
 def pick_budget(search: Search, asked: dict[str, str | None]) -> BudgetResult:
     """The budget named by one of ``macs`` / ``latency_ms`` / ``params``; with none named, the
     search's only budget (see `app.search_service.budget_result` for the errors)."""
-    if search.status == Status.succeeded and len(search.budgets) == 1 and all(v is None for v in asked.values()):
+    if search.status == Status.succeeded and len(search.budgets) == 1 and not any(asked.values()):
         return search.budgets[0]
     return service.budget_result(search, asked)
 

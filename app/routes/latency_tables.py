@@ -13,10 +13,13 @@ from fastapi import APIRouter, Depends, HTTPException, Query, Request, Response,
 from fastapi.responses import JSONResponse
 
 from app import latency_table_service as service
+from app.body_limit import UPLOAD_LIMITS
 from app.deps import CurrentUser, SessionDep, SettingsDep
+from app.listing import MAX_OFFSET
 from app.latency_table_views import LatencyTableOut, LatencyTablePage, table_out
 
 router = APIRouter(prefix="/latency-tables", tags=["latency tables"])
+UPLOAD_LIMITS[router.prefix] = service.MAX_TABLE_BYTES  # bounded by `table_file` below, not the general limit
 
 UNKNOWN = {404: {"description": "No such latency table (or not yours)."}}
 TABLE_FILE = {"required": True, "description": "The JSON file `autoslim profile` wrote, as it is.",
@@ -55,7 +58,7 @@ def upload_table(raw: Annotated[bytes, Depends(table_file)], session: SessionDep
 def list_tables(session: SessionDep, settings: SettingsDep, user: CurrentUser,
                 owner: Annotated[str | None, Query(max_length=100, description="Admins only.")] = None,
                 limit: Annotated[int, Query(ge=1, le=100)] = 20,
-                offset: Annotated[int, Query(ge=0)] = 0) -> LatencyTablePage:
+                offset: Annotated[int, Query(ge=0, le=MAX_OFFSET)] = 0) -> LatencyTablePage:
     """Tables newest first, paginated; users see their own, admins everyone's."""
     rows, total = service.list_visible(session, user, owner, min(limit, settings.page_size_max), offset)
     return LatencyTablePage(items=[table_out(r) for r in rows], total=total, limit=limit, offset=offset)

@@ -14,6 +14,7 @@ from fastapi import APIRouter, Header, Query, Request, Response, status
 from app import search_service as service
 from app import search_views as views
 from app.deps import CurrentUser, SessionDep, SettingsDep
+from app.listing import MAX_OFFSET
 from app.schemas import (ConfigSet, EventOut, SearchCreate, SearchCreated, SearchDetail, SearchPage, Trajectory)
 from app.tables import Status
 
@@ -41,7 +42,7 @@ def list_searches(session: SessionDep, settings: SettingsDep, user: CurrentUser,
                   status_: Annotated[Status | None, Query(alias="status")] = None,
                   owner: Annotated[str | None, Query(max_length=100, description="Admins only.")] = None,
                   limit: Annotated[int, Query(ge=1, le=100)] = 20,
-                  offset: Annotated[int, Query(ge=0)] = 0) -> SearchPage:
+                  offset: Annotated[int, Query(ge=0, le=MAX_OFFSET)] = 0) -> SearchPage:
     """Searches newest first, paginated; users see their own, admins everyone's."""
     rows, total = service.list_visible(session, user, status_, owner, min(limit, settings.page_size_max), offset)
     return SearchPage(items=[views.summary(s) for s in rows], total=total, limit=limit, offset=offset)
@@ -61,7 +62,7 @@ def get_config(search_id: str, session: SessionDep, user: CurrentUser,
     """The channel config of one budget (a `ChannelConfig` JSON), or of every budget."""
     search = service.get_visible(session, user, search_id)
     asked = {"macs": macs, "latency_ms": latency_ms, "params": params}
-    if all(value is None for value in asked.values()):
+    if not any(asked.values()):  # empty query strings count as absent
         if search.status != Status.succeeded:
             raise service.Conflict(f"search is {search.status}; configs exist once it has succeeded", search.status)
         return ConfigSet(search_id=search.id, budgets=[views.budget_config(r) for r in search.budgets])

@@ -57,6 +57,43 @@ def test_login_sets_an_http_only_strict_cookie_for_the_dashboard_only(app, token
     assert "Path=/admin" in cookie
 
 
+def test_the_cookie_holds_a_session_not_the_api_token(app, tokens):
+    client = TestClient(app, follow_redirects=False)
+    client.post("/admin/login", data={"token": tokens["admin"]})
+    cookie = client.cookies[COOKIE]
+    assert cookie != tokens["admin"] and tokens["admin"] not in cookie
+    assert client.get("/admin").status_code == 200
+    as_bearer = TestClient(app, headers={"Authorization": f"Bearer {cookie}"})
+    assert as_bearer.get("/searches").status_code == 401  # a session is no API token
+    assert as_bearer.get("/admin").status_code == 401
+
+
+def test_logout_revokes_the_session_and_a_copied_cookie_stops_working(app, tokens):
+    client = TestClient(app, follow_redirects=False)
+    client.post("/admin/login", data={"token": tokens["admin"]})
+    copy = TestClient(app, follow_redirects=False, cookies={COOKIE: client.cookies[COOKIE]})
+    assert copy.get("/admin").status_code == 200
+    assert client.post("/admin/logout").status_code == 303
+    refused = copy.get("/admin")
+    assert refused.status_code == 303 and refused.headers["location"].startswith("/admin/login")
+
+
+def test_a_session_expires(app, tokens):
+    from sqlalchemy import update
+
+    from app.auth import hash_token
+    from app.db import session_scope
+    from app.tables import AdminSession, utcnow
+
+    client = TestClient(app, follow_redirects=False)
+    client.post("/admin/login", data={"token": tokens["admin"]})
+    assert client.get("/admin").status_code == 200
+    with session_scope(app.state.engine) as session:
+        session.execute(update(AdminSession).where(AdminSession.id == hash_token(client.cookies[COOKIE]))
+                        .values(expires_at=utcnow()))
+    assert client.get("/admin").status_code == 303
+
+
 def test_the_list_shows_the_finished_search_with_its_best_accuracy_per_budget(browser, finished_search):
     page = browser.get("/admin", params={"status": "succeeded"})
     assert page.status_code == 200
@@ -141,7 +178,7 @@ def test_cancel_and_retry_forms_need_the_login_form_token(browser, alice, tokens
     back = f"/admin/searches/{queued}"
     refused = browser.post(f"{back}/cancel", data={"back": back})
     assert refused.status_code == 403 and alice.get(back.replace("/admin", "")).json()["status"] == "queued"
-    form = {"back": back, "csrf": csrf_token(tokens["admin"])}
+    form = {"back": back, "csrf": csrf_token(browser.cookies[COOKIE])}
     assert f'name="csrf" value="{form["csrf"]}"' in browser.get(back).text
     done = browser.post(f"{back}/cancel", data=form)
     assert done.status_code == 303 and done.headers["location"].startswith(f"{back}?message=")

@@ -216,3 +216,23 @@ def test_relative_dirs_are_found_in_data_roots(tmp_path):
     _write_npz(tmp_path / "sets" / "tiny")
     d = load_data("cifar10:tiny", data_roots=[tmp_path / "sets"])
     assert d.name == f"cifar10:{(tmp_path / 'sets' / 'tiny').resolve()}"
+
+
+def test_files_linked_from_outside_the_dataset_folder_are_refused(tmp_path):
+    """A class folder or an image that is a link leading out of the dataset folder is never read:
+    the API checks the folder is under a data root, so every file read must resolve inside it."""
+    _write_tree(tmp_path / "outside", classes=("secret",), per_class=4)
+    _write_tree(tmp_path / "data", classes=("a", "b"), per_class=4)
+    (tmp_path / "data" / "c").symlink_to(tmp_path / "outside" / "secret", target_is_directory=True)
+    with pytest.raises(DataError, match="c links outside"):
+        load_data(f"imagefolder:{tmp_path / 'data'}", input_size=16)
+    (tmp_path / "data" / "c").unlink()
+    (tmp_path / "data" / "a" / "x.png").symlink_to(next((tmp_path / "outside" / "secret").iterdir()))
+    with pytest.raises(DataError, match="x.png links outside"):
+        load_data(f"imagefolder:{tmp_path / 'data'}", input_size=16)
+    _write_npz(tmp_path / "outside" / "cifar")
+    (tmp_path / "cifar").mkdir()
+    for name in ("train.npz", "test.npz"):
+        (tmp_path / "cifar" / name).symlink_to(tmp_path / "outside" / "cifar" / name)
+    with pytest.raises(DataError, match="train.npz links outside"):
+        load_data(f"cifar10:{tmp_path / 'cifar'}")

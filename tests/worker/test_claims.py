@@ -5,6 +5,7 @@ from __future__ import annotations
 import threading
 import time
 from datetime import timedelta
+from pathlib import Path
 
 from sqlalchemy import func, select, update
 
@@ -114,3 +115,43 @@ def test_storing_steps_skips_known_ones_and_counts_only_the_new(engine, queued):
         assert held.add_steps(session, [step(0), step(3)]) == 0
         stored = session.scalars(select(TrajectoryStep.step).where(TrajectoryStep.search_id == held.search_id))
         assert sorted(stored) == [0, 1, 2, 3]
+
+
+def test_a_resumed_search_reports_whole_search_figures(engine, queued, app):
+    """Attempt 1 trains, then its worker is lost; attempt 2 takes the supernet from the cache and its
+    plan gives a lower percent.  The search reports the time of both attempts, progress that never
+    went back, and a supernet it trained itself, not one it reused."""
+    from worker.results import store_success
+
+    search_id = queued()
+    first = claim(engine, search_id, "w1")
+    with ProgressWriter(first, every_s=0, heartbeat_s=60) as writer:
+        writer({"phase": "data", "percent": 1.0})
+        writer({"phase": "train", "percent": 10.0, "epoch": 0, "epochs": 2})
+        time.sleep(0.3)
+        writer({"phase": "search", "percent": 74.0})
+        time.sleep(0.2)
+        writer({"phase": "search", "percent": 75.0})
+    lost = row(engine, search_id).timings
+    assert lost["train_s"] >= 0.3 and lost["total_s"] >= lost["train_s"] + lost["search_s"] >= 0.5
+    age_heartbeat(engine, search_id, 120)
+    assert reap(engine, app.state.celery, 60) == {search_id: "requeued"}
+
+    second = claim(engine, search_id, "w2")
+    with ProgressWriter(second, every_s=0, heartbeat_s=60) as writer:
+        writer({"phase": "data", "percent": 2.0})
+        writer({"phase": "search", "percent": 52.0})  # no training: the plan's shares changed
+        assert row(engine, search_id).percent == 75.0
+        time.sleep(0.1)
+        writer({"phase": "search", "percent": 80.0})
+        assert row(engine, search_id).percent == 80.0
+    engine_report = {"budgets": [], "trajectory": [], "full": None,
+                     "timings": {"data_s": 0.02, "train_s": 0.01, "search_s": 0.05, "total_s": 0.2},
+                     "supernet": {"key": f"k-{search_id}", "path": "/x", "reused": True}}
+    store_success(second, engine_report, Path("/nonexistent"), {"arch": "mobilenet_v2", "dataset": "digits"})
+    done = row(engine, search_id)
+    assert done.supernet_reused is False
+    assert done.timings["train_s"] == round(lost["train_s"] + 0.01, 3)  # attempt 1 clocked + the engine's own
+    assert done.timings["search_s"] == round(lost["search_s"] + 0.05, 3)
+    assert done.timings["total_s"] >= lost["total_s"] + 0.1
+    assert done.timings["last_attempt"] == engine_report["timings"]
