@@ -44,6 +44,8 @@ class Settings(BaseSettings):
     visibility_timeout_s: int = Field(default=7 * 24 * 3600,
                                       description="Redis redelivery of unacked tasks; longer than any search.")
     page_size_max: int = 100
+    max_weights_bytes: int = Field(default=1 << 30, ge=1, description=(
+        "Largest weights upload (POST /weights); 1 GiB holds any torchvision CNN's fp32 state dict."))
     model_modules: Annotated[list[str], NoDecode] = Field(
         default_factory=list, description="Modules whose FUNCTION may be named as MODULE:FUNCTION (comma-separated).")
 
@@ -89,6 +91,11 @@ class Settings(BaseSettings):
     @property
     def latency_root(self) -> Path:
         return (self.latency_cache or self.home_dir / "latency").expanduser()
+
+    @property
+    def weights_root(self) -> Path:
+        """Uploaded weights, one file per sha256: inside the work folder, which every worker reads."""
+        return self.work_root / "weights"
 
     @property
     def resolved_data_roots(self) -> list[Path]:

@@ -58,12 +58,10 @@ class Loaded:
 
 
 # ---- reading ------------------------------------------------------------------------------------
-def weights_format(raw: bytes) -> str:
-    """``safetensors`` when the bytes open with a safetensors header, else ``pt`` (torch.save)."""
-    if len(raw) >= 9 and raw[8:9] == b"{":
-        header = int.from_bytes(raw[:8], "little")
-        if 8 + header <= len(raw):
-            return "safetensors"
+def weights_format(head: bytes, size: int) -> str:
+    """``safetensors`` when a file of ``size`` bytes opens with a safetensors header, else ``pt`` (torch.save)."""
+    if len(head) >= 9 and head[8:9] == b"{" and 8 + int.from_bytes(head[:8], "little") <= size:
+        return "safetensors"
     return "pt"
 
 
@@ -73,7 +71,7 @@ def read_state_dict(source: Path | bytes) -> dict[str, torch.Tensor]:
     A training checkpoint that holds the state dict under ``state_dict`` or ``model`` is unwrapped.
     """
     raw = source if isinstance(source, bytes) else Path(source).read_bytes()
-    if weights_format(raw) == "safetensors":
+    if weights_format(raw[:9], len(raw)) == "safetensors":
         from safetensors import SafetensorError
         from safetensors.torch import load
 
