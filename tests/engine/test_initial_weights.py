@@ -17,7 +17,7 @@ from torchvision import models as tv
 
 import models
 from engine.initial_weights import (WeightsError, check_fits, file_sha256, load_initial_weights, network_keys,
-                                    network_shapes, read_state_dict, shapes_of)
+                                    network_shapes, read_state_dict, shapes_of, start_from_weights)
 from engine.spec import PRETRAINED_TRAIN, SearchSpec, TrainSpec
 from engine.supernet_cache import supernet_key
 from engine.train import build_for_mode
@@ -99,6 +99,19 @@ def test_a_head_for_another_class_count_is_replaced_and_the_rest_loaded():
     assert torch.equal(supernet.net.classifier[3].weight, fresh_head)
     assert torch.equal(supernet.net.classifier[0].weight, model.classifier[0].weight)
     assert torch.equal(supernet.net.features[3].block[0][1].running_var, model.features[3].block[0][1].running_var)
+
+
+def test_the_start_is_reported_with_the_accuracy_before_training_and_the_replaced_head(tmp_path, digits16):
+    weights = tmp_path / "four.pt"
+    torch.save(user_model("resnet18", num_classes=4).state_dict(), weights)
+    spec = SearchSpec("resnet18", "digits", macs=[1], input_size=16, width_mult=0.25, weights=str(weights))
+    notices: list[dict] = []
+    start_from_weights(build_for_mode("resnet18", "usnet-nonuniform", 10, 16, 0.25), spec, digits16,
+                       lambda report: notices.append(report["event"]))
+    assert [n["kind"] for n in notices] == ["weights", "head-replaced"]
+    assert notices[0]["data"]["sha256"] == file_sha256(weights) and 0 <= notices[0]["data"]["val_accuracy"] <= 100
+    assert notices[1]["level"] == "warning" and notices[1]["message"] == (
+        "head fc replaced (fresh initialisation): the weights are for 4 classes, this dataset has 10")
 
 
 def test_the_meta_device_check_agrees_with_the_real_network():
