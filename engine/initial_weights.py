@@ -32,7 +32,6 @@ from engine.spec import ReportFn, SearchSpec
 from models import NetSpec, Supernet
 
 Shapes = dict[str, list[int]]
-FORMATS = ("pt", "safetensors")
 
 
 class WeightsError(ValueError):
