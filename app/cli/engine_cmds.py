@@ -83,7 +83,7 @@ def _settings(args: argparse.Namespace) -> dict[str, Any]:
         missing = [f"--{k}" for k in ("arch", "dataset") if k not in given]
         if missing:
             raise ValueError(f"missing {' and '.join(missing)}")
-        return {**(with_pretrained_defaults(_DEFAULTS) if args.weights is not None else _DEFAULTS), **given}
+        return {**_DEFAULTS, **(with_pretrained_defaults(given) if args.weights is not None else given)}
     from engine.checkpoint import load_checkpoint
 
     if not last.exists():
