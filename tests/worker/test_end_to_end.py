@@ -28,7 +28,7 @@ import models
 from app.db import session_scope
 from app.tables import Event, Search, Supernet
 from app.testing import wait_for
-from engine.calibrate import evaluate
+from engine.calibrate import calibrate_bn, evaluate
 from engine.data import as_batches, load_data
 from worker.celery_app import enqueue
 
@@ -201,6 +201,9 @@ def trained_model(epochs: int = 3) -> torch.nn.Module:
             optimizer.zero_grad()
             F.cross_entropy(model(x), y).backward()
             optimizer.step()
+    # torchvision's MobileNetV3 updates BN statistics with momentum 0.01: a few dozen steps leave them
+    # near their initial values, so they are estimated afresh over the training images.
+    calibrate_bn(model, as_batches(data.train_plain, 512), [m for m in model.modules() if isinstance(m, nn.BatchNorm2d)])
     return model.eval()
 
 
