@@ -3,8 +3,8 @@
 FastAPI reads a whole body before validating it, and a 422 used to echo it back: a 50 MB body cost
 50 MB twice.  This ASGI middleware answers 413 at once when ``Content-Length`` is over the limit,
 and counts the bytes of a chunked body as they arrive, stopping at the limit.  Routes that take
-large uploads (latency tables) register a larger limit for their path in ``UPLOAD_LIMITS`` and
-bound the body themselves.
+file uploads (latency tables, weights) bound their bodies themselves with their own limits
+(`app.uploads.limited_body`) and list their path in ``SELF_LIMITED``.
 """
 
 from __future__ import annotations
@@ -20,8 +20,8 @@ Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
-UPLOAD_LIMITS: dict[str, int] = {}
-"""Path -> byte limit for routes that take uploads larger than the general limit."""
+SELF_LIMITED: set[str] = set()
+"""Paths whose routes bound their own bodies (uploads larger than the general limit)."""
 
 
 class BodyTooLarge(HTTPException):
@@ -33,16 +33,16 @@ class BodyTooLarge(HTTPException):
 
 
 class BodyLimit:
-    """ASGI middleware: 413 for a body over ``limit`` bytes (or the path's entry in `UPLOAD_LIMITS`)."""
+    """ASGI middleware: 413 for a body over ``limit`` bytes, except on the `SELF_LIMITED` paths."""
 
     def __init__(self, app: ASGIApp, limit: int) -> None:
         self.app, self.limit = app, limit
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
+        if scope["type"] != "http" or scope.get("path", "").rstrip("/") in SELF_LIMITED:
             await self.app(scope, receive, send)
             return
-        limit = UPLOAD_LIMITS.get(scope.get("path", "").rstrip("/"), self.limit)
+        limit = self.limit
         declared = dict(scope.get("headers") or []).get(b"content-length", b"")
         if declared.isdigit() and int(declared) > limit:
             await _too_large(send, limit)

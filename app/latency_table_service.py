@@ -17,7 +17,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from app.auth import User
-from app.listing import owned, page, visible
+from app.listing import newest_first, owned
 from app.search_service import Conflict, NotFound
 from app.spec_validation import FieldError
 from app.tables import LatencyTableRow, Search, Status
@@ -61,8 +61,7 @@ def get_visible(session: Session, user: User, table_id: str) -> LatencyTableRow:
 def list_visible(session: Session, user: User, owner: str | None, limit: int,
                  offset: int) -> tuple[list[LatencyTableRow], int]:
     """Newest first; users see theirs, admins all (or one owner's)."""
-    query = visible(select(LatencyTableRow), LatencyTableRow.owner, user, owner)
-    return page(session, query, (LatencyTableRow.created_at.desc(), LatencyTableRow.id.desc()), limit, offset)
+    return newest_first(session, LatencyTableRow, user, owner, limit, offset)
 
 
 def delete(session: Session, row: LatencyTableRow) -> None:

@@ -1,4 +1,4 @@
-"""Who sees which rows, and one page of them: the same for searches and latency tables."""
+"""Who sees which rows, and one page of them: the same for searches and uploads (latency tables, weights)."""
 
 from __future__ import annotations
 
@@ -30,3 +30,10 @@ def owned(session: Session, model: type, row_id: str, user: User) -> Any | None:
     """The row ``row_id`` of ``model`` if it exists and ``user`` owns it (admins see all); else None."""
     row = session.get(model, row_id) if len(row_id) <= 32 else None
     return row if row is not None and (user.is_admin or row.owner == user.name) else None
+
+
+def newest_first(session: Session, model: type, user: User, owner: str | None, limit: int,
+                 offset: int) -> tuple[list[Any], int]:
+    """One page of the rows of ``model`` (an upload: ``owner``, ``created_at``, ``id``) ``user`` may see."""
+    query = visible(select(model), model.owner, user, owner)
+    return page(session, query, (model.created_at.desc(), model.id.desc()), limit, offset)

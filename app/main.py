@@ -14,14 +14,14 @@ from app.read_retry import RetryReads
 from app.db import engine_for, session_factory
 from app.migrate import require_current
 from app.dashboard import routes as dashboard
-from app.routes import downloads, health, latency_tables, metrics, searches, tokens
+from app.routes import downloads, health, latency_tables, metrics, searches, tokens, weights
 from app.errors import add_error_handlers
 from app.openapi import document_security
 from app.settings import Settings, get_settings
 from worker.celery_app import make_celery
 
 ROUTERS: list[APIRouter] = [health.router, searches.router, tokens.router, downloads.router, metrics.router,
-                            latency_tables.router, dashboard.router]
+                            latency_tables.router, weights.router, dashboard.router]
 
 DESCRIPTION = """Channel-number search (AutoSlim) as a service.  POST a search, poll it, download the
 per-layer channel counts for each MACs / latency budget.  Authenticate with `Authorization: Bearer <token>`

@@ -112,6 +112,9 @@ class SearchCreate(Strict):
     latency_table: str = Field("", pattern=r"^[0-9a-f]{0,32}$", description=(
         "An uploaded latency table's id (POST /latency-tables): `latency_ms` budgets are milliseconds on its "
         "device and runtime. Empty: on the worker's device."))
+    weights: str = Field("", pattern=r"^[0-9a-f]{0,32}$", description=(
+        "Uploaded weights' id (POST /weights): the supernet starts from them, and training fields not given take "
+        "the short pretrained recipe (3 epochs, lr 0.01, no warm-up). Empty: random initialisation."))
 
 
 class Links(BaseModel):

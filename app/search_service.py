@@ -22,6 +22,7 @@ from app.settings import Settings
 from app.spec_validation import FieldError, check_dataset, validated_spec
 from app.tables import RETRYABLE, BudgetResult, Event, Search, Status, TrajectoryStep, utcnow
 from engine.budgets import BudgetError, parse_amount
+from engine.spec import SearchSpec
 from worker.celery_app import BrokerUnavailable
 from worker.dispatch import send
 
@@ -58,10 +59,8 @@ def submit(session: Session, celery: Celery, settings: Settings, user: User, bod
            idempotency_key: str | None = None) -> tuple[Search, bool]:
     """Store and enqueue a search; (search, created).  A repeated Idempotency-Key returns the first."""
     checked = validated_spec(body, settings)
-    if checked.latency_table:
-        from app.latency_table_service import check_for_search  # it raises this module's errors
-
-        check_for_search(session, user, checked, check_dataset(checked.dataset, settings.resolved_data_roots)[1])
+    if checked.latency_table or checked.weights:
+        _check_uploads(session, user, checked, check_dataset(checked.dataset, settings.resolved_data_roots)[1])
     spec, queue = checked.to_dict(), body.queue or settings.default_queue
     if idempotency_key:
         existing = _by_key(session, user.name, idempotency_key)
@@ -99,6 +98,16 @@ def _resend_if_unsent(session: Session, celery: Celery, search: Search) -> Searc
     if search.status == Status.queued and search.enqueued_at is None:
         _send_or_503(session, celery, search)
     return search
+
+
+def _check_uploads(session: Session, user: User, spec: SearchSpec, num_classes: int) -> None:
+    """The latency table and weights a search names: ``user``'s, and fitting its network."""
+    from app import latency_table_service, weights_service  # they raise this module's errors
+
+    if spec.latency_table:
+        latency_table_service.check_for_search(session, user, spec, num_classes)
+    if spec.weights:
+        weights_service.check_for_search(session, user, spec, num_classes)
 
 
 def _by_key(session: Session, owner: str, key: str) -> Search | None:

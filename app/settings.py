@@ -48,6 +48,8 @@ class Settings(BaseSettings):
         "Request bodies larger than this are refused with 413 before they are read (uploads such as "
         "latency tables have their own limit)."))
     session_hours: float = Field(default=12.0, gt=0, description="How long a dashboard login lasts.")
+    max_weights_bytes: int = Field(default=1 << 30, ge=1, description=(
+        "Largest weights upload (POST /weights); 1 GiB holds any torchvision CNN's fp32 state dict."))
     model_modules: Annotated[list[str], NoDecode] = Field(
         default_factory=list, description="Modules whose FUNCTION may be named as MODULE:FUNCTION (comma-separated).")
 
@@ -93,6 +95,11 @@ class Settings(BaseSettings):
     @property
     def latency_root(self) -> Path:
         return (self.latency_cache or self.home_dir / "latency").expanduser()
+
+    @property
+    def weights_root(self) -> Path:
+        """Uploaded weights, one file per sha256: inside the work folder, which every worker reads."""
+        return self.work_root / "weights"
 
     @property
     def resolved_data_roots(self) -> list[Path]:

@@ -45,6 +45,8 @@ def validated_spec(body: SearchCreate, settings: Settings) -> SearchSpec:
     check_request_budgets(body, num_classes)
     data = body.model_dump(exclude={"queue"})
     data["dataset"] = dataset
+    if body.weights:  # the fields the request left out take the pretrained recipe (SearchSpec.from_dict)
+        data["train"] = body.train.model_dump(exclude_unset=True)
     return SearchSpec.from_dict(data)
 
 

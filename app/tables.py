@@ -224,3 +224,21 @@ class LatencyTableRow(Base):
     size_bytes: Mapped[int]
     data: Mapped[dict[str, Any]]
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class WeightsRow(Base):
+    """Trained weights a user uploaded (a state dict), stored once per sha256 and owner; the file is
+    ``Settings.weights_root/<sha256>`` and ``shapes`` (key -> shape) lets a search be checked without it."""
+
+    __tablename__ = "weights"
+    __table_args__ = (UniqueConstraint("owner", "sha256"), Index("ix_weights_owner_created_at", "owner", "created_at"))
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    owner: Mapped[str] = mapped_column(String(100))
+    name: Mapped[str | None] = mapped_column(String(200))
+    sha256: Mapped[str] = mapped_column(String(64))
+    format: Mapped[str] = mapped_column(String(16))
+    size_bytes: Mapped[int] = mapped_column(BigInteger)
+    tensors: Mapped[int]
+    parameters: Mapped[int] = mapped_column(BigInteger)
+    shapes: Mapped[dict[str, Any]]
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)

@@ -55,6 +55,8 @@ class ProgressPrinter:
         self.last_line = float("-inf")
 
     def __call__(self, event: dict[str, Any]) -> None:
+        if "event" in event:  # a notice for the log (weights loaded, head replaced): always its own line
+            self.stream.write(("\n" if self.tty else "") + event["event"]["message"] + "\n")
         text = self.describe(event)
         if self.tty:
             filled = int(self.width * event.get("percent", 0.0) / 100)

@@ -24,6 +24,7 @@ from engine.budgets import Budget, budgets_of, check_budgets, first_fit, space_r
 from engine.data import DataSplits, as_batches, load_data
 from engine.export_results import calibrated_slim, export_answer
 from engine.greedy import GreedySlimmer
+from engine.initial_weights import check_fits, read_state_dict, shapes_of
 from engine.job_progress import JobProgress
 from engine.latency import LatencyTable, cached_table
 from engine.latency_check import check_search, load_table_file
@@ -140,6 +141,8 @@ class _Job:
         data = self._timed("data_s", lambda: load_data(self.spec.dataset, self.spec.input_size,
                                                        self.spec.search.val_fraction, self.spec.seed))
         untrained = fresh_supernet(self.spec, data)
+        if self.spec.weights:  # a file that does not fit fails before any work
+            check_fits(untrained.spec, shapes_of(read_state_dict(Path(self.spec.weights))))
         resolutions = self._resolutions()
         ranges = grid_range(untrained, resolutions) if self.mutual else space_range(untrained.space)
         check_budgets([b for b in budgets if b.kind != "latency_ms"], ranges)

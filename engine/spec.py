@@ -33,6 +33,20 @@ class TrainSpec:
     resolutions: list[int] = field(default_factory=list)  # mutual mode; empty = derived from input size
 
 
+PRETRAINED_TRAIN: dict[str, Any] = {"epochs": 3, "lr": 0.01, "warmup_epochs": 0.0}
+"""The training defaults of a supernet that starts from trained weights (`SearchSpec.weights`);
+fields the user sets still win.  The scratch defaults (10 epochs, peak lr 0.1, one warm-up epoch)
+are for random weights.  A trained full network already sits in a good minimum: a tenth of the
+learning rate keeps it there while the narrower sub-networks, distilled from it (the teacher is
+right from the first step), catch up in a few epochs; warm-up protects random weights from large
+early steps, which trained ones do not need."""
+
+
+def with_pretrained_defaults(train: dict[str, Any]) -> dict[str, Any]:
+    """A training spec's fields with `PRETRAINED_TRAIN` filling the ones not given."""
+    return {**PRETRAINED_TRAIN, **train}
+
+
 @dataclass
 class SearchSettings:
     """Greedy slimming knobs: bin count per group, held-out sizes used to score and to calibrate BN."""
@@ -75,14 +89,22 @@ class SearchSpec:
     """A latency table (`autoslim profile`) whose device the latency budgets are for: its file for
     `run_search`; the service stores the uploaded table's id and its worker hands the engine the
     file.  Empty: the worker's own device."""
+    weights: str = ""
+    """Trained weights of the full network (a state dict: ``.pt`` or ``.safetensors``) the supernet
+    starts from (`engine.initial_weights`): their file for `run_search`; the service stores the
+    upload's id and its worker hands the engine the file.  Empty: random initialisation."""
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "SearchSpec":
-        """Build from JSON-like data; unknown keys are an error so typos never pass silently."""
+        """Build from JSON-like data; unknown keys are an error so typos never pass silently.
+
+        With ``weights``, training fields not given take `PRETRAINED_TRAIN`'s values."""
         data = dict(data)
+        if data.get("weights") and isinstance(data.get("train", {}), dict):
+            data["train"] = with_pretrained_defaults(data.get("train", {}))
         nested = {"train": TrainSpec, "search": SearchSettings, "retrain": RetrainSpec}
         for key, kind in nested.items():
             if key in data and isinstance(data[key], dict):
@@ -101,7 +123,8 @@ def _strict(kind: type, data: dict[str, Any], where: str) -> Any:
 ReportFn = Callable[[dict[str, Any]], None]
 """Progress callback.  Receives plain dicts, always with `phase` (one of PHASES) and `percent`
 (0-100 over the whole job); training adds `epoch`, `epochs`, `step`, `loss`, `lr`, `images_per_s`,
-`eta_s`; the search adds `trajectory_step` (one recorded greedy step, see `run_search`)."""
+`eta_s`; the search adds `trajectory_step` (one recorded greedy step, see `run_search`); a notice
+for the search's log comes as `event` (``{"kind", "message", "level"?, "data"?}``)."""
 
 CancelFn = Callable[[], bool]
 """Returns True when the job should stop; checked between steps."""

@@ -2,7 +2,8 @@
 
 The key is a hash of everything that determines the trained weights: architecture and network
 shape, the dataset (its resolved name), the validation split (the training images are what it
-leaves), the whole training spec and the seed.  The device is not part of it: a supernet trained on
+leaves), the whole training spec, the seed, and the sha256 of the initial weights when training
+starts from some (`engine.initial_weights`).  The device is not part of it: a supernet trained on
 a GPU serves a CPU search.  Each key owns a folder holding the trainer's ``last.pt`` (so an
 interrupted training resumes, from whichever job picks it up next) and ``final.pt``.  A lock file
 serialises training of one key: a second job asking for the same supernet waits, then reuses it.
@@ -23,6 +24,7 @@ from pathlib import Path
 from typing import Iterator
 
 from engine.data import DataSplits
+from engine.initial_weights import file_sha256, start_from_weights
 from engine.spec import CancelFn, ReportFn, SearchSpec
 from engine.train import build_for_mode, train_supernet
 from models import Supernet
@@ -44,10 +46,14 @@ def cache_root(workdir: Path, env_var: str = ENV_VAR, name: str = "supernets") -
 
 
 def recipe(spec: SearchSpec, data: DataSplits) -> dict:
-    """Everything that determines the trained weights (the cache key is its hash)."""
-    return {"arch": spec.arch, "dataset": data.name, "num_classes": data.num_classes, "input_size": spec.input_size,
-            "width_mult": spec.width_mult, "divisor": spec.search.divisor, "val_fraction": spec.search.val_fraction,
-            "train": asdict(spec.train), "seed": spec.seed}
+    """Everything that determines the trained weights (the cache key is its hash).  The weights' file is
+    named by its content, so the same upload under another path reuses the supernet."""
+    out = {"arch": spec.arch, "dataset": data.name, "num_classes": data.num_classes, "input_size": spec.input_size,
+           "width_mult": spec.width_mult, "divisor": spec.search.divisor, "val_fraction": spec.search.val_fraction,
+           "train": asdict(spec.train), "seed": spec.seed}
+    if spec.weights:
+        out["weights_sha256"] = file_sha256(spec.weights)
+    return out
 
 
 def supernet_key(spec: SearchSpec, data: DataSplits) -> str:
@@ -73,7 +79,10 @@ def obtain_supernet(spec: SearchSpec, data: DataSplits, root: Path, report: Repo
         if final.is_file():  # another job finished it while we waited
             return CachedSupernet(key, final, True)
         (folder / "recipe.json").write_text(json.dumps(recipe(spec, data), indent=2, sort_keys=True))
-        train_supernet(fresh_supernet(spec, data), data, spec.train, folder, seed=spec.seed, device=spec.device,
+        supernet = fresh_supernet(spec, data)
+        if spec.weights:
+            start_from_weights(supernet, spec, data, report)
+        train_supernet(supernet, data, spec.train, folder, seed=spec.seed, device=spec.device,
                        report=report, should_cancel=should_cancel)
     return CachedSupernet(key, final, False)
 

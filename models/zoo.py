@@ -1,7 +1,7 @@
 """Networks from outside autoslim, by name: ``torchvision:NAME``, ``timm:NAME``, ``MODULE:FUNCTION``.
 
 No code per architecture: the network is built as its library builds it (no weights: those come
-from the user, see `engine.weights`), its conv/BN/linear layers swapped for slimmable ones
+from the user, see `engine.initial_weights`), its conv/BN/linear layers swapped for slimmable ones
 (`models.convert.slimmable`), and its channel space traced like any other.  ``MODULE:FUNCTION``
 calls ``FUNCTION(num_classes=K)`` of a module an operator installed on the workers; modules must be
 on the allow-list (`allow_modules`, set from the ``AUTOSLIM_MODEL_MODULES`` setting by the service

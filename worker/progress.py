@@ -138,12 +138,12 @@ class ProgressWriter:
     def __call__(self, report: dict[str, Any]) -> None:
         if self.lost.is_set():
             raise ClaimLost(f"search {self.claim.search_id} was handed to another worker")
-        step = report.get("trajectory_step")
+        step, notice = report.get("trajectory_step"), report.get("event")
         phase = report.get("phase")
         if phase != self.claim.clock.phase:
             self.claim.clock.observe(phase)
         now = time.monotonic()
-        if step is None and phase == self.phase and now - self.last_write < self.every_s:
+        if step is None and notice is None and phase == self.phase and now - self.last_write < self.every_s:
             return
         self.last_write = now
         progress = {k: report[k] for k in PROGRESS_KEYS if k in report}
@@ -155,4 +155,7 @@ class ProgressWriter:
                 self.claim.event(session, "phase", f"phase {phase}", data=progress)
             if step is not None:
                 self.claim.add_steps(session, [step])
+            if notice is not None:  # the engine's notices (e.g. a replaced head) go to the log as they are
+                self.claim.event(session, notice["kind"], notice["message"], notice.get("level", "info"),
+                                 notice.get("data"))
         self.phase = phase

@@ -22,10 +22,10 @@ from app.settings import Settings, get_settings
 from app.tables import Search
 from engine.spec import Cancelled
 from worker.celery_app import TASK_NAME
-from worker.latency_tables import with_table_file
 from worker.progress import ClaimLost, ProgressWriter, claim
 from worker.reaper import start_reaper
 from worker.results import store_cancelled, store_failure, store_success
+from worker.uploads import with_upload_files
 
 log = logging.getLogger(__name__)
 
@@ -63,8 +63,8 @@ def execute(settings: Settings, search_id: str) -> str:
 
             allow_modules(settings.model_modules)  # MODULE:FUNCTION networks the operator installed
 
-            result = run_search(with_table_file(engine, spec, workdir), workdir, report=writer,
-                                should_cancel=writer.should_cancel)
+            files = with_upload_files(engine, spec, workdir, settings.weights_root)
+            result = run_search(files, workdir, report=writer, should_cancel=writer.should_cancel)
         store_success(held, result, Path(workdir), spec)
         return "succeeded"
     except ClaimLost:

@@ -6,7 +6,7 @@ import argparse
 import json
 from pathlib import Path
 
-from engine.spec import TRAIN_MODES, RetrainSpec, SearchSettings, TrainSpec
+from engine.spec import PRETRAINED_TRAIN, TRAIN_MODES, RetrainSpec, SearchSettings, TrainSpec, with_pretrained_defaults
 
 
 def add_commands(sub: argparse._SubParsersAction) -> None:
@@ -18,13 +18,17 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
                                                      "or on the device of --latency-table")
     p.add_argument("--latency-table", type=Path, help="a table from `autoslim profile`: latency budgets are for its device")
     p.add_argument("--params", default="", help="parameter budgets, e.g. 100k")
-    p.add_argument("--epochs", type=int, default=TrainSpec.epochs, help="supernet training epochs")
+    p.add_argument("--weights", type=Path, help="trained weights of the full network to start the supernet from "
+                                                 "(a state dict: .pt or .safetensors)")
+    p.add_argument("--epochs", type=int, help=f"supernet training epochs (default {TrainSpec.epochs}; "
+                                              f"{PRETRAINED_TRAIN['epochs']} with --weights)")
     p.add_argument("--out", type=Path, required=True, help="work folder: configs, models, result.json (resumable)")
     p.add_argument("--width-mult", type=float, default=1.0, help="width of the full supernet")
     p.add_argument("--mode", choices=[m for m in TRAIN_MODES if m != "snet"], default=TrainSpec.mode)
     p.add_argument("--input-size", type=int, default=32)
     p.add_argument("--batch-size", type=int, default=TrainSpec.batch_size)
-    p.add_argument("--lr", type=float, default=TrainSpec.lr)
+    p.add_argument("--lr", type=float, help=f"peak learning rate (default {TrainSpec.lr}; {PRETRAINED_TRAIN['lr']} "
+                                             "with --weights, which also skip the warm-up)")
     p.add_argument("--bins", type=int, default=SearchSettings.bins, help="channel bins per layer group")
     p.add_argument("--calib-size", type=int, default=SearchSettings.calib_size, help="images for BN calibration")
     p.add_argument("--score-size", type=int, default=SearchSettings.score_size, help="held-out images to score with")
@@ -58,14 +62,21 @@ def cmd_search(args: argparse.Namespace) -> int:
         arch=args.arch, dataset=args.dataset, macs=[int(v) for v in parse_amounts(args.macs)],
         latency_ms=parse_amounts(args.latency_ms), params=[int(v) for v in parse_amounts(args.params)],
         input_size=args.input_size, width_mult=args.width_mult, seed=args.seed, device=args.device,
-        train=TrainSpec(mode=args.mode, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr),
-        search=SearchSettings(bins=args.bins, calib_size=args.calib_size, score_size=args.score_size),
+        train=_train_spec(args), search=SearchSettings(bins=args.bins, calib_size=args.calib_size, score_size=args.score_size),
         retrain=RetrainSpec(epochs=args.retrain_epochs), latency_table=str(args.latency_table or ""),
+        weights=str(args.weights or ""),
     )
     printer = ProgressPrinter()
     result = run_search(spec, args.out, report=lambda event: printer({k: v for k, v in event.items() if k != "trajectory_step"}))
     print(_table(result, args.out))
     return 0
+
+
+def _train_spec(args: argparse.Namespace) -> TrainSpec:
+    """The options given; the rest from the scratch defaults, or the pretrained recipe with --weights."""
+    given = {k: v for k, v in {"mode": args.mode, "epochs": args.epochs, "batch_size": args.batch_size,
+                               "lr": args.lr}.items() if v is not None}
+    return TrainSpec(**(with_pretrained_defaults(given) if args.weights else given))
 
 
 def _table(result: dict, out: Path) -> str:

@@ -9,17 +9,18 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, HTTPException, Query, Request, Response, status
+from fastapi import APIRouter, Depends, Query, Request, Response, status
 from fastapi.responses import JSONResponse
 
 from app import latency_table_service as service
-from app.body_limit import UPLOAD_LIMITS
+from app.body_limit import SELF_LIMITED
 from app.deps import CurrentUser, SessionDep, SettingsDep
 from app.listing import MAX_OFFSET
 from app.latency_table_views import LatencyTableOut, LatencyTablePage, table_out
+from app.uploads import body_bytes
 
 router = APIRouter(prefix="/latency-tables", tags=["latency tables"])
-UPLOAD_LIMITS[router.prefix] = service.MAX_TABLE_BYTES  # bounded by `table_file` below, not the general limit
+SELF_LIMITED.add(router.prefix)  # bounded by `table_file` below, not the general limit
 
 UNKNOWN = {404: {"description": "No such latency table (or not yours)."}}
 TABLE_FILE = {"required": True, "description": "The JSON file `autoslim profile` wrote, as it is.",
@@ -28,15 +29,7 @@ TABLE_FILE = {"required": True, "description": "The JSON file `autoslim profile`
 
 async def table_file(request: Request) -> bytes:
     """The raw request body, refused past `service.MAX_TABLE_BYTES` before it is read in full."""
-    declared = request.headers.get("content-length")
-    if declared and declared.isdigit() and int(declared) > service.MAX_TABLE_BYTES:
-        raise HTTPException(status.HTTP_413_CONTENT_TOO_LARGE, f"a latency table is at most {service.MAX_TABLE_BYTES} bytes")
-    body = bytearray()
-    async for chunk in request.stream():
-        body += chunk
-        if len(body) > service.MAX_TABLE_BYTES:
-            raise HTTPException(status.HTTP_413_CONTENT_TOO_LARGE, f"a latency table is at most {service.MAX_TABLE_BYTES} bytes")
-    return bytes(body)
+    return await body_bytes(request, service.MAX_TABLE_BYTES, "a latency table")
 
 
 @router.post("", status_code=status.HTTP_201_CREATED, response_model=LatencyTableOut,

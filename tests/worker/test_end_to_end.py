@@ -1,5 +1,7 @@
 """Real searches through real worker processes: submit, finish, download, cancel, kill -9, resume.
 
+The last test uploads trained weights (``POST /weights``) and checks the supernet starts from them.
+
 The engine runs for real (`engine.run_search`) on the digits with a tiny ResNet-18 (x0.25 at the
 digits' own 8 px, one or two epochs, budgets near the full network's 2.19M MACs), so a search
 takes seconds once the latency table is measured (shared between test sessions, see `app.testing`).  One finished search is shared by the
@@ -9,11 +11,14 @@ queue with workers of its own, so the shared worker never picks its search up.
 
 from __future__ import annotations
 
+import hashlib
+import io
 import json
 from pathlib import Path
 
 import pytest
 import torch
+import torch.nn.functional as F
 from fvcore.nn import FlopCountAnalysis
 from sqlalchemy import select
 from torch import nn
@@ -22,6 +27,8 @@ import models
 from app.db import session_scope
 from app.tables import Event, Search, Supernet
 from app.testing import wait_for
+from engine.calibrate import calibrate_bn, evaluate
+from engine.data import as_batches, load_data
 from worker.celery_app import enqueue
 
 TINY = {"arch": "resnet18", "dataset": "digits", "input_size": 8, "width_mult": 0.25, "macs": ["2.1M", "1.95M"],
@@ -172,3 +179,46 @@ def test_kill_9_mid_training_then_a_new_worker_finishes_without_a_duplicate_run(
     steps = client.get(f"/searches/{created['id']}/trajectory").json()["steps"]
     result = json.loads((Path(settings.work_root) / created["id"] / "result.json").read_text())
     assert [s["step"] for s in steps] == list(range(len(result["trajectory"])))
+
+
+# ---- starting from trained weights -----------------------------------------------------------------
+def trained_tiny(epochs: int = 3) -> torch.nn.Module:
+    """The plain network of TINY (ResNet-18 x0.25 at 8 px), trained on the digits' training split by the
+    test itself (Adam: it needs no schedule to get far in a few seconds)."""
+    data = load_data("digits", input_size=TINY["input_size"])
+    torch.manual_seed(0)
+    model = models.build("resnet18", num_classes=10, input_size=TINY["input_size"], width_mult=TINY["width_mult"])
+    optimizer = torch.optim.Adam(model.parameters(), 3e-3)
+    loader = torch.utils.data.DataLoader(data.train, batch_size=64, shuffle=True,
+                                         generator=torch.Generator().manual_seed(0))
+    model.train()
+    for _ in range(epochs):
+        for x, y in loader:
+            optimizer.zero_grad()
+            F.cross_entropy(model(x), y).backward()
+            optimizer.step()
+    # A few dozen steps leave the running BN statistics lagging the weights: estimate them afresh.
+    calibrate_bn(model, as_batches(data.train_plain, 512), [m for m in model.modules() if isinstance(m, nn.BatchNorm2d)])
+    return model.eval()
+
+
+def test_a_search_starts_its_supernet_from_uploaded_weights(client, engine, cpu_worker):
+    model = trained_tiny()
+    data = load_data("digits", input_size=TINY["input_size"])
+    own = evaluate(model, as_batches(data.val, TINY["search"]["score_size"], TINY["search"]["calib_batch_size"], seed=0))
+    assert own.accuracy > 50  # trained: far from the 10% of a fresh network, so the match below means something
+    raw = io.BytesIO()
+    torch.save(model.state_dict(), raw)
+    uploaded = client.post("/weights", content=raw.getvalue(), headers={"Content-Type": "application/octet-stream"})
+    assert uploaded.status_code == 201, uploaded.text
+    body = {**TINY, "macs": ["2.1M"], "weights": uploaded.json()["id"], "train": {"epochs": 1, "batch_size": 128}}
+    created = client.post("/searches", json=body)
+    assert created.status_code == 202, created.text
+    done = wait_status(client, created.json()["id"], ("succeeded", "failed"), [cpu_worker])
+    assert done["status"] == "succeeded", done["error"]
+    assert done["results"][0]["macs"] <= 2_100_000
+    started = [e for e in events(engine, done["id"]) if e.kind == "weights"]
+    assert len(started) == 1 and started[0].data["sha256"] == hashlib.sha256(raw.getvalue()).hexdigest()
+    assert started[0].data["val_accuracy"] == pytest.approx(own.accuracy, abs=1e-9)
+    assert started[0].data["val_loss"] == pytest.approx(own.loss, rel=1e-4)
+    assert done["spec"]["train"]["lr"] == 0.01 and done["spec"]["train"]["warmup_epochs"] == 0.0

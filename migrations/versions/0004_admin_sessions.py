@@ -1,8 +1,8 @@
 """Dashboard login sessions (the cookie no longer holds the API token) and the marker of a queued
 search whose message has been sent (a search stored while the broker was down is sent later).
 
-Revision ID: 0003_admin_sessions
-Revises: 0002
+Revision ID: 0004
+Revises: 0003
 """
 
 from __future__ import annotations
@@ -10,8 +10,8 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-revision = '0003_admin_sessions'
-down_revision = '0002'
+revision = '0004'
+down_revision = '0003'
 branch_labels = None
 depends_on = None
 
