@@ -13,18 +13,29 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 
 from app.settings import Queue
-from engine.budgets import parse_amount
+from engine.budgets import parse_target
 from engine.spec import TRAIN_MODES, RetrainSpec, SearchSettings, TrainSpec
 
 TrainMode = Literal[TRAIN_MODES]  # type: ignore[valid-type]
 
 
 def parse_count(value: Any) -> Any:
-    """``"2.5M"`` -> 2500000: budgets are easier to type with a k/M/G suffix.  Other input passes on."""
-    return round(parse_amount(value)) if isinstance(value, str) else value
+    """``"2.5M"`` -> 2500000: budgets are easier to type with a k/M/G suffix; ``"40%"`` (of the full
+    network) stays a share, resolved by the search.  Other input passes on."""
+    if not isinstance(value, str):
+        return value
+    target = parse_target(value)
+    return target if isinstance(target, str) else round(target)
 
 
-Count = Annotated[int, BeforeValidator(parse_count), Field(gt=0)]
+def parse_share(value: Any) -> Any:
+    """A latency budget: milliseconds, or ``"40%"`` of the full network's latency."""
+    return parse_target(value) if isinstance(value, str) and "%" in value else value
+
+
+Share = Annotated[str, Field(pattern=r"^[0-9.]+%$")]
+Count = Annotated[Annotated[int, Field(gt=0)] | Share, BeforeValidator(parse_count)]
+Milliseconds = Annotated[Annotated[float, Field(gt=0)] | Share, BeforeValidator(parse_share)]
 
 
 class Strict(BaseModel):
@@ -59,6 +70,11 @@ class SearchKnobs(Strict):
     score_size: int = Field(SearchSettings.score_size, ge=10)
     calib_size: int = Field(SearchSettings.calib_size, ge=10)
     calib_batch_size: int = Field(SearchSettings.calib_batch_size, ge=1, le=8192)
+    bins_per_step: int = Field(SearchSettings.bins_per_step, ge=1, le=16,
+                               description="Most bins one greedy step removes far from a budget (1: exact search).")
+    race_fraction: float = Field(SearchSettings.race_fraction, ge=0, lt=1,
+                                 description="Share of the data a first scoring round uses to drop clear losers (0: off).")
+    race_z: float = Field(SearchSettings.race_z, gt=0, le=10, description="Standard errors a dropped candidate trails by.")
 
 
 class RetrainSettings(Strict):
@@ -80,8 +96,9 @@ class SearchCreate(Strict):
     dataset: str = Field(description="`digits`, `cifar10:DIR` or `imagefolder:DIR`; DIR under a data root.",
                          examples=["digits", "cifar10:cifar10-subset"], max_length=500)
     macs: list[Count] = Field(default_factory=list, max_length=32,
-                              description="MACs budgets (the papers' FLOPs); numbers or strings like `150M`.")
-    latency_ms: list[Annotated[float, Field(gt=0)]] = Field(default_factory=list, max_length=32)
+                              description="MACs budgets (the papers' FLOPs); numbers, strings like `150M`, or "
+                                          "shares of the full network like `40%`.")
+    latency_ms: list[Milliseconds] = Field(default_factory=list, max_length=32)
     params: list[Count] = Field(default_factory=list, max_length=32)
     input_size: int = Field(32, ge=8, le=1024)
     width_mult: float = Field(1.0, gt=0, le=4)

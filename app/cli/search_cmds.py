@@ -13,11 +13,11 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("search", help="AutoSlim: per-layer channel counts for MACs / latency / params budgets")
     p.add_argument("--arch", required=True, help="architecture (see `autoslim archs`)")
     p.add_argument("--dataset", required=True, help="digits | cifar10:DIR | imagefolder:DIR")
-    p.add_argument("--macs", default="", help="MACs budgets, e.g. 2M,4M (suffixes k, M, G)")
+    p.add_argument("--macs", default="", help="MACs budgets, e.g. 2M,4M (suffixes k, M, G) or 40%%,60%% of the full network")
     p.add_argument("--latency-ms", default="", help="latency budgets in ms, e.g. 1.5,3: on this machine (batch 1), "
                                                      "or on the device of --latency-table")
     p.add_argument("--latency-table", type=Path, help="a table from `autoslim profile`: latency budgets are for its device")
-    p.add_argument("--params", default="", help="parameter budgets, e.g. 100k")
+    p.add_argument("--params", default="", help="parameter budgets, e.g. 100k or 50%%")
     p.add_argument("--epochs", type=int, default=TrainSpec.epochs, help="supernet training epochs")
     p.add_argument("--out", type=Path, required=True, help="work folder: configs, models, result.json (resumable)")
     p.add_argument("--width-mult", type=float, default=1.0, help="width of the full supernet")
@@ -50,13 +50,13 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
 
 def cmd_search(args: argparse.Namespace) -> int:
     from engine import run_search
-    from engine.budgets import parse_amounts
+    from engine.budgets import parse_targets
     from engine.progress import ProgressPrinter
     from engine.spec import SearchSpec
 
     spec = SearchSpec(
-        arch=args.arch, dataset=args.dataset, macs=[int(v) for v in parse_amounts(args.macs)],
-        latency_ms=parse_amounts(args.latency_ms), params=[int(v) for v in parse_amounts(args.params)],
+        arch=args.arch, dataset=args.dataset, macs=_counts(parse_targets(args.macs)),
+        latency_ms=parse_targets(args.latency_ms), params=_counts(parse_targets(args.params)),
         input_size=args.input_size, width_mult=args.width_mult, seed=args.seed, device=args.device,
         train=TrainSpec(mode=args.mode, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr),
         search=SearchSettings(bins=args.bins, calib_size=args.calib_size, score_size=args.score_size),
@@ -66,6 +66,11 @@ def cmd_search(args: argparse.Namespace) -> int:
     result = run_search(spec, args.out, report=lambda event: printer({k: v for k, v in event.items() if k != "trajectory_step"}))
     print(_table(result, args.out))
     return 0
+
+
+def _counts(targets: list) -> list:
+    """Amounts of MACs or params as whole numbers; shares (``"40%"``) stay as they are."""
+    return [t if isinstance(t, str) else int(t) for t in targets]
 
 
 def _table(result: dict, out: Path) -> str:
