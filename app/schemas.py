@@ -75,6 +75,7 @@ class SearchKnobs(Strict):
     race_fraction: float = Field(SearchSettings.race_fraction, ge=0, lt=1,
                                  description="Share of the data a first scoring round uses to drop clear losers (0: off).")
     race_z: float = Field(SearchSettings.race_z, gt=0, le=10, description="Standard errors a dropped candidate trails by.")
+    channels_last: bool = Field(SearchSettings.channels_last, description="Search in NHWC memory layout (faster on CPU).")
 
 
 class RetrainSettings(Strict):

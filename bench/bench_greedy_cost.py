@@ -16,6 +16,7 @@ scales linearly with both sizes.
 
     python -m bench.bench_greedy_cost                           # both networks to 40% MACs
     python -m bench.bench_greedy_cost --archs mobilenet_v2 --budget 0.25 --calib-size 128 --score-size 128
+    python -m bench.bench_greedy_cost --layout          # the first steps in NCHW vs channels-last layout
 """
 
 from __future__ import annotations
@@ -142,6 +143,25 @@ def measure(arch: str, data, args: argparse.Namespace) -> None:
         print(f"| {kind} | {row[0]:.1f} | {row[1]:.1f} | {row[2]:.1f} | {sum(row) / node_total:.0%} |")
 
 
+def layout_ratio(arch: str, data, args: argparse.Namespace, steps: int = 2) -> None:
+    """Time of the first greedy steps in the default (NCHW) and channels-last (NHWC) memory layout,
+    alternated twice, the faster run of each kept."""
+    net = build_for_mode(arch, "usnet-nonuniform", data.num_classes, args.input_size, args.width_mult).eval()
+    calib = as_batches(data.train_plain, args.calib_size, args.batch_size)
+    score = as_batches(data.val, args.score_size, args.batch_size)
+    best: dict[bool, float] = {}
+    trajectories = {}
+    for _ in range(2):
+        for channels_last in (False, True):
+            slimmer = GreedySlimmer(net, calib, score, bins=args.bins, channels_last=channels_last)
+            started = time.perf_counter()
+            trajectories[channels_last] = slimmer.run(lambda s: len(s) > steps)
+            best[channels_last] = min(best.get(channels_last, float("inf")), time.perf_counter() - started)
+    same = [s.widths for s in trajectories[False]] == [s.widths for s in trajectories[True]]
+    print(f"{arch}: {steps} greedy steps, NCHW {best[False]:.1f} s, channels-last {best[True]:.1f} s: "
+          f"{best[False] / best[True]:.2f}x faster in channels-last; same steps taken: {same}")
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--archs", default="mobilenet_v2,resnet18")
@@ -154,12 +174,16 @@ def main() -> None:
     p.add_argument("--score-size", type=int, default=64)
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--layout", action="store_true", help="only time NCHW against channels-last on the first steps")
     args = p.parse_args()
     pin_threads(args.threads)
     data = load_data(args.dataset, input_size=args.input_size)
     print(f"dataset {data.name}, torch threads {torch.get_num_threads()}")
     for arch in args.archs.split(","):
-        measure(arch, data, args)
+        if args.layout:
+            layout_ratio(arch, data, args)
+        else:
+            measure(arch, data, args)
 
 
 if __name__ == "__main__":

@@ -39,6 +39,10 @@ class Batches:
     def to(self, device: torch.device | str) -> "Batches":
         return Batches(self.x.to(device), self.y.to(device), self.batch_size)
 
+    def channels_last(self) -> "Batches":
+        """The images in channels-last layout (NHWC in memory), the layout CPU convolutions run fastest in."""
+        return Batches(self.x.contiguous(memory_format=torch.channels_last), self.y, self.batch_size)
+
     def head(self, fraction: float) -> "Batches":
         """The first ``fraction`` of the sample (whole batches, at least one): a racing round's share.
         The sample was drawn at random (`engine.data.as_batches`), so its head is a random sample too."""

@@ -183,7 +183,8 @@ class _Job:
         table = self.tables[self.spec.input_size]
         knobs = self.spec.search
         slimmer = GreedySlimmer(supernet, calib, score, knobs.bins, latency=table.predict, budgets=budgets,
-                                bins_per_step=knobs.bins_per_step, race_fraction=knobs.race_fraction, race_z=knobs.race_z)
+                                bins_per_step=knobs.bins_per_step, race_fraction=knobs.race_fraction, race_z=knobs.race_z,
+                                channels_last=knobs.channels_last)
         state_key = _hash({"supernet": supernet_key, "search": asdict(self.spec.search), "seed": self.spec.seed,
                            "latency": table.key, "latency_fit": [table.scale, table.overhead_ms],
                            "device": self.spec.device})

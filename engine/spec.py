@@ -36,8 +36,8 @@ class TrainSpec:
 @dataclass
 class SearchSettings:
     """Greedy slimming knobs: bin count per group, held-out sizes used to score and to calibrate BN,
-    and the two speed-ups of `engine.greedy` (``bins_per_step`` 1 and ``race_fraction`` 0 give the
-    exact greedy search)."""
+    the two speed-ups of `engine.greedy` (``bins_per_step`` 1 and ``race_fraction`` 0 give the
+    exact greedy search), and the memory layout it runs in (channels-last: 1.5-2x faster on CPU)."""
 
     bins: int = 10
     divisor: int = 8
@@ -48,6 +48,7 @@ class SearchSettings:
     bins_per_step: int = 1
     race_fraction: float = 0.0
     race_z: float = 2.0
+    channels_last: bool = True
 
 
 @dataclass

@@ -28,6 +28,10 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--bins", type=int, default=SearchSettings.bins, help="channel bins per layer group")
     p.add_argument("--calib-size", type=int, default=SearchSettings.calib_size, help="images for BN calibration")
     p.add_argument("--score-size", type=int, default=SearchSettings.score_size, help="held-out images to score with")
+    p.add_argument("--bins-per-step", type=int, default=SearchSettings.bins_per_step,
+                   help="most bins a greedy step removes far from a budget (1 with --race-fraction 0: the exact search)")
+    p.add_argument("--race-fraction", type=float, default=SearchSettings.race_fraction,
+                   help="share of the images a first round scores candidates on to drop clear losers (0: no racing)")
     p.add_argument("--retrain-epochs", type=int, default=0, help="fine-tune each answer for this many epochs")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
@@ -59,7 +63,8 @@ def cmd_search(args: argparse.Namespace) -> int:
         latency_ms=parse_targets(args.latency_ms), params=_counts(parse_targets(args.params)),
         input_size=args.input_size, width_mult=args.width_mult, seed=args.seed, device=args.device,
         train=TrainSpec(mode=args.mode, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr),
-        search=SearchSettings(bins=args.bins, calib_size=args.calib_size, score_size=args.score_size),
+        search=SearchSettings(bins=args.bins, calib_size=args.calib_size, score_size=args.score_size,
+                              bins_per_step=args.bins_per_step, race_fraction=args.race_fraction),
         retrain=RetrainSpec(epochs=args.retrain_epochs), latency_table=str(args.latency_table or ""),
     )
     printer = ProgressPrinter()

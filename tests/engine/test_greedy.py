@@ -68,6 +68,9 @@ def test_shared_prefix_scores_equal_the_full_recomputation(arch, width, digits16
     assert shared == full
     assert len({s.loss for s in full.values()}) > 1
     assert net.widths == parent
+    net.to(memory_format=torch.channels_last)  # the layout a search runs in with `channels_last`
+    calib, score = calib.channels_last(), score.channels_last()
+    assert SharedPrefixScorer(net, calib, score).score(parent, options) == FullScorer(net, calib, score).score(parent, options)
 
 
 def test_shared_and_full_search_give_the_same_trajectory(trained, samples):
