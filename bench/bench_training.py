@@ -84,7 +84,9 @@ def _throughput(args: argparse.Namespace, data: DataSplits, spec: TrainSpec, ste
     sampler = WidthSampler(net, spec.mode, spec.num_sandwich, seed=0)
     optimizer = make_optimizer(net, spec)
     batch = as_batches(data.train, limit=spec.batch_size, batch_size=spec.batch_size)
-    x, y = batch.x, batch.y
+    layout = torch.contiguous_format if args.nchw else torch.channels_last  # training's CPU layout by default
+    net.to(memory_format=layout)
+    x, y = batch.x.contiguous(memory_format=layout), batch.y
     full_macs = count_macs(net.space, net.space.full())
     timings = {"sandwich": 0.0, "full": 0.0}
     shares = [0.0] * spec.num_sandwich
@@ -108,7 +110,7 @@ def _throughput(args: argparse.Namespace, data: DataSplits, spec: TrainSpec, ste
                 alone[j] += timed_step([member])
                 shares[j] += count_macs(net.space, member.widths) / full_macs
     rates = {name: steps * len(y) / seconds for name, seconds in timings.items()}
-    print(f"training throughput (batch {len(y)}, {steps} timed steps each, interleaved): "
+    print(f"training throughput ({'NCHW' if args.nchw else 'channels-last'}, batch {len(y)}, {steps} timed steps each, interleaved): "
           f"sandwich step ({spec.num_sandwich} widths) {rates['sandwich']:.0f} img/s, "
           f"full-width step {rates['full']:.0f} img/s, ratio {rates['full'] / rates['sandwich']:.2f} "
           f"(MAC-proportional ideal {sum(shares) / steps:.2f}, members timed alone {sum(alone) / timings['full']:.2f})")
@@ -141,6 +143,7 @@ def _parse() -> argparse.Namespace:
     p.add_argument("--warmup-epochs", type=float, default=1.0)
     p.add_argument("--calib-size", type=int, default=2000)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--nchw", action="store_true", help="time the steps in NCHW layout (training runs channels-last)")
     p.add_argument("--throughput-only", action="store_true", help="only the sandwich / full-width step ratio")
     p.add_argument("--no-inplace-distill", action="store_true",
                    help="students learn the labels (on short schedules the early teacher's soft targets slow training)")

@@ -44,11 +44,13 @@ class Batches:
         return Batches(self.x.contiguous(memory_format=torch.channels_last), self.y, self.batch_size)
 
     def head(self, fraction: float) -> "Batches":
-        """The first ``fraction`` of the sample (whole batches, at least one): a racing round's share.
-        The sample was drawn at random (`engine.data.as_batches`), so its head is a random sample too."""
-        batches = max(1, math.ceil(fraction * len(self) / self.batch_size))
-        end = min(len(self), batches * self.batch_size)
-        return Batches(self.x[:end], self.y[:end], self.batch_size)
+        """The first ``fraction`` of the sample (at least one image), in batches of equal size no larger
+        than this one's: a racing round's share.  The sample was drawn at random
+        (`engine.data.as_batches`), so its head is a random sample too; equal batches weigh equally in
+        BN calibration's average over batches."""
+        count = min(len(self), max(1, math.ceil(fraction * len(self))))
+        batches = math.ceil(count / self.batch_size)
+        return Batches(self.x[:count], self.y[:count], math.ceil(count / batches))
 
 
 def shared_bns(model: nn.Module) -> list[SlimBatchNorm2d]:

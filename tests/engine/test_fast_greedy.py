@@ -64,8 +64,9 @@ def test_racing_takes_the_exact_steps_and_scores_fewer_candidates_exactly(traine
 def test_the_first_round_sees_the_head_of_both_samples(trained, samples):
     calib, score = samples
     racer = RacingScorer(trained, calib, score, fraction=0.3, z=2.0)
-    assert len(racer.first.calib) == 64 and len(racer.first.data) == 64  # 0.3 of 128, whole batches of 64
-    assert torch.equal(racer.first.data.x, score.x[:64])
+    assert len(racer.first.calib) == len(racer.first.data) == 39  # 0.3 of 128 images, rounded up
+    assert torch.equal(racer.first.data.x, score.x[:39])
+    assert [len(y) for _, y in calib.head(0.8)] == [52, 51]  # 103 images in two equal batches (at most 64)
 
 
 def test_combined_moves_take_fewer_steps_and_never_cross_a_budget(trained, samples, exact):

@@ -133,14 +133,15 @@ def test_a_second_search_reuses_the_supernet_and_a_finished_one_returns_at_once(
     again = run_search({**SPEC, "macs": [7_500_000]}, tmp_path / "second", report=events.append)
     assert again["supernet"] == {**result["supernet"], "reused": True}
     assert "train" not in {e["phase"] for e in events} and final.stat().st_mtime_ns == stamp
-    assert again["trajectory"] == result["trajectory"][: len(again["trajectory"])]
+    # The same supernet and samples: the same full network's score.  (Later steps may differ: how many
+    # bins a step removes depends on how far the budgets are, `engine.greedy.GreedySlimmer.bins_this_step`.)
+    assert again["trajectory"][0] == result["trajectory"][0]
     events.clear()
     assert run_search({**SPEC, "macs": [7_500_000]}, tmp_path / "second", report=events.append) == again
     assert events == []
 
 
 def test_cancelled_search_keeps_its_state_and_resumes_to_the_same_answer(first, tmp_path):
-    _, result, _ = first
     spec = SearchSpec.from_dict({**SPEC, "macs": [7_000_000]})
     seen: list[dict] = []
     with pytest.raises(Cancelled):
@@ -149,7 +150,7 @@ def test_cancelled_search_keeps_its_state_and_resumes_to_the_same_answer(first, 
     assert [s["index"] for s in saved] == [0, 1, 2] and not (tmp_path / "result.json").exists()
     resumed = run_search(spec, tmp_path)
     assert len(resumed["trajectory"]) > 3  # it went on from the saved steps, on the uninterrupted path
-    assert resumed["trajectory"] == result["trajectory"][: len(resumed["trajectory"])]
+    assert resumed["trajectory"] == run_search(spec, tmp_path / "uninterrupted")["trajectory"]
 
 
 def test_infeasible_budgets_are_rejected_before_training(caches, tmp_path):
