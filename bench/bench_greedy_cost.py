@@ -33,7 +33,7 @@ from engine.budgets import Budget, until_all_met
 from engine.calibrate import Batches
 from engine.candidate_scoring import SharedPrefixScorer
 from engine.data import as_batches, load_data
-from engine.greedy import GreedySlimmer
+from engine.greedy import Cost, GreedySlimmer, candidates
 from engine.partial_forward import PartialForward
 from engine.train import build_for_mode
 from models import count_macs
@@ -97,6 +97,23 @@ def instrument(scorer: SharedPrefixScorer, meter: CostMeter) -> None:
     graph.narrow = lambda *a: meter.timed_phase("narrow", lambda: narrow(*a))
 
 
+def step_range(space, bins: int, budget: Budget) -> tuple[int, int]:
+    """Steps one-bin greedy slimming needs to reach ``budget`` if every step removed the bin worth
+    the most MACs, and if every step removed the one worth the fewest: the range the search's step
+    count lies in, whatever the scores."""
+    counts = []
+    for pick in (min, max):
+        widths, n = space.full(), 0
+        while not budget.fits(Cost(count_macs(space, widths), 0, None)):
+            options = candidates(space, widths, bins)
+            if not options:
+                break
+            widths = pick(options.values(), key=lambda w: count_macs(space, w))
+            n += 1
+        counts.append(n)
+    return counts[0], counts[1]
+
+
 def measure(arch: str, data, args: argparse.Namespace) -> None:
     net = build_for_mode(arch, "usnet-nonuniform", data.num_classes, args.input_size, args.width_mult).eval()
     calib = as_batches(data.train_plain, args.calib_size, args.batch_size)
@@ -118,14 +135,17 @@ def measure(arch: str, data, args: argparse.Namespace) -> None:
         return scored(parent, options)
 
     slimmer.scorer.score = counting
+    met = until_all_met([budget])
     started = time.perf_counter()
-    steps = slimmer.run(until_all_met([budget]))
+    steps = slimmer.run(lambda s: met(s) or (args.steps is not None and len(s) > args.steps))
     total = time.perf_counter() - started
     n = len(steps) - 1
+    fewest, most = step_range(space, args.bins, budget)
     print(f"\n## {arch} x{args.width_mult} at {args.input_size} px: {len(space.groups)} groups, {args.bins} bins, "
           f"full {full_macs / 1e6:.2f}M MACs -> budget {args.budget:.0%} ({budget.target / 1e6:.2f}M), "
           f"calib {len(calib)} / score {len(score)} images, batch {args.batch_size}")
-    print(f"steps {n}, candidates {counted['candidates']} ({counted['candidates'] / max(n, 1):.1f} per step), "
+    print(f"steps to the budget if every step removed the most / the fewest MACs: {fewest} / {most}")
+    print(f"steps {n}{'' if met(steps) else ' (stopped early)'}, candidates {counted['candidates']} ({counted['candidates'] / max(n, 1):.1f} per step), "
           f"reached {steps[-1].macs / 1e6:.2f}M MACs; each candidate runs {counted['from_cut'] / max(counted['candidates'], 1):.0%} "
           f"of the graph's nodes from its cut")
     print(f"wall {total:.1f} s, {total / max(n, 1):.2f} s per step; per candidate per image "
@@ -174,6 +194,7 @@ def main() -> None:
     p.add_argument("--score-size", type=int, default=64)
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--steps", type=int, help="stop after this many steps (the cost split is per step)")
     p.add_argument("--layout", action="store_true", help="only time NCHW against channels-last on the first steps")
     args = p.parse_args()
     pin_threads(args.threads)
