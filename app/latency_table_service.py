@@ -21,7 +21,7 @@ from app.listing import newest_first, owned
 from app.search_service import Conflict, NotFound
 from app.spec_validation import FieldError
 from app.tables import LatencyTableRow, Search, Status
-from engine.budgets import Budget, BudgetError, check_budgets
+from engine.budgets import Budget, BudgetError, check_budgets, resolve_target
 from engine.latency import LatencyTable
 from engine.latency_check import TableError, check_graph, check_search, read_table, table_network
 from engine.spec import SearchSpec
@@ -94,7 +94,7 @@ def check_for_search(session: Session, user: User, spec: SearchSpec, num_classes
     ranges = {"latency_ms": {"min": row.min_ms, "max": row.max_ms}}
     for index, target in enumerate(spec.latency_ms):
         try:
-            check_budgets([Budget("latency_ms", float(target))], ranges)
+            check_budgets([Budget("latency_ms", resolve_target(target, row.max_ms, "latency_ms"))], ranges)
         except BudgetError as err:
             raise FieldError(("body", "latency_ms", index), f"{err} on {row.device}, {row.runtime}") from None
 

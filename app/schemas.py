@@ -14,7 +14,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StrictBool, StringConstraints
 
 from app.settings import Queue
-from engine.budgets import parse_amount
+from engine.budgets import parse_target
 from engine.spec import TRAIN_MODES, RetrainSpec, SearchSettings, TrainSpec
 
 TrainMode = Literal[TRAIN_MODES]  # type: ignore[valid-type]
@@ -29,17 +29,27 @@ MAX_SAMPLES = 1_000_000
 
 
 def parse_count(value: Any) -> Any:
-    """``"2.5M"`` -> 2500000: budgets are easier to type with a k/M/G suffix.  Other input passes on;
-    an amount too large to be an integer (``1e999``) is refused here, before rounding."""
+    """``"2.5M"`` -> 2500000: budgets are easier to type with a k/M/G suffix; ``"40%"`` (of the full
+    network) stays a share, resolved by the search.  Other input passes on; an amount too large to
+    be an integer (``1e999``) is refused here, before rounding."""
     if not isinstance(value, str):
         return value
-    amount = parse_amount(value)
-    if not math.isfinite(amount) or amount > MAX_COUNT:
+    target = parse_target(value)
+    if isinstance(target, str):
+        return target
+    if not math.isfinite(target) or target > MAX_COUNT:
         raise ValueError(f"{value[:40]!r} is larger than {MAX_COUNT:.0e}")
-    return round(amount)
+    return round(target)
 
 
-Count = Annotated[int, BeforeValidator(parse_count), Field(gt=0, le=MAX_COUNT)]
+def parse_share(value: Any) -> Any:
+    """A latency budget: milliseconds, or ``"40%"`` of the full network's latency."""
+    return parse_target(value) if isinstance(value, str) and "%" in value else value
+
+
+Share = Annotated[str, Field(pattern=r"^[0-9.]+%$", max_length=40)]
+Count = Annotated[Annotated[int, Field(gt=0, le=MAX_COUNT)] | Share, BeforeValidator(parse_count)]
+Milliseconds = Annotated[Annotated[float, Field(gt=0, le=1e6)] | Share, BeforeValidator(parse_share)]
 
 
 class Strict(BaseModel):
@@ -75,6 +85,12 @@ class SearchKnobs(Strict):
     score_size: int = Field(SearchSettings.score_size, ge=10, le=MAX_SAMPLES)
     calib_size: int = Field(SearchSettings.calib_size, ge=10, le=MAX_SAMPLES)
     calib_batch_size: int = Field(SearchSettings.calib_batch_size, ge=1, le=8192)
+    bins_per_step: int = Field(SearchSettings.bins_per_step, ge=1, le=16,
+                               description="Most bins one greedy step removes far from a budget (1: exact search).")
+    race_fraction: float = Field(SearchSettings.race_fraction, ge=0, lt=1,
+                                 description="Share of the data a first scoring round uses to drop clear losers (0: off).")
+    race_z: float = Field(SearchSettings.race_z, gt=0, le=10, description="Standard errors a dropped candidate trails by.")
+    channels_last: bool = Field(SearchSettings.channels_last, description="Search in NHWC memory layout (faster on CPU).")
 
 
 class RetrainSettings(Strict):
@@ -97,8 +113,9 @@ class SearchCreate(Strict):
     dataset: str = Field(description="`digits`, `cifar10:DIR` or `imagefolder:DIR`; DIR under a data root.",
                          examples=["digits"], max_length=500)
     macs: list[Count] = Field(default_factory=list, max_length=32,
-                              description="MACs budgets (the papers' FLOPs); numbers or strings like `150M`.")
-    latency_ms: list[Annotated[float, Field(gt=0, le=1e6)]] = Field(default_factory=list, max_length=32)
+                              description="MACs budgets (the papers' FLOPs); numbers, strings like `150M`, or "
+                                          "shares of the full network like `40%`.")
+    latency_ms: list[Milliseconds] = Field(default_factory=list, max_length=32)
     params: list[Count] = Field(default_factory=list, max_length=32)
     input_size: int = Field(32, ge=8, le=1024)
     width_mult: float = Field(1.0, gt=0, le=4)

@@ -15,7 +15,7 @@ from typing import Any
 import models
 from app.schemas import SearchCreate
 from app.settings import Settings
-from engine.budgets import Budget, BudgetError, check_budgets, feasible_range
+from engine.budgets import Budget, BudgetError, check_budgets, feasible_range, resolve_target
 from engine.spec import SearchSpec
 
 Loc = tuple[str | int, ...]
@@ -63,7 +63,7 @@ def check_request_budgets(body: SearchCreate, num_classes: int) -> None:
         for index, target in enumerate(targets):
             if kind in ranges:
                 try:
-                    check_budgets([Budget(kind, float(target))], ranges)
+                    check_budgets([Budget(kind, resolve_target(target, ranges[kind]["max"], kind))], ranges)
                 except BudgetError as err:
                     raise FieldError(("body", kind, index), str(err)) from None
 

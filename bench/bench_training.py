@@ -5,7 +5,8 @@
 3. networks trained individually at each uniform width, same epochs and schedule,
 
 plus training images/s of one sandwich step (4 widths) against one full-width step, timed on
-the same batch in the same process.  Accuracies are on the dataset's test split, which neither
+the same batch in the same process, with the ratio of their times, its MAC-proportional ideal, and
+each member's time alone against its share of the MACs (``--throughput-only`` stops there).  Accuracies are on the dataset's test split, which neither
 training nor calibration sees.
 
     python -m bench.bench_training                                   # digits, resnet18 0.25x, 16 px, 30 epochs
@@ -30,7 +31,7 @@ from engine.sampling import Member, WidthSampler
 from engine.spec import TrainSpec
 from engine.train import build_for_mode, init_weights, sandwich_step, train_supernet
 from engine.width_scores import REPORT_RATIOS, score_uniform
-from models import build_supernet
+from models import build_supernet, count_macs
 
 BAR_POINTS = 1.5
 
@@ -46,6 +47,8 @@ def main() -> None:
           f"lr {spec.lr}, warm-up {spec.warmup_epochs} epochs, inplace distillation {spec.inplace_distill}, calibration on {args.calib_size} training images, "
           f"torch threads {torch.get_num_threads()}")
     _throughput(args, data, spec)
+    if args.throughput_only:
+        return
     test = as_batches(data.test)
     calib = as_batches(data.train_plain, limit=args.calib_size, seed=args.seed)
     with tempfile.TemporaryDirectory() as work:
@@ -74,25 +77,45 @@ def _train_alone(args: argparse.Namespace, data: DataSplits, spec: TrainSpec, ra
 
 
 def _throughput(args: argparse.Namespace, data: DataSplits, spec: TrainSpec, steps: int = 8) -> None:
-    """Images/s of a sandwich step vs a full-width step, alternating on one batch (same conditions)."""
+    """Images/s of a sandwich step vs a full-width step, alternating on one batch (same conditions),
+    and where the sandwich's time goes: each member's step alone against its share of the MACs (the
+    MAC-proportional ideal of the ratio is the sum of the members' shares)."""
     net = build_for_mode(args.arch, spec.mode, data.num_classes, args.input_size, args.width_mult).train()
     sampler = WidthSampler(net, spec.mode, spec.num_sandwich, seed=0)
     optimizer = make_optimizer(net, spec)
     batch = as_batches(data.train, limit=spec.batch_size, batch_size=spec.batch_size)
-    x, y = batch.x, batch.y
+    layout = torch.contiguous_format if args.nchw else torch.channels_last  # training's CPU layout by default
+    net.to(memory_format=layout)
+    x, y = batch.x.contiguous(memory_format=layout), batch.y
+    full_macs = count_macs(net.space, net.space.full())
     timings = {"sandwich": 0.0, "full": 0.0}
+    shares = [0.0] * spec.num_sandwich
+    alone = [0.0] * spec.num_sandwich
+
+    def timed_step(members: list[Member]) -> float:
+        started = time.perf_counter()
+        optimizer.zero_grad(set_to_none=True)
+        sandwich_step(net, members, x, y, spec, torch.device("cpu"))
+        optimizer.step()
+        return time.perf_counter() - started
+
     for i in range(steps + 2):
-        for name, members in (("sandwich", sampler.members()), ("full", [Member(net.space.full())])):
-            started = time.perf_counter()
-            optimizer.zero_grad(set_to_none=True)
-            sandwich_step(net, members, x, y, spec, torch.device("cpu"))
-            optimizer.step()
+        members = sampler.members()
+        for name, run in (("sandwich", members), ("full", [Member(net.space.full())])):
+            seconds = timed_step(run)
             if i >= 2:  # the first steps warm allocator and kernels up
-                timings[name] += time.perf_counter() - started
+                timings[name] += seconds
+        if i >= 2:
+            for j, member in enumerate(members):
+                alone[j] += timed_step([member])
+                shares[j] += count_macs(net.space, member.widths) / full_macs
     rates = {name: steps * len(y) / seconds for name, seconds in timings.items()}
-    print(f"training throughput (batch {len(y)}, {steps} timed steps each, interleaved): "
+    print(f"training throughput ({'NCHW' if args.nchw else 'channels-last'}, batch {len(y)}, {steps} timed steps each, interleaved): "
           f"sandwich step ({spec.num_sandwich} widths) {rates['sandwich']:.0f} img/s, "
-          f"full-width step {rates['full']:.0f} img/s, ratio {rates['sandwich'] / rates['full']:.2f}")
+          f"full-width step {rates['full']:.0f} img/s, ratio {rates['full'] / rates['sandwich']:.2f} "
+          f"(MAC-proportional ideal {sum(shares) / steps:.2f}, members timed alone {sum(alone) / timings['full']:.2f})")
+    print("  member (max, min, random...): MACs share -> time share of a full-width step: " + ", ".join(
+        f"{share / steps:.2f} -> {seconds / timings['full']:.2f}" for share, seconds in zip(shares, alone)))
 
 
 def _table(calibrated, shared, alone: list[float], test_images: int) -> None:
@@ -120,6 +143,8 @@ def _parse() -> argparse.Namespace:
     p.add_argument("--warmup-epochs", type=float, default=1.0)
     p.add_argument("--calib-size", type=int, default=2000)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--nchw", action="store_true", help="time the steps in NCHW layout (training runs channels-last)")
+    p.add_argument("--throughput-only", action="store_true", help="only the sandwich / full-width step ratio")
     p.add_argument("--no-inplace-distill", action="store_true",
                    help="students learn the labels (on short schedules the early teacher's soft targets slow training)")
     return p.parse_args()

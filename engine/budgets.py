@@ -4,6 +4,11 @@ A budget outside what the channel space can reach is a user error caught before 
 the smallest configuration nothing fits, and above the full network the search would answer "the
 full network", which is never what was meant.  `feasible_range` gives the MACs and parameter range
 without data or training, so the API can validate a request when it arrives.
+
+A budget may also be a share of the full network (``"40%"``): a user rarely knows a network's MACs
+by heart, and "40% of the full network" is what the papers report.  Specs keep such a budget as
+the string, so it survives JSON and means the same on any worker; `budgets_of` turns it into an
+amount once the full network's figures are known (`resolve_target`).
 """
 
 from __future__ import annotations
@@ -17,6 +22,7 @@ from models.space import ChannelSpace
 
 KINDS = ("macs", "latency_ms", "params")
 _SUFFIX = {"": 1, "k": 1e3, "m": 1e6, "g": 1e9, "t": 1e12}
+_PERCENT = re.compile(r"^\s*([0-9]*\.?[0-9]+)\s*%\s*$")
 _AMOUNT = re.compile(r"^\s*([0-9]*\.?[0-9]+(?:e[+-]?[0-9]+)?)\s*([kmgt]?)\s*$", re.IGNORECASE)
 
 
@@ -68,6 +74,44 @@ def parse_amounts(text: str) -> list[float]:
     return [parse_amount(part) for part in text.split(",") if part.strip()]
 
 
+Target = float | int | str
+"""A budget as given: an amount (``2000000``, ``"2M"``) or a share of the full network (``"40%"``)."""
+
+
+def percent_of(value: Target) -> float | None:
+    """The percentage a ``"40%"`` budget names (None for an amount); raises for a share outside (0, 100]."""
+    if not isinstance(value, str) or "%" not in value:
+        return None
+    match = _PERCENT.match(value)
+    if not match:
+        raise BudgetError(f"cannot read {value!r} as a share of the full network (example: 40%)")
+    percent = float(match.group(1))
+    if not 0 < percent <= 100:
+        raise BudgetError(f"a budget share must be above 0% and at most 100%, got {value!r}")
+    return percent
+
+
+def parse_target(value: Target) -> Target:
+    """One budget as typed: ``"40%"`` stays a (normalised) share, anything else becomes its amount."""
+    percent = percent_of(value)
+    return f"{percent:g}%" if percent is not None else parse_amount(value)
+
+
+def parse_targets(text: str) -> list[Target]:
+    """A comma-separated list of budgets, amounts or shares (``"2M,4M"``, ``"40%,60%"``)."""
+    return [parse_target(part) for part in text.split(",") if part.strip()]
+
+
+def resolve_target(value: Target, full: float | None, kind: str = "macs") -> float:
+    """The amount a budget stands for: a share is taken of ``full`` (the full network's figure)."""
+    percent = percent_of(value)
+    if percent is None:
+        return parse_amount(value)
+    if full is None:
+        raise BudgetError(f"a {kind} budget of {value} needs the full network's {kind}, which is not known here")
+    return full * percent / 100.0
+
+
 def format_amount(value: float, digits: int = 3) -> str:
     """2000000 -> ``2M``, 2150000 -> ``2.15M``, 950 -> ``950``."""
     for suffix, scale in (("G", 1e9), ("M", 1e6), ("k", 1e3)):
@@ -76,16 +120,27 @@ def format_amount(value: float, digits: int = 3) -> str:
     return f"{value:.{digits}g}"
 
 
-def budgets_of(macs: Iterable[float] = (), latency_ms: Iterable[float] = (), params: Iterable[float] = ()) -> list[Budget]:
-    """The budget list of a request, in the order given; at least one budget is required."""
-    out = [Budget("macs", float(v)) for v in macs] + [Budget("latency_ms", float(v)) for v in latency_ms]
-    out += [Budget("params", float(v)) for v in params]
-    if not out:
+def check_targets(macs: Iterable[Target] = (), latency_ms: Iterable[Target] = (), params: Iterable[Target] = ()) -> None:
+    """Raise `BudgetError` unless there is a budget and each is a positive amount or a share in (0, 100]%."""
+    given = {"macs": list(macs), "latency_ms": list(latency_ms), "params": list(params)}
+    if not any(given.values()):
         raise BudgetError("give at least one budget (MACs, latency in ms, or params)")
-    for budget in out:
-        if not budget.target > 0:
-            raise BudgetError(f"a {budget.kind} budget must be positive, got {budget.target:g}")
-    return out
+    for kind, targets in given.items():
+        for target in targets:
+            if percent_of(target) is None and not parse_amount(target) > 0:
+                raise BudgetError(f"a {kind} budget must be positive, got {parse_amount(target):g}")
+
+
+def budgets_of(macs: Iterable[Target] = (), latency_ms: Iterable[Target] = (), params: Iterable[Target] = (),
+               full: dict[str, float] | None = None) -> list[Budget]:
+    """The budget list of a request, in the order given; at least one budget is required.
+
+    Shares (``"40%"``) are taken of ``full[kind]``, the full network's MACs, latency or params.
+    """
+    full = full or {}
+    given = {"macs": list(macs), "latency_ms": list(latency_ms), "params": list(params)}
+    check_targets(**given)
+    return [Budget(kind, resolve_target(v, full.get(kind), kind)) for kind in KINDS for v in given[kind]]
 
 
 def space_range(space: ChannelSpace) -> dict[str, dict[str, int]]:

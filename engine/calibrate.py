@@ -10,7 +10,8 @@ the model's device) because the search calibrates and scores hundreds of candida
 from __future__ import annotations
 
 from contextlib import contextmanager
-from dataclasses import dataclass
+import math
+from dataclasses import dataclass, field
 from typing import Iterator
 
 import torch
@@ -37,6 +38,19 @@ class Batches:
 
     def to(self, device: torch.device | str) -> "Batches":
         return Batches(self.x.to(device), self.y.to(device), self.batch_size)
+
+    def channels_last(self) -> "Batches":
+        """The images in channels-last layout (NHWC in memory), the layout CPU convolutions run fastest in."""
+        return Batches(self.x.contiguous(memory_format=torch.channels_last), self.y, self.batch_size)
+
+    def head(self, fraction: float) -> "Batches":
+        """The first ``fraction`` of the sample (at least one image), in batches of equal size no larger
+        than this one's: a racing round's share.  The sample was drawn at random
+        (`engine.data.as_batches`), so its head is a random sample too; equal batches weigh equally in
+        BN calibration's average over batches."""
+        count = min(len(self), max(1, math.ceil(fraction * len(self))))
+        batches = math.ceil(count / self.batch_size)
+        return Batches(self.x[:count], self.y[:count], math.ceil(count / batches))
 
 
 def shared_bns(model: nn.Module) -> list[SlimBatchNorm2d]:
@@ -81,20 +95,43 @@ def calibrate_bn(model: nn.Module, data: Batches, bns: list[nn.BatchNorm2d] | No
 class Score:
     accuracy: float  # percent
     loss: float  # mean cross-entropy
+    correct: torch.Tensor | None = field(default=None, compare=False, repr=False)
+    """Per scored image, 1.0 where the prediction was right (kept on request: racing compares
+    candidates image by image, `engine.racing`)."""
 
     def better_than(self, other: "Score | None") -> bool:
         """Higher accuracy wins; lower loss breaks ties (AutoSlim keeps the removal that hurts least)."""
         return other is None or (self.accuracy, -self.loss) > (other.accuracy, -other.loss)
 
 
+class ScoreSum:
+    """Accumulates accuracy and cross-entropy batch by batch; with ``per_image``, also which images
+    were right."""
+
+    def __init__(self, per_image: bool = False) -> None:
+        self.correct, self.loss, self.count = 0, 0.0, 0
+        self.hits: list[torch.Tensor] | None = [] if per_image else None
+
+    def add(self, logits: torch.Tensor, y: torch.Tensor) -> None:
+        logits = logits.float()
+        hit = logits.argmax(1) == y
+        self.loss += F.cross_entropy(logits, y, reduction="sum").item()
+        self.correct += hit.sum().item()
+        self.count += len(y)
+        if self.hits is not None:
+            self.hits.append(hit.float().cpu())
+
+    def score(self) -> Score:
+        hits = None if self.hits is None else torch.cat(self.hits)
+        return Score(100.0 * self.correct / self.count, self.loss / self.count, hits)
+
+
 @torch.no_grad()
-def evaluate(model: nn.Module, data: Batches) -> Score:
+def evaluate(model: nn.Module, data: Batches, per_image: bool = False) -> Score:
     was_training = model.training
     model.eval()
-    correct, loss = 0, 0.0
+    total = ScoreSum(per_image)
     for x, y in data:
-        logits = model(x).float()
-        loss += F.cross_entropy(logits, y, reduction="sum").item()
-        correct += (logits.argmax(1) == y).sum().item()
+        total.add(model(x), y)
     model.train(was_training)
-    return Score(100.0 * correct / len(data), loss / len(data))
+    return total.score()

@@ -16,9 +16,8 @@ results:
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 
-from engine.calibrate import Batches, Score, bn_calibration, calibrate_bn, evaluate
+from engine.calibrate import Batches, Score, ScoreSum, bn_calibration, calibrate_bn, evaluate
 from engine.partial_forward import Env, PartialForward
 from models.supernet import Supernet
 
@@ -28,15 +27,15 @@ Widths = dict[str, int]
 class FullScorer:
     """Straightforward scoring: full calibration and full forward per candidate."""
 
-    def __init__(self, supernet: Supernet, calib: Batches, score: Batches) -> None:
-        self.supernet, self.calib, self.data = supernet, calib, score
+    def __init__(self, supernet: Supernet, calib: Batches, score: Batches, per_image: bool = False) -> None:
+        self.supernet, self.calib, self.data, self.per_image = supernet, calib, score, per_image
 
     def score(self, parent: Widths, candidates: dict[str, Widths]) -> dict[str, Score]:
         scores = {}
         for group, widths in candidates.items():
             self.supernet.set_widths(widths)
             calibrate_bn(self.supernet, self.calib)
-            scores[group] = evaluate(self.supernet, self.data)
+            scores[group] = evaluate(self.supernet, self.data, self.per_image)
         self.supernet.set_widths(parent)
         return scores
 
@@ -44,8 +43,8 @@ class FullScorer:
 class SharedPrefixScorer:
     """Scoring that computes each step's shared prefix once (same numbers as `FullScorer`)."""
 
-    def __init__(self, supernet: Supernet, calib: Batches, score: Batches) -> None:
-        self.supernet, self.calib, self.data = supernet, calib, score
+    def __init__(self, supernet: Supernet, calib: Batches, score: Batches, per_image: bool = False) -> None:
+        self.supernet, self.calib, self.data, self.per_image = supernet, calib, score, per_image
         self.graph = PartialForward(supernet)
         self._calib_stop = self.graph.last_batchnorm()
 
@@ -89,31 +88,19 @@ class SharedPrefixScorer:
                 self.graph.finish(env, cut, max(cut, self._calib_stop))
 
     def _evaluate_from(self, cut: int, envs: list[Env]) -> Score:
-        total = ScoreSum()
+        total = ScoreSum(self.per_image)
         for env, (_, y) in zip(envs, self.data):
             total.add(self.graph.finish(env, cut), y)
         return total.score()
 
 
-class ScoreSum:
-    """Accumulates accuracy and cross-entropy batch by batch, in `engine.calibrate.evaluate`'s order."""
-
-    def __init__(self) -> None:
-        self.correct, self.loss, self.count = 0, 0.0, 0
-
-    def add(self, logits: torch.Tensor, y: torch.Tensor) -> None:
-        logits = logits.float()
-        self.loss += F.cross_entropy(logits, y, reduction="sum").item()
-        self.correct += (logits.argmax(1) == y).sum().item()
-        self.count += len(y)
-
-    def score(self) -> Score:
-        return Score(100.0 * self.correct / self.count, self.loss / self.count)
+Scorer = FullScorer | SharedPrefixScorer
 
 
-def make_scorer(kind: str, supernet: Supernet, calib: Batches, score: Batches) -> FullScorer | SharedPrefixScorer:
-    """``"shared"`` (the search default) or ``"full"`` (the reference the benchmark compares against)."""
+def make_scorer(kind: str, supernet: Supernet, calib: Batches, score: Batches, per_image: bool = False) -> Scorer:
+    """``"shared"`` (the search default) or ``"full"`` (the reference the benchmark compares against);
+    ``per_image`` keeps which scored images each candidate got right (`Score.correct`)."""
     kinds = {"shared": SharedPrefixScorer, "full": FullScorer}
     if kind not in kinds:
         raise ValueError(f"unknown scorer {kind!r}; use one of {', '.join(kinds)}")
-    return kinds[kind](supernet, calib, score)
+    return kinds[kind](supernet, calib, score, per_image)

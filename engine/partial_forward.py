@@ -184,7 +184,9 @@ def _narrowed(value, layout, parent: dict[str, int], child: dict[str, int]):
         return tuple(_narrowed(v, lay, parent, child) for v, lay in zip(value, layout))
     if layout is None or not changed_in(layout, parent, child):
         return value
-    return take(value, layout.keep_within(parent, child), 1).contiguous()
+    channels_last = value.dim() == 4 and value.is_contiguous(memory_format=torch.channels_last) and value.shape[1] > 1
+    fmt = torch.channels_last if channels_last else torch.contiguous_format  # keep the search's memory format
+    return take(value, layout.keep_within(parent, child), 1).contiguous(memory_format=fmt)
 
 
 def changed_in(layout: Layout, parent: dict[str, int], child: dict[str, int]) -> bool:

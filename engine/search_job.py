@@ -20,7 +20,8 @@ from typing import Any, Callable
 
 import torch
 
-from engine.budgets import Budget, budgets_of, check_budgets, first_fit, space_range, until_all_met
+from engine.budgets import (KINDS, Budget, budgets_of, check_budgets, check_targets, first_fit, space_range,
+                            until_all_met)
 from engine.data import DataSplits, as_batches, load_data
 from engine.export_results import calibrated_slim, export_answer
 from engine.greedy import GreedySlimmer
@@ -30,6 +31,7 @@ from engine.latency import LatencyTable, cached_table
 from engine.latency_check import check_search, load_table_file
 from engine.latency_runtimes import TorchRuntime
 from engine.mutual_search import at_resolution, best_under, grid_range, resized, search_grid
+from engine.progress import RemainingWork
 from engine.retrain import initial_model, retrain
 from engine.sampling import default_resolutions
 from engine.spec import CancelFn, Cancelled, ReportFn, SearchSpec
@@ -88,8 +90,8 @@ class _Job:
             return done
         self.workdir.mkdir(parents=True, exist_ok=True)
         started = time.monotonic()
-        budgets = self._validate()
-        data = self._prepare(budgets)
+        self._validate()
+        data, budgets = self._prepare()
         entry = self._timed("train_s", lambda: obtain_supernet(self.spec, data, cache_root(self.workdir),
                                                                self.progress.sub("train"), self.cancel))
         if entry.reused:
@@ -122,7 +124,7 @@ class _Job:
                 return result
         return None
 
-    def _validate(self) -> list[Budget]:
+    def _validate(self) -> None:
         if self.spec.train.mode == "snet":
             raise ValueError("an S-Net supernet runs only at its switches and cannot be slimmed per layer; "
                              "train it in usnet-nonuniform (AutoSlim), usnet or mutual mode")
@@ -133,10 +135,15 @@ class _Job:
                 raise ValueError("a latency table describes one input size; a MutualNet search spans several "
                                  "resolutions, so it predicts latency on the worker's device only")
             self.named = load_table_file(self.spec.latency_table)  # a damaged file fails before any work
-        return budgets_of(self.spec.macs, self.spec.latency_ms, self.spec.params)
+        check_targets(self.spec.macs, self.spec.latency_ms, self.spec.params)  # before the data are loaded
 
-    def _prepare(self, budgets: list[Budget]) -> DataSplits:
-        """Data, the budget checks, and the latency tables: everything before training."""
+    def _budgets(self, full: dict[str, float], kinds: tuple[str, ...]) -> list[Budget]:
+        """The spec's budgets of ``kinds``, shares taken of the ``full`` network's figures."""
+        given = {kind: getattr(self.spec, kind) if kind in kinds else () for kind in KINDS}
+        return budgets_of(**given, full=full) if any(given.values()) else []
+
+    def _prepare(self) -> tuple[DataSplits, list[Budget]]:
+        """Data, the budgets (resolved and checked), and the latency tables: everything before training."""
         self.progress("data", 0.0)
         data = self._timed("data_s", lambda: load_data(self.spec.dataset, self.spec.input_size,
                                                        self.spec.search.val_fraction, self.spec.seed))
@@ -145,7 +152,8 @@ class _Job:
             check_fits(untrained.spec, shapes_of(read_state_dict(Path(self.spec.weights))))
         resolutions = self._resolutions()
         ranges = grid_range(untrained, resolutions) if self.mutual else space_range(untrained.space)
-        check_budgets([b for b in budgets if b.kind != "latency_ms"], ranges)
+        full = {kind: ranges[kind]["max"] for kind in ("macs", "params")}
+        check_budgets(self._budgets(full, ("macs", "params")), ranges)
         if self.named is not None:
             check_search(self.named, untrained.spec, self.spec.search.bins)
         self._check_cancel("before measuring latency")
@@ -154,9 +162,10 @@ class _Job:
         estimates = [(t.predict(net.space.smallest()), t.predict(net.space.full()))
                      for r, t in self.tables.items() for net in [at_resolution(untrained, r)]]
         ranges["latency_ms"] = {"min": min(lo for lo, _ in estimates), "max": max(hi for _, hi in estimates)}
-        check_budgets([b for b in budgets if b.kind == "latency_ms"], ranges)
+        full["latency_ms"] = ranges["latency_ms"]["max"]
+        check_budgets(self._budgets(full, ("latency_ms",)), ranges)
         self._check_cancel("before training")
-        return data
+        return data, self._budgets(full, KINDS)
 
     def _resolutions(self) -> list[int]:
         if not self.mutual:
@@ -175,7 +184,10 @@ class _Job:
     def _greedy(self, supernet: Supernet, calib, score, budgets: list[Budget],
                 supernet_key: str) -> tuple[list[dict], list[dict], dict]:
         table = self.tables[self.spec.input_size]
-        slimmer = GreedySlimmer(supernet, calib, score, self.spec.search.bins, latency=table.predict)
+        knobs = self.spec.search
+        slimmer = GreedySlimmer(supernet, calib, score, knobs.bins, latency=table.predict, budgets=budgets,
+                                bins_per_step=knobs.bins_per_step, race_fraction=knobs.race_fraction, race_z=knobs.race_z,
+                                channels_last=knobs.channels_last)
         state_key = _hash({"supernet": supernet_key, "search": asdict(self.spec.search), "seed": self.spec.seed,
                            "latency": table.key, "latency_fit": [table.scale, table.overhead_ms],
                            "device": self.spec.device})
@@ -183,8 +195,12 @@ class _Job:
         track = _search_fraction(budgets, {"macs": count_macs(space, full), "params": count_params(space, full),
                                            "latency_ms": table.predict(full)})
 
+        remaining = RemainingWork()
+
         def on_step(step) -> None:
-            self.progress("search", track(step), trajectory_step=step.to_dict(space))
+            done = track(step)
+            self.progress("search", done, trajectory_step=step.to_dict(space), steps_done=step.index,
+                          eta_s=remaining.eta_s(done))
 
         steps = slimmer.run(until_all_met(budgets), self.workdir / "search_state.json", state_key, self.cancel, on_step)
         answers = [{"budget": b, "net": supernet, **_point(first_fit(steps, b))} for b in budgets]

@@ -13,11 +13,11 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("search", help="AutoSlim: per-layer channel counts for MACs / latency / params budgets")
     p.add_argument("--arch", required=True, help="architecture (see `autoslim archs`)")
     p.add_argument("--dataset", required=True, help="digits | cifar10:DIR | imagefolder:DIR")
-    p.add_argument("--macs", default="", help="MACs budgets, e.g. 2M,4M (suffixes k, M, G)")
+    p.add_argument("--macs", default="", help="MACs budgets, e.g. 2M,4M (suffixes k, M, G) or 40%%,60%% of the full network")
     p.add_argument("--latency-ms", default="", help="latency budgets in ms, e.g. 1.5,3: on this machine (batch 1), "
                                                      "or on the device of --latency-table")
     p.add_argument("--latency-table", type=Path, help="a table from `autoslim profile`: latency budgets are for its device")
-    p.add_argument("--params", default="", help="parameter budgets, e.g. 100k")
+    p.add_argument("--params", default="", help="parameter budgets, e.g. 100k or 50%%")
     p.add_argument("--weights", type=Path, help="trained weights of the full network to start the supernet from "
                                                  "(a state dict: .pt or .safetensors)")
     p.add_argument("--epochs", type=int, help=f"supernet training epochs (default {TrainSpec.epochs}; "
@@ -32,6 +32,10 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--bins", type=int, default=SearchSettings.bins, help="channel bins per layer group")
     p.add_argument("--calib-size", type=int, default=SearchSettings.calib_size, help="images for BN calibration")
     p.add_argument("--score-size", type=int, default=SearchSettings.score_size, help="held-out images to score with")
+    p.add_argument("--bins-per-step", type=int, default=SearchSettings.bins_per_step,
+                   help="most bins a greedy step removes far from a budget (1 with --race-fraction 0: the exact search)")
+    p.add_argument("--race-fraction", type=float, default=SearchSettings.race_fraction,
+                   help="share of the images a first round scores candidates on to drop clear losers (0: no racing)")
     p.add_argument("--retrain-epochs", type=int, default=0, help="fine-tune each answer for this many epochs")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
@@ -54,15 +58,17 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
 
 def cmd_search(args: argparse.Namespace) -> int:
     from engine import run_search
-    from engine.budgets import parse_amounts
+    from engine.budgets import parse_targets
     from engine.progress import ProgressPrinter
     from engine.spec import SearchSpec
 
     spec = SearchSpec(
-        arch=args.arch, dataset=args.dataset, macs=[int(v) for v in parse_amounts(args.macs)],
-        latency_ms=parse_amounts(args.latency_ms), params=[int(v) for v in parse_amounts(args.params)],
+        arch=args.arch, dataset=args.dataset, macs=_counts(parse_targets(args.macs)),
+        latency_ms=parse_targets(args.latency_ms), params=_counts(parse_targets(args.params)),
         input_size=args.input_size, width_mult=args.width_mult, seed=args.seed, device=args.device,
-        train=_train_spec(args), search=SearchSettings(bins=args.bins, calib_size=args.calib_size, score_size=args.score_size),
+        train=_train_spec(args),
+        search=SearchSettings(bins=args.bins, calib_size=args.calib_size, score_size=args.score_size,
+                              bins_per_step=args.bins_per_step, race_fraction=args.race_fraction),
         retrain=RetrainSpec(epochs=args.retrain_epochs), latency_table=str(args.latency_table or ""),
         weights=str(args.weights or ""),
     )

@@ -6,7 +6,10 @@ from dataclasses import fields
 
 import pytest
 
+from pydantic import ValidationError
+
 from app.schemas import RetrainSettings, SearchCreate, SearchKnobs, TrainSettings
+from app.spec_validation import FieldError, check_request_budgets
 from engine.spec import RetrainSpec, SearchSettings, SearchSpec, TrainSpec
 
 
@@ -22,3 +25,19 @@ def test_defaults_round_trip_into_the_engine_spec():
     spec = SearchSpec.from_dict(body.model_dump(exclude={"queue"}))
     assert spec.macs == [1_500_000_000]
     assert spec.train == TrainSpec() and spec.search == SearchSettings() and spec.retrain == RetrainSpec()
+
+
+def test_budgets_may_be_shares_of_the_full_network():
+    body = SearchCreate(arch="resnet18", dataset="digits", macs=["40%", "2M"], latency_ms=["50 %", 1.5], params=[1000])
+    spec = SearchSpec.from_dict(body.model_dump(exclude={"queue"}))
+    assert (spec.macs, spec.latency_ms, spec.params) == (["40%", 2_000_000], ["50%", 1.5], [1000])
+    for field, bad in (("macs", "150%"), ("params", "0%"), ("latency_ms", "abc%"), ("macs", 0)):
+        with pytest.raises(ValidationError, match=field):
+            SearchCreate(arch="resnet18", dataset="digits", **{field: [bad]})
+
+
+def test_a_share_below_the_smallest_configuration_names_the_field():
+    body = SearchCreate(arch="resnet18", dataset="digits", input_size=16, width_mult=0.25, macs=["60%", "1%"])
+    with pytest.raises(FieldError, match="below the smallest configuration") as err:
+        check_request_budgets(body, num_classes=10)
+    assert err.value.loc == ("body", "macs", 1)

@@ -52,6 +52,17 @@ def test_search_prints_a_table_and_writes_configs_the_other_commands_accept(cach
     assert json.loads((retrained / "config.json").read_text())["accuracy"] == accuracy
 
 
+def test_budgets_as_shares_of_the_full_network(caches, tmp_path, capsys):
+    out = tmp_path / "job"
+    assert main(["search", *FLAGS, "--macs", "80%", "--params", "90%", "--out", str(out)]) == 0
+    result = json.loads((out / "result.json").read_text())
+    full = result["full"]
+    assert [(b["kind"], b["target"]) for b in result["budgets"]] == [("macs", 0.8 * full["macs"]),
+                                                                     ("params", 0.9 * full["params"])]
+    assert all(b[b["kind"]] <= b["target"] for b in result["budgets"])
+    assert "7.01M MACs" in capsys.readouterr().out  # the table names the budget's amount
+
+
 def test_an_infeasible_budget_is_one_line_with_the_range(caches, tmp_path, capsys):
     assert main(["search", *FLAGS, "--macs", "1k", "--out", str(tmp_path / "job")]) == 2
     err = capsys.readouterr().err

@@ -8,33 +8,14 @@ import pytest
 import torch
 
 from engine.budgets import (Budget, BudgetError, budgets_of, check_budgets, feasible_range, first_fit, format_amount,
-                            parse_amount, parse_amounts, space_range, until_all_met)
-from engine.calibrate import Batches
+                            parse_amount, parse_amounts, parse_targets, space_range, until_all_met)
 from engine.candidate_scoring import FullScorer, SharedPrefixScorer
-from engine.data import DataSplits, as_batches
+from engine.data import as_batches
 from engine.greedy import GreedySlimmer, candidates, load_state, narrower
-from engine.spec import Cancelled, SearchSpec
-from engine.supernet_cache import obtain_supernet
-from engine.train import load_supernet
+from engine.spec import Cancelled
 from models import build_supernet, count_macs, count_params
 
 BINS = 4
-
-
-@pytest.fixture(scope="module")
-def trained(digits16: DataSplits, tmp_path_factory):
-    """ResNet-18 x0.25 at 16 px, nonuniform US-Net, one short epoch (far from converged: the tests
-    are about the search's mechanics, `bench/` about its quality).  Same recipe and cache folder as
-    test_run_search's, so the session trains it once."""
-    spec = SearchSpec.from_dict({"arch": "resnet18", "dataset": "digits", "input_size": 16, "width_mult": 0.25,
-                                 "train": {"epochs": 1, "batch_size": 16, "lr": 0.05}})
-    entry = obtain_supernet(spec, digits16, tmp_path_factory.getbasetemp() / "autoslim-caches" / "supernets")
-    return load_supernet(entry.path)
-
-
-@pytest.fixture(scope="module")
-def samples(digits16: DataSplits) -> tuple[Batches, Batches]:
-    return as_batches(digits16.train_plain, 128, 64), as_batches(digits16.val, 128, 64)
 
 
 def _slimmer(net, samples, scorer="shared", **kw) -> GreedySlimmer:
@@ -87,6 +68,9 @@ def test_shared_prefix_scores_equal_the_full_recomputation(arch, width, digits16
     assert shared == full
     assert len({s.loss for s in full.values()}) > 1
     assert net.widths == parent
+    net.to(memory_format=torch.channels_last)  # the layout a search runs in with `channels_last`
+    calib, score = calib.channels_last(), score.channels_last()
+    assert SharedPrefixScorer(net, calib, score).score(parent, options) == FullScorer(net, calib, score).score(parent, options)
 
 
 def test_shared_and_full_search_give_the_same_trajectory(trained, samples):
@@ -138,3 +122,19 @@ def test_amounts_parse_with_suffixes():
     assert parse_amount("0.5m") == 5e5 and format_amount(2_150_000) == "2.15M"
     with pytest.raises(BudgetError, match="2X"):
         parse_amount("2X")
+
+
+def test_shares_of_the_full_network_resolve_against_its_figures():
+    assert parse_targets("40%, 2M,12.5 %") == ["40%", 2e6, "12.5%"]
+    full = {"macs": 8_000_000, "params": 300_000, "latency_ms": 2.0}
+    budgets = budgets_of(macs=["40%", 1e6], latency_ms=["50%"], params=["100%"], full=full)
+    assert [(b.kind, b.target) for b in budgets] == [("macs", 3.2e6), ("macs", 1e6), ("latency_ms", 1.0),
+                                                     ("params", 3e5)]
+    for bad in ("0%", "150%", "-5%", "40%%", "x%"):
+        with pytest.raises(BudgetError, match="share"):
+            budgets_of(macs=[bad], full=full)
+    with pytest.raises(BudgetError, match="full network's params"):
+        budgets_of(params=["40%"])  # nothing to take 40% of
+    reach = feasible_range("resnet18", 16, 10, width_mult=0.25)
+    with pytest.raises(BudgetError, match="below the smallest"):
+        check_budgets(budgets_of(macs=["1%"], full={"macs": reach["macs"]["max"]}), reach)
