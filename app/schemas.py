@@ -11,7 +11,7 @@ import math
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StrictBool, StringConstraints
+from pydantic import BaseModel, ConfigDict, Field, PlainValidator, StrictBool, StringConstraints, WithJsonSchema
 
 from app.settings import Queue
 from engine.budgets import parse_target
@@ -28,28 +28,40 @@ MAX_SAMPLES = 1_000_000
 """Held-out images scored or calibrated on: a bound, so a request cannot load a whole split many times over."""
 
 
-def parse_count(value: Any) -> Any:
-    """``"2.5M"`` -> 2500000: budgets are easier to type with a k/M/G suffix; ``"40%"`` (of the full
-    network) stays a share, resolved by the search.  Other input passes on; an amount too large to
-    be an integer (``1e999``) is refused here, before rounding."""
-    if not isinstance(value, str):
-        return value
-    target = parse_target(value)
-    if isinstance(target, str):
-        return target
-    if not math.isfinite(target) or target > MAX_COUNT:
-        raise ValueError(f"{value[:40]!r} is larger than {MAX_COUNT:.0e}")
-    return round(target)
+MAX_MS = 1e6
+"""The largest latency budget taken (a thousand seconds for one image)."""
 
 
-def parse_share(value: Any) -> Any:
-    """A latency budget: milliseconds, or ``"40%"`` of the full network's latency."""
-    return parse_target(value) if isinstance(value, str) and "%" in value else value
+def budget(value: Any, top: float, integral: bool) -> int | float | str:
+    """One budget as given: a number, a string with a k/M/G suffix (``"2.5M"`` -> 2500000), or a
+    share of the full network (``"40%"``, kept as a string and resolved by the search).  One
+    validator for all forms, so an error points at the budget itself, not at a member of a union."""
+    if isinstance(value, str):
+        if len(value) > 40:
+            raise ValueError("a budget is at most 40 characters")
+        try:
+            value = float(value)  # "1e999", "inf", "nan" are numbers to check, not amounts to parse
+        except ValueError:
+            value = parse_target(value)
+            if isinstance(value, str):
+                return value
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ValueError("a budget is a number, a string such as 150M, or a share such as 40%")
+    if not math.isfinite(value):
+        raise ValueError("a budget must be a finite number")
+    if not 0 < value <= top:
+        raise ValueError(f"a budget must be greater than 0 and at most {top:.0e}, not {value:.6g}")
+    if integral:
+        return round(value)
+    return float(value)
 
 
-Share = Annotated[str, Field(pattern=r"^[0-9.]+%$", max_length=40)]
-Count = Annotated[Annotated[int, Field(gt=0, le=MAX_COUNT)] | Share, BeforeValidator(parse_count)]
-Milliseconds = Annotated[Annotated[float, Field(gt=0, le=1e6)] | Share, BeforeValidator(parse_share)]
+BUDGET_SCHEMA = {"type": "string", "maxLength": 40, "description": "an amount such as 150M, or a share such as 40%"}
+Count = Annotated[int | str, PlainValidator(lambda v: budget(v, MAX_COUNT, integral=True)),
+                  WithJsonSchema({"anyOf": [{"type": "integer", "exclusiveMinimum": 0, "maximum": MAX_COUNT}, BUDGET_SCHEMA]})]
+Milliseconds = Annotated[float | str, PlainValidator(lambda v: budget(v, MAX_MS, integral=False)),
+                         WithJsonSchema({"anyOf": [{"type": "number", "exclusiveMinimum": 0, "maximum": MAX_MS},
+                                                   BUDGET_SCHEMA]})]
 
 
 class Strict(BaseModel):

@@ -85,6 +85,11 @@ def _train_spec(args: argparse.Namespace) -> TrainSpec:
     return TrainSpec(**(with_pretrained_defaults(given) if args.weights else given))
 
 
+def _counts(targets: list) -> list:
+    """Amounts of MACs or params as whole numbers; shares (``"40%"``) stay as they are."""
+    return [t if isinstance(t, str) else int(t) for t in targets]
+
+
 def _table(result: dict, out: Path) -> str:
     """One line per budget; MACs and params in millions, accuracy in percent."""
     from engine.budgets import Budget
