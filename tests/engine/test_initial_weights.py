@@ -134,6 +134,11 @@ def test_files_that_are_not_state_dicts_are_refused(tmp_path):
     with pytest.raises(WeightsError, match="safetensors"):
         header = b'{"a": broken}'
         read_state_dict(len(header).to_bytes(8, "little") + header)
+    with pytest.raises(WeightsError, match="safetensors.*expected a state dict"):
+        read_state_dict(len(b"{}").to_bytes(8, "little") + b"{}")  # a valid safetensors file with no tensor
+    for junk in (b"abc", b"\x80\x02}q", b"\x80\x04\x95\x10"):  # the unpickler fails in other ways on these
+        with pytest.raises(WeightsError, match="weights_only=True"):
+            read_state_dict(junk)
     checkpoint = {"state_dict": {"w": torch.ones(2)}, "epoch": torch.tensor(3)}
     assert list(read_state_dict(saved(checkpoint, "pt", tmp_path))) == ["w"]  # a training checkpoint unwrapped
 
