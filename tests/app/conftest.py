@@ -101,7 +101,7 @@ def finished_recipe() -> dict:
 
 
 @pytest.fixture(scope="session")
-def finished_search(app: FastAPI, admin: Client, settings: Settings, tmp_path_factory: pytest.TempPathFactory) -> dict:
+def finished_search(app: FastAPI, admin: Client, settings: Settings, cache_root: Path) -> dict:
     """A real search on the digits: submitted through the API, then run to the end by the worker's
     own task code (`worker.tasks.execute`: claim, `engine.run_search`, progress and result rows) in
     this process, on the gpu queue, which no worker of tests/app consumes."""
@@ -109,7 +109,7 @@ def finished_search(app: FastAPI, admin: Client, settings: Settings, tmp_path_fa
 
     created = admin.post("/searches", json={**FINISHED_SEARCH, "queue": "gpu"})
     assert created.status_code == 202, created.text
-    caches = tmp_path_factory.getbasetemp() / "autoslim-caches"
+    caches = cache_root
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("AUTOSLIM_LATENCY_CACHE", str(caches / "latency"))
         patch.setenv("AUTOSLIM_SUPERNET_CACHE", str(caches / "supernets"))  # execute sets it; restored after

@@ -8,6 +8,7 @@ step of 4-bin ladders), under a device name of its own, as ``autoslim profile --
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -136,7 +137,7 @@ def test_a_table_in_use_cannot_be_deleted_until_its_searches_end(alice, table_fi
 
 
 @pytest.fixture(scope="module")
-def table_search(app, alice, uploaded, search_body, settings: Settings, tmp_path_factory) -> dict:
+def table_search(app, alice, uploaded, search_body, settings: Settings, cache_root: Path) -> dict:
     """A search against the uploaded table, run to the end by the worker's task code in this process
     (on the gpu queue, which no worker of tests/app consumes), with the supernet of ``finished_search``."""
     from worker.tasks import execute
@@ -144,7 +145,7 @@ def table_search(app, alice, uploaded, search_body, settings: Settings, tmp_path
     budget = round(uploaded["min_ms"] + 0.4 * (uploaded["max_ms"] - uploaded["min_ms"]), 4)
     created = alice.post("/searches", json={**search_body(uploaded["id"], latency_ms=[budget]), "queue": "gpu"})
     assert created.status_code == 202, created.text
-    caches = tmp_path_factory.getbasetemp() / "autoslim-caches"
+    caches = cache_root
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("AUTOSLIM_LATENCY_CACHE", str(caches / "latency"))
         patch.setenv("AUTOSLIM_SUPERNET_CACHE", str(caches / "supernets"))

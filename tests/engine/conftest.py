@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from engine.calibrate import Batches
@@ -18,13 +20,13 @@ def digits16() -> DataSplits:
 
 
 @pytest.fixture(scope="module")
-def trained(digits16: DataSplits, tmp_path_factory):
+def trained(digits16: DataSplits, cache_root: Path):
     """ResNet-18 x0.25 at 16 px, nonuniform US-Net, one short epoch (far from converged: the tests
     are about the search's mechanics, `bench/` about its quality).  Same recipe and cache folder as
     test_run_search's, so the session trains it once."""
     spec = SearchSpec.from_dict({"arch": "resnet18", "dataset": "digits", "input_size": 16, "width_mult": 0.25,
                                  "train": {"epochs": 1, "batch_size": 16, "lr": 0.05}})
-    entry = obtain_supernet(spec, digits16, tmp_path_factory.getbasetemp() / "autoslim-caches" / "supernets")
+    entry = obtain_supernet(spec, digits16, cache_root / "supernets")
     return load_supernet(entry.path)
 
 

@@ -18,8 +18,8 @@ FLAGS = ["--arch", "resnet18", "--dataset", "digits", "--epochs", "1", "--batch-
 
 
 @pytest.fixture
-def caches(tmp_path_factory, monkeypatch) -> Path:
-    root = tmp_path_factory.getbasetemp() / "autoslim-caches"
+def caches(cache_root, monkeypatch) -> Path:
+    root = cache_root
     monkeypatch.setenv("AUTOSLIM_SUPERNET_CACHE", str(root / "supernets"))
     monkeypatch.setenv("AUTOSLIM_LATENCY_CACHE", str(root / "latency"))
     return root

@@ -30,9 +30,9 @@ FULL_MACS = 8_762_624  # resnet18 x0.25 at 16 px
 
 
 @pytest.fixture(scope="module")
-def caches(tmp_path_factory):
+def caches(cache_root):
     """Supernet and latency caches shared by every test module of the session."""
-    root = tmp_path_factory.getbasetemp() / "autoslim-caches"
+    root = cache_root
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("AUTOSLIM_SUPERNET_CACHE", str(root / "supernets"))
         patch.setenv("AUTOSLIM_LATENCY_CACHE", str(root / "latency"))

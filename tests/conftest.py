@@ -1,0 +1,28 @@
+"""Suite-wide fixtures and settings.
+
+The README runs the suite as two pytest-xdist worker processes (`-n 2`): much of its time is Python
+overhead on tiny tensors and waiting on service processes, which one process cannot overlap.  Each
+worker computes on one thread (two processes with two OpenMP threads each would oversubscribe two
+cores), and the supernet and latency caches are shared by both workers (the caches lock their
+entries), so a supernet that several modules use trains once per run.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+XDIST_WORKER = os.environ.get("PYTEST_XDIST_WORKER")
+
+if XDIST_WORKER:
+    torch.set_num_threads(1)
+
+
+@pytest.fixture(scope="session")
+def cache_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The supernet and latency cache folder of this test run (both xdist workers' parent folder)."""
+    base = tmp_path_factory.getbasetemp()
+    return (base.parent if XDIST_WORKER else base) / "autoslim-caches"
