@@ -24,7 +24,7 @@ from app.dashboard.templating import TEMPLATES, templates
 from app.deps import SessionDep, SettingsDep
 from app.listing import MAX_OFFSET
 from app.routes.downloads import ModelFormat, model_response, pick_budget
-from app.search_service import Conflict
+from app.search_service import Conflict, QueueUnavailable
 from app.tables import Search, Status
 
 router = APIRouter(prefix="/admin", tags=["dashboard"], include_in_schema=False)
@@ -131,7 +131,7 @@ def search_action(request: Request, search_id: str, action: str, session: Sessio
         else:
             service.retry(session, request.app.state.celery, settings, search, admin)
             message = "queued again; it continues from its checkpoints"
-    except Conflict as err:
+    except (Conflict, QueueUnavailable) as err:  # the page says why (a 503's search is sent later)
         message = str(err)
     target = safe_next(back)
     return RedirectResponse(f"{target}{'&' if '?' in target else '?'}{urlencode({'message': message})}",

@@ -100,3 +100,22 @@ def test_a_retry_while_the_broker_is_down_is_503_and_sent_later(app, alice, vali
     with session_scope(app.state.engine) as session:
         session.execute(update(Search).where(Search.id == search_id).values(updated_at=utcnow() - timedelta(minutes=1)))
     assert reap(app.state.engine, good, 60.0)[search_id] == "sent"
+
+
+def test_the_dashboard_retry_button_says_the_broker_is_down(app, alice, valid, settings, tokens):
+    from fastapi.testclient import TestClient
+
+    from app.dashboard.auth import COOKIE, csrf_token
+
+    search_id = alice.post("/searches", json={**valid, "seed": 10}).json()["id"]
+    alice.post(f"/searches/{search_id}/cancel")
+    browser = TestClient(app, follow_redirects=False)
+    browser.post("/admin/login", data={"token": tokens["admin"]})
+    good = app.state.celery
+    app.state.celery = make_celery(settings.model_copy(update={"broker_url": "redis://127.0.0.1:1/0"}))
+    try:
+        back = f"/admin/searches/{search_id}"
+        pressed = browser.post(f"{back}/retry", data={"back": back, "csrf": csrf_token(browser.cookies[COOKIE])})
+    finally:
+        app.state.celery = good
+    assert pressed.status_code == 303 and "broker+is+unavailable" in pressed.headers["location"]
