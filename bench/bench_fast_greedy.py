@@ -62,10 +62,13 @@ def main() -> None:
           f"({'cached' if entry.reused else f'trained in {train_s:.0f} s'}: {entry.path}); calibration {len(calib)}, "
           f"scoring {len(score)}, test {len(test)} images; torch threads {torch.get_num_threads()}")
     runs = {}
-    for name, knobs in (("exact", {}), ("fast", {"bins_per_step": args.bins_per_step,
-                                                  "race_fraction": args.race_fraction, "race_z": args.race_z})):
+    fast = {"bins_per_step": args.bins_per_step, "race_fraction": args.race_fraction, "race_z": args.race_z,
+            "channels_last": args.channels_last}
+    for name, knobs in (("exact", {}), ("fast", fast)):
         slimmer = GreedySlimmer(supernet, calib, score, args.bins, budgets=budgets, **knobs)
-        steps, wall, cpu = timed(lambda: slimmer.run(until_all_met(budgets)))
+        on_step = lambda step, name=name: print(f"  {name} step {step.index}: {step.macs / 1e6:.2f}M MACs",  # noqa: E731
+                                                flush=True) if step.index % 10 == 0 else None
+        steps, wall, cpu = timed(lambda: slimmer.run(until_all_met(budgets), on_step=on_step))
         runs[name] = (steps, wall, cpu)
         print(f"{name}: {knobs or 'one bin per step, no racing'}: {len(steps) - 1} steps, {wall:.0f} s wall, {cpu:.0f} s CPU")
     print("\n| budget | search | MACs reached | below budget | val acc % | test acc % (supernet, calibrated) |")
@@ -100,6 +103,7 @@ def _parse() -> argparse.Namespace:
     p.add_argument("--bins-per-step", type=int, default=4)
     p.add_argument("--race-fraction", type=float, default=0.25)
     p.add_argument("--race-z", type=float, default=2.0)
+    p.add_argument("--channels-last", action="store_true", help="the fast search in channels-last layout too")
     p.add_argument("--threads", type=int, default=1, help="torch threads of the searches")
     p.add_argument("--train-threads", type=int, default=2)
     return p.parse_args()
