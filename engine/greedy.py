@@ -22,6 +22,7 @@ from typing import Callable
 
 from engine.calibrate import Batches, Score, calibrate_bn, evaluate
 from engine.candidate_scoring import make_scorer
+from engine.distributed import Ranks, shard_scorer
 from engine.spec import CancelFn, Cancelled
 from models import count_macs, count_params
 from models.space import ChannelSpace, Group
@@ -84,18 +85,21 @@ class GreedySlimmer:
 
     ``scorer`` is ``"shared"`` (prefix reuse, the default) or ``"full"`` (the straightforward
     reference); both give the same trajectory.  ``latency`` predicts a configuration's latency
-    (`engine.latency.LatencyTable.predict`) for the record; None leaves it out.
+    (`engine.latency.LatencyTable.predict`) for the record; None leaves it out.  With ``ranks``
+    each rank scores its share of a step's candidates (`engine.distributed.ShardedScorer`); every
+    rank then makes the same choice, and rank 0 alone writes the state.
     """
 
     def __init__(self, supernet: Supernet, calib: Batches, score: Batches, bins: int = 10, scorer: str = "shared",
-                 latency: Callable[[Widths], float] | None = None) -> None:
+                 latency: Callable[[Widths], float] | None = None, ranks: Ranks | None = None) -> None:
         if supernet.spec.switches:
             raise ValueError("greedy slimming needs a shared-BN supernet (US-Net modes); an S-Net runs only at its switches")
         self.supernet, self.calib, self.data = supernet, calib, score
         self.space = supernet.space
         self.bins = bins
         self.latency = latency
-        self.scorer = make_scorer(scorer, supernet, calib, score)
+        self.scorer = shard_scorer(make_scorer(scorer, supernet, calib, score), ranks)
+        self.writes = ranks is None or ranks.is_main
 
     def run(self, done: Callable[[list[Step]], bool] | None = None, state_path: Path | None = None,
             state_key: str = "", should_cancel: CancelFn | None = None,
@@ -109,7 +113,7 @@ class GreedySlimmer:
         steps = load_state(state_path, state_key) if state_path else []
         if not steps:
             steps = [self._record(0, self.space.full(), None, self._score_one(self.space.full()))]
-            self._save(steps, state_path, state_key, on_step)
+            self._save(steps, state_path if self.writes else None, state_key, on_step)
         while not (done and done(steps)):
             if should_cancel and should_cancel():
                 raise Cancelled(f"search cancelled after step {steps[-1].index}")
@@ -117,7 +121,7 @@ class GreedySlimmer:
             if step is None:
                 break
             steps.append(step)
-            self._save(steps, state_path, state_key, on_step)
+            self._save(steps, state_path if self.writes else None, state_key, on_step)
         return steps
 
     def step(self, parent: Step) -> Step | None:
