@@ -24,6 +24,7 @@ from engine.spec import Cancelled
 from worker.celery_app import TASK_NAME
 from worker.latency_tables import with_table_file
 from worker.progress import ClaimLost, ProgressWriter, claim
+from worker.ranks import RankLost, RanksFailed, parse_gpus, run_on_ranks
 from worker.reaper import start_reaper
 from worker.results import store_cancelled, store_failure, store_success
 
@@ -63,17 +64,37 @@ def execute(settings: Settings, search_id: str) -> str:
 
             allow_modules(settings.model_modules)  # MODULE:FUNCTION networks the operator installed
 
-            result = run_search(with_table_file(engine, spec, workdir), workdir, report=writer,
-                                should_cancel=writer.should_cancel)
+            spec = with_table_file(engine, spec, workdir)
+            gpus = parse_gpus(settings.worker_gpus)
+            if len(gpus) > 1:  # one rank per GPU; rank 0 reports through the same claim
+                result = run_on_ranks(gpus, spec, workdir, {
+                    "db_url": settings.db_url, "search_id": search_id, "claim_id": held.claim_id,
+                    "progress_every_s": settings.progress_every_s, "heartbeat_s": settings.heartbeat_s,
+                    "model_modules": settings.model_modules})
+            else:
+                result = run_search(spec, workdir, report=writer, should_cancel=writer.should_cancel)
         store_success(held, result, Path(workdir), spec)
         return "succeeded"
     except ClaimLost:
+        return "lost"
+    except RankLost as err:  # the heartbeat stops with this attempt: the reaper hands the search on
+        log.warning("search %s: %s; the next claim resumes from its checkpoints", search_id, err)
         return "lost"
     except Cancelled:
         if writer.lost.is_set():
             return "lost"
         store_cancelled(held, writer.phase)
         return "cancelled"
+    except RanksFailed as err:
+        try:
+            if held.cancel_requested():  # the ranks stopped on the cancel request (Cancelled, in rank 0)
+                store_cancelled(held, writer.phase)
+                return "cancelled"
+            log.error("search %s failed: %s", search_id, err)
+            store_failure(held, err)
+        except ClaimLost:
+            return "lost"
+        return "failed"
     except Exception as err:  # noqa: BLE001 - any failure of the search is recorded on it
         log.exception("search %s failed", search_id)
         try:
