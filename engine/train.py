@@ -44,7 +44,7 @@ from engine.progress import Meter
 from engine.sampling import Member, WidthSampler, check_mode, snet_switches
 from engine.spec import TRAIN_MODES, CancelFn, Cancelled, ReportFn, TrainSpec
 from models import NetSpec, Supernet, build_supernet
-from models.ops import synchronised_batch_norm
+from models.ops import at_least_float32, synchronised_batch_norm
 
 __all__ = ["TrainingDiverged", "build_for_mode", "load_supernet", "pick_device", "sandwich_step", "train_supernet"]
 
@@ -125,7 +125,7 @@ def sandwich_step(supernet: Supernet, members: list[Member], x: torch.Tensor, y:
             size = (member.resolution, member.resolution)
             inputs = F.interpolate(x, size=size, mode="bilinear", align_corners=False, antialias=True)
         with autocast(device):
-            logits = supernet(inputs).float()
+            logits = at_least_float32(supernet(inputs))
         if targets is None or not spec.inplace_distill:
             loss = F.cross_entropy(logits, y, label_smoothing=spec.label_smoothing)
         else:

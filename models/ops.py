@@ -103,6 +103,12 @@ class SlimBatchNorm2d(nn.BatchNorm2d):
         return out
 
 
+def at_least_float32(t: torch.Tensor) -> torch.Tensor:
+    """Half precision (autocast) promoted to float32, float32 and float64 kept: statistics and losses
+    need float32's range, and a float64 run (the data-parallel equivalence test) must stay float64."""
+    return t if t.dtype in (torch.float32, torch.float64) else t.float()
+
+
 _SYNC: list[Any] = []
 """The process group whose batch statistics BN layers in training share (empty: none)."""
 
@@ -137,7 +143,7 @@ def _synced_batch_norm(x: torch.Tensor, running_mean: torch.Tensor | None, runni
     from torch.distributed import nn as dist_nn
 
     c = x.shape[1]
-    xf = x.float()
+    xf = at_least_float32(x)
     count = xf.new_full((1,), x.numel() / c)
     totals = dist_nn.functional.all_reduce(torch.cat([xf.sum((0, 2, 3)), (xf * xf).sum((0, 2, 3)), count]), group=group)
     n = totals[2 * c]
@@ -151,9 +157,9 @@ def _synced_batch_norm(x: torch.Tensor, running_mean: torch.Tensor | None, runni
     shape = (1, c, 1, 1)
     out = (xf - mean.view(shape)) * torch.rsqrt(var + eps).view(shape)
     if weight is not None:
-        out = out * weight.float().view(shape)
+        out = out * weight.to(xf.dtype).view(shape)
     if bias is not None:
-        out = out + bias.float().view(shape)
+        out = out + bias.to(xf.dtype).view(shape)
     return out.to(x.dtype)
 
 
