@@ -47,8 +47,14 @@ KILL_AT_STEP = 3  # in the second epoch: epoch 1's checkpoint (step 2) is on dis
 
 @cache
 def _digits() -> DataSplits:
-    """Loaded once: the ranks are forked after the fixtures load it, and inherit it."""
     return load_data("digits", input_size=SIZE)
+
+
+def _before_forking() -> None:
+    """Load the digits and build a supernet (its graph analysis imports torchvision, seconds) in
+    this process, so that the forked ranks inherit both instead of each doing it again."""
+    _digits()
+    _net()
 
 
 def _float64(digits: DataSplits) -> DataSplits:
@@ -108,7 +114,7 @@ def _dying_job(out: str) -> None:
 
 @pytest.fixture(scope="module")
 def two_ranks(tmp_path_factory) -> dict[int, dict]:
-    _digits()
+    _before_forking()
     return launch(2, _rank_job, [str(tmp_path_factory.mktemp("two-ranks"))], start_method="fork")
 
 
@@ -149,7 +155,7 @@ def test_two_rank_greedy_gives_exactly_the_one_process_trajectory(two_ranks):
 
 
 def test_a_dead_rank_fails_the_run_and_the_checkpoint_resumes_on_one_process(one_process, tmp_path):
-    _digits()
+    _before_forking()
     with pytest.raises(ChildFailedError) as failed:
         launch(2, _dying_job, [str(tmp_path)], start_method="fork")
     assert _names_the_dead_rank(failed.value.failures)
