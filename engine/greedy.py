@@ -46,6 +46,7 @@ from engine.budgets import Budget
 from engine.calibrate import Batches, Score, calibrate_bn, evaluate
 from engine.candidate_scoring import make_scorer
 from engine.racing import Ranked, RacingScorer, exact_rank
+from engine.distributed import Ranks, shard_scorer
 from engine.spec import CancelFn, Cancelled
 from models import count_macs, count_params
 from models.space import ChannelSpace, Group
@@ -122,13 +123,15 @@ class GreedySlimmer:
     reference); both give the same trajectory.  ``latency`` predicts a configuration's latency
     (`engine.latency.LatencyTable.predict`) for the record; None leaves it out.  ``budgets`` tell
     combined moves (``bins_per_step`` > 1) how far away the next budget is; ``race_fraction`` and
-    ``race_z`` turn racing on (see the module docstring).
+    ``race_z`` turn racing on (see the module docstring).  With ``ranks`` each rank scores its share
+    of a step's candidates (`engine.distributed.ShardedScorer`); every rank then makes the same
+    choice, and rank 0 alone writes the state.
     """
 
     def __init__(self, supernet: Supernet, calib: Batches, score: Batches, bins: int = 10, scorer: str = "shared",
                  latency: Callable[[Widths], float] | None = None, budgets: list[Budget] | tuple = (),
                  bins_per_step: int = 1, race_fraction: float = 0.0, race_z: float = 2.0,
-                 channels_last: bool = False) -> None:
+                 channels_last: bool = False, ranks: Ranks | None = None) -> None:
         if supernet.spec.switches:
             raise ValueError("greedy slimming needs a shared-BN supernet (US-Net modes); an S-Net runs only at its switches")
         if bins_per_step < 1:
@@ -140,8 +143,11 @@ class GreedySlimmer:
         self.bins = bins
         self.latency = latency
         self.budgets, self.bins_per_step = list(budgets), bins_per_step
-        self.scorer = make_scorer(scorer, supernet, calib, score)
-        self.racer = RacingScorer(supernet, calib, score, race_fraction, race_z, scorer) if race_fraction > 0 else None
+        shard = lambda inner: shard_scorer(inner, ranks)  # noqa: E731
+        self.scorer = shard(make_scorer(scorer, supernet, calib, score))
+        self.racer = (RacingScorer(supernet, calib, score, race_fraction, race_z, scorer, shard)
+                      if race_fraction > 0 else None)
+        self.writes = ranks is None or ranks.is_main
         self.full_cost = self.cost(self.space.full())
 
     def run(self, done: Callable[[list[Step]], bool] | None = None, state_path: Path | None = None,
@@ -157,7 +163,7 @@ class GreedySlimmer:
         with self._layout():
             if not steps:
                 steps = [self._record(0, self.space.full(), None, self._score_one(self.space.full()))]
-                self._save(steps, state_path, state_key, on_step)
+                self._save(steps, state_path if self.writes else None, state_key, on_step)
             while not (done and done(steps)):
                 if should_cancel and should_cancel():
                     raise Cancelled(f"search cancelled after step {steps[-1].index}")
@@ -165,7 +171,7 @@ class GreedySlimmer:
                 if step is None:
                     break
                 steps.append(step)
-                self._save(steps, state_path, state_key, on_step)
+                self._save(steps, state_path if self.writes else None, state_key, on_step)
         return steps
 
     @contextmanager

@@ -19,6 +19,7 @@ first round, the race takes the same step.
 from __future__ import annotations
 
 import math
+from typing import Callable
 
 import torch
 
@@ -49,11 +50,12 @@ class RacingScorer:
     """Ranks a step's candidates with a first round on part of the data, then exact scores for the rest."""
 
     def __init__(self, supernet: Supernet, calib: Batches, score: Batches, fraction: float, z: float,
-                 kind: str = "shared") -> None:
+                 kind: str = "shared", shard: Callable[[Scorer], Scorer] = lambda scorer: scorer) -> None:
+        """``shard`` wraps each round's scorer (`engine.distributed.shard_scorer` spreads it over ranks)."""
         if not 0 < fraction < 1:
             raise ValueError(f"race fraction must be between 0 and 1 (exclusive), got {fraction}")
-        self.first = make_scorer(kind, supernet, calib.head(fraction), score.head(fraction), per_image=True)
-        self.exact = make_scorer(kind, supernet, calib, score)
+        self.first = shard(make_scorer(kind, supernet, calib.head(fraction), score.head(fraction), per_image=True))
+        self.exact = shard(make_scorer(kind, supernet, calib, score))
         self.z = z
         self.last_survivors = 0  # how many candidates the last race scored exactly (for benchmarks)
 

@@ -6,6 +6,12 @@ greedy slimming (or, for a MutualNet supernet, the width x resolution grid) -> o
 ``report`` (phases data/train/search/retrain/export/done with the whole job's percent), the cancel
 check runs between steps, and everything is resumable from the work directory: the supernet's
 checkpoints live in the cache, the search state, retrained models and results in ``workdir``.
+
+Under several ranks (`engine.distributed`) every rank runs the job up to the end of the search:
+data and latency tables are prepared by rank 0 first (the others then read its caches), the
+supernet trains data-parallel and the greedy step's candidates are spread over the ranks.  Rank 0
+alone reports, writes the search state and goes on to the uniform baseline, retraining and export;
+the other ranks return ``{}`` once the search is done.
 """
 
 from __future__ import annotations
@@ -23,6 +29,7 @@ import torch
 from engine.budgets import (KINDS, Budget, budgets_of, check_budgets, check_targets, first_fit, space_range,
                             until_all_met)
 from engine.data import DataSplits, as_batches, load_data
+from engine.distributed import Ranks, current
 from engine.export_results import calibrated_slim, export_answer
 from engine.greedy import GreedySlimmer
 from engine.initial_weights import check_fits, read_state_dict, shapes_of
@@ -46,7 +53,7 @@ LATENCY_BATCH = 1
 
 
 def run_search(spec: SearchSpec | dict, workdir: Path, report: ReportFn | None = None,
-               should_cancel: CancelFn | None = None) -> dict[str, Any]:
+               should_cancel: CancelFn | None = None, ranks: Ranks | None = None) -> dict[str, Any]:
     """Run (or resume) the search ``spec`` in ``workdir``; returns the JSON-able result.
 
     The result, also written to ``workdir/result.json``::
@@ -66,17 +73,21 @@ def run_search(spec: SearchSpec | dict, workdir: Path, report: ReportFn | None =
     and bins first) when one is named, else for the worker's own device, whose table is measured
     (and cached) either way.  Raises `BudgetError` for
     a budget the network cannot meet (before any training), `Cancelled` when ``should_cancel()``
-    turns true (the work directory keeps everything done so far).
+    turns true (the work directory keeps everything done so far).  ``ranks`` defaults to the process
+    group this process joined, if any; with several, only rank 0's ``report`` is called and a cancel
+    seen by any rank's ``should_cancel`` stops them all.
     """
     spec = spec if isinstance(spec, SearchSpec) else SearchSpec.from_dict(spec)
-    return _Job(spec, Path(workdir), report, should_cancel).run()
+    return _Job(spec, Path(workdir), report, should_cancel, ranks or current()).run()
 
 
 class _Job:
-    def __init__(self, spec: SearchSpec, workdir: Path, report: ReportFn | None, should_cancel: CancelFn | None) -> None:
-        self.spec, self.workdir = spec, workdir
-        self.cancel = should_cancel or (lambda: False)
-        self.progress = JobProgress(report, retrain=spec.retrain.epochs > 0)
+    def __init__(self, spec: SearchSpec, workdir: Path, report: ReportFn | None, should_cancel: CancelFn | None,
+                 ranks: Ranks) -> None:
+        self.spec, self.workdir, self.ranks = spec, workdir, ranks
+        self.own_cancel = should_cancel or (lambda: False)  # this rank's: training agrees on it itself
+        self.cancel = ranks.agreed(self.own_cancel)  # collective until the search ends (every rank calls it)
+        self.progress = JobProgress(report if ranks.is_main else None, retrain=spec.retrain.epochs > 0)
         self.timings: dict[str, float] = {}
         self.mutual = spec.train.mode == "mutual"
         self.spec_hash = hashlib.sha256(json.dumps(spec.to_dict(), sort_keys=True).encode()).hexdigest()[:24]
@@ -93,16 +104,22 @@ class _Job:
         self._validate()
         data, budgets = self._prepare()
         entry = self._timed("train_s", lambda: obtain_supernet(self.spec, data, cache_root(self.workdir),
-                                                               self.progress.sub("train"), self.cancel))
+                                                               self.progress.sub("train"), self.own_cancel,
+                                                               self.ranks))
         if entry.reused:
             self.progress.skip_training()
-        device = pick_device(self.spec.device)
+        device = self.ranks.device(self.spec.device)
         supernet = load_supernet(entry.path, device)
         calib = as_batches(data.train_plain, self.spec.search.calib_size, self.spec.search.calib_batch_size,
                            self.spec.seed, device)
         score = as_batches(data.val, self.spec.search.score_size, self.spec.search.calib_batch_size, self.spec.seed, device)
+        if self.mutual and not self.ranks.is_main:
+            return {}  # the width x resolution grid is small: rank 0 scores it alone
         search = self._mutual if self.mutual else self._greedy
         answers, trajectory, full = self._timed("search_s", lambda: search(supernet, calib, score, budgets, entry.key))
+        if not self.ranks.is_main:
+            return {}
+        self.cancel = self.own_cancel  # from here on rank 0 works alone
         uniform = [] if self.mutual else self._timed("search_s", lambda: _uniform_baseline(supernet, calib, score))
         tested = self._timed("retrain_s", lambda: self._retrain(supernet, data, calib, answers))
         results = self._timed("export_s", lambda: self._export(answers, tested, calib))
@@ -145,8 +162,9 @@ class _Job:
     def _prepare(self) -> tuple[DataSplits, list[Budget]]:
         """Data, the budgets (resolved and checked), and the latency tables: everything before training."""
         self.progress("data", 0.0)
-        data = self._timed("data_s", lambda: load_data(self.spec.dataset, self.spec.input_size,
-                                                       self.spec.search.val_fraction, self.spec.seed))
+        with self.ranks.main_first():  # a dataset download or cache is made once
+            data = self._timed("data_s", lambda: load_data(self.spec.dataset, self.spec.input_size,
+                                                           self.spec.search.val_fraction, self.spec.seed))
         untrained = fresh_supernet(self.spec, data)
         if self.spec.weights:  # a file that does not fit fails before any work
             check_fits(untrained.spec, shapes_of(read_state_dict(Path(self.spec.weights))))
@@ -157,7 +175,8 @@ class _Job:
         if self.named is not None:
             check_search(self.named, untrained.spec, self.spec.search.bins)
         self._check_cancel("before measuring latency")
-        self.worker_tables = self._timed("latency_s", lambda: self._latency_tables(untrained, resolutions))
+        with self.ranks.main_first():  # rank 0 measures, the others read the cached tables
+            self.worker_tables = self._timed("latency_s", lambda: self._latency_tables(untrained, resolutions))
         self.tables = {self.spec.input_size: self.named} if self.named else self.worker_tables
         estimates = [(t.predict(net.space.smallest()), t.predict(net.space.full()))
                      for r, t in self.tables.items() for net in [at_resolution(untrained, r)]]
@@ -187,7 +206,7 @@ class _Job:
         knobs = self.spec.search
         slimmer = GreedySlimmer(supernet, calib, score, knobs.bins, latency=table.predict, budgets=budgets,
                                 bins_per_step=knobs.bins_per_step, race_fraction=knobs.race_fraction, race_z=knobs.race_z,
-                                channels_last=knobs.channels_last)
+                                channels_last=knobs.channels_last, ranks=self.ranks)
         state_key = _hash({"supernet": supernet_key, "search": asdict(self.spec.search), "seed": self.spec.seed,
                            "latency": table.key, "latency_fit": [table.scale, table.overhead_ms],
                            "device": self.spec.device})

@@ -18,12 +18,13 @@ import fcntl
 import hashlib
 import json
 import os
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Iterator
 
 from engine.data import DataSplits
+from engine.distributed import Ranks, current
 from engine.initial_weights import file_sha256, start_from_weights
 from engine.spec import CancelFn, ReportFn, SearchSpec
 from engine.train import build_for_mode, train_supernet
@@ -67,23 +68,29 @@ def fresh_supernet(spec: SearchSpec, data: DataSplits) -> Supernet:
 
 
 def obtain_supernet(spec: SearchSpec, data: DataSplits, root: Path, report: ReportFn | None = None,
-                    should_cancel: CancelFn | None = None) -> CachedSupernet:
-    """The trained supernet of ``spec``: from the cache, or trained into it (resuming a partial run)."""
+                    should_cancel: CancelFn | None = None, ranks: Ranks | None = None) -> CachedSupernet:
+    """The trained supernet of ``spec``: from the cache, or trained into it (resuming a partial run).
+
+    With several ranks, rank 0 alone takes the lock and decides (the others follow its answer), and
+    all of them train together.
+    """
+    ranks = ranks or current()
     key = supernet_key(spec, data)
     folder = root / key
     final = folder / "final.pt"
-    if final.is_file():
+    if ranks.broadcast(final.is_file()):
         return CachedSupernet(key, final, True)
     folder.mkdir(parents=True, exist_ok=True)
-    with _locked(root / f"{key}.lock"):
-        if final.is_file():  # another job finished it while we waited
+    with _locked(root / f"{key}.lock") if ranks.is_main else nullcontext():
+        if ranks.broadcast(final.is_file()):  # another job finished it while we waited
             return CachedSupernet(key, final, True)
-        (folder / "recipe.json").write_text(json.dumps(recipe(spec, data), indent=2, sort_keys=True))
+        if ranks.is_main:
+            (folder / "recipe.json").write_text(json.dumps(recipe(spec, data), indent=2, sort_keys=True))
         supernet = fresh_supernet(spec, data)
         if spec.weights:
-            start_from_weights(supernet, spec, data, report)
+            start_from_weights(supernet, spec, data, report if ranks.is_main else None)
         train_supernet(supernet, data, spec.train, folder, seed=spec.seed, device=spec.device,
-                       report=report, should_cancel=should_cancel)
+                       report=report, should_cancel=should_cancel, ranks=ranks)
     return CachedSupernet(key, final, False)
 
 

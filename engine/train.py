@@ -11,11 +11,19 @@ Runs are reproducible from ``seed``: the data order and every augmentation are f
 (seed, epoch, position) (see `engine.datasets`), the sampled widths come from their own generator,
 and all generator states are in each checkpoint, so resuming gives the weights an uninterrupted
 run would have reached.
+
+Data-parallel over several ranks (`engine.distributed`): every rank samples the same widths (one
+seed), reads its own shard of each global batch (``spec.batch_size`` stays the global batch),
+normalises with the whole batch's BN statistics and sums the gradients once per sandwich step, so
+the result is the one-process result up to floating point.  Rank 0 alone writes checkpoints and
+reports; a checkpoint holds nothing rank-specific, so a run resumes on any number of ranks.
+Dropout is the one exception to "same as one process": each rank draws its own masks.
 """
 
 from __future__ import annotations
 
 import time
+from contextlib import nullcontext
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -29,12 +37,14 @@ from torch.utils.data import DataLoader
 from engine.checkpoint import CheckpointError, load_checkpoint, restore_rng_states, rng_states, save_checkpoint
 from engine.data import DataSplits
 from engine.datasets import ImageTensors
+from engine.distributed import Ranks, current
 from engine.device import autocast, batch_to, configure_threads, loader_workers, pick_device, to_device
 from engine.optim import make_optimizer, make_schedule
 from engine.progress import Meter
 from engine.sampling import Member, WidthSampler, check_mode, snet_switches
 from engine.spec import TRAIN_MODES, CancelFn, Cancelled, ReportFn, TrainSpec
 from models import NetSpec, Supernet, build_supernet
+from models.ops import at_least_float32, synchronised_batch_norm
 
 __all__ = ["TrainingDiverged", "build_for_mode", "load_supernet", "pick_device", "sandwich_step", "train_supernet"]
 
@@ -95,8 +105,12 @@ def soft_cross_entropy(logits: torch.Tensor, target_probs: torch.Tensor) -> torc
 
 
 def sandwich_step(supernet: Supernet, members: list[Member], x: torch.Tensor, y: torch.Tensor, spec: TrainSpec,
-                  device: torch.device) -> float:
+                  device: torch.device, share: float = 1.0) -> float:
     """Forward and backward every member, accumulating gradients; returns the full network's loss.
+
+    ``share`` is this rank's part of the global batch (``len(y) / global batch``): each loss is
+    scaled by it before backward, so gradients summed over the ranks are the whole batch's.  The
+    returned loss is unscaled (this rank's mean).
 
     The teacher's soft targets are detached: the students' losses send no gradient through the
     teacher's output (the shared weights still receive the students' gradients through the
@@ -111,7 +125,7 @@ def sandwich_step(supernet: Supernet, members: list[Member], x: torch.Tensor, y:
             size = (member.resolution, member.resolution)
             inputs = F.interpolate(x, size=size, mode="bilinear", align_corners=False, antialias=True)
         with autocast(device):
-            logits = supernet(inputs).float()
+            logits = at_least_float32(supernet(inputs))
         if targets is None or not spec.inplace_distill:
             loss = F.cross_entropy(logits, y, label_smoothing=spec.label_smoothing)
         else:
@@ -119,7 +133,7 @@ def sandwich_step(supernet: Supernet, members: list[Member], x: torch.Tensor, y:
         if targets is None:
             targets = logits.detach().softmax(dim=1)
             full_loss = loss.item()
-        loss.backward()
+        (loss * share if share != 1.0 else loss).backward()
     return full_loss
 
 
@@ -141,21 +155,26 @@ def epoch_batches(num_images: int, batch_size: int, seed: int, epoch: int) -> li
 
 def train_supernet(supernet: Supernet, data: DataSplits, spec: TrainSpec, out_dir: Path, *, seed: int = 0,
                    device: str = "auto", report: ReportFn | None = None, should_cancel: CancelFn | None = None,
-                   checkpoint_every_s: float = 300.0) -> Path:
+                   checkpoint_every_s: float = 300.0, ranks: Ranks | None = None) -> Path:
     """Train ``supernet`` in place on ``data.train``; returns ``out_dir/final.pt``.
 
     Continues from ``out_dir/last.pt`` when it exists (it must come from the same network, training
     spec, seed and dataset).  A checkpoint is written every epoch and every ``checkpoint_every_s``
     seconds; when ``should_cancel()`` turns true a checkpoint is written and `Cancelled` raised.
     Reports carry ``percent`` of this training run (callers map it onto their whole job).
+
+    ``ranks`` (default: the process group this process joined, if any) trains data-parallel; every
+    rank calls this with the same arguments, only rank 0's ``report`` is called, and a cancel seen
+    by any rank's ``should_cancel`` stops all of them.
     """
-    return _Trainer(supernet, data, spec, Path(out_dir), seed, pick_device(device)).fit(
-        report, should_cancel, checkpoint_every_s)
+    ranks = ranks or current()
+    return _Trainer(supernet, data, spec, Path(out_dir), seed, ranks.device(device), ranks).fit(
+        report if ranks.is_main else None, should_cancel, checkpoint_every_s)
 
 
 class _Trainer:
     def __init__(self, supernet: Supernet, data: DataSplits, spec: TrainSpec, out_dir: Path, seed: int,
-                 device: torch.device) -> None:
+                 device: torch.device, ranks: Ranks) -> None:
         check_mode(spec.mode, supernet)
         if seed < 0 or spec.epochs < 1 or spec.batch_size < 1:
             raise ValueError(f"seed must be >= 0 and epochs, batch size >= 1 (got {seed}, {spec.epochs}, {spec.batch_size})")
@@ -163,7 +182,11 @@ class _Trainer:
             raise ValueError(f"training spec width_min {spec.width_min} differs from the supernet's {supernet.spec.width_min}")
         if len(data.train) < 2:
             raise ValueError(f"{data.name}: the training split has {len(data.train)} images; need at least 2")
-        self.supernet, self.data, self.spec, self.seed, self.device = supernet, data, spec, seed, device
+        self.global_batch = min(spec.batch_size, len(data.train))
+        if self.global_batch < ranks.world:
+            raise ValueError(f"batch size {self.global_batch} is smaller than the {ranks.world} ranks it is split over")
+        seed = ranks.broadcast_seed(seed)
+        self.supernet, self.data, self.spec, self.seed, self.device, self.ranks = supernet, data, spec, seed, device, ranks
         self.last, self.final = out_dir / "last.pt", out_dir / "final.pt"
         self.workers = loader_workers(isinstance(data.train, ImageTensors))
         self.steps_per_epoch = steps_per_epoch(len(data.train), spec.batch_size)
@@ -185,9 +208,11 @@ class _Trainer:
         configure_threads(self.workers)
         cuda = [torch.cuda.current_device() if self.device.index is None else self.device.index] if self.device.type == "cuda" else []
         try:
-            with torch.random.fork_rng(devices=cuda):
+            with torch.random.fork_rng(devices=cuda), synchronised_batch_norm() if self.ranks.distributed else nullcontext():
                 torch.manual_seed(self.seed)
-                if not self._resume():
+                finished = self._resume()
+                self._seed_dropout()
+                if not finished:
                     self._loop(report, should_cancel, checkpoint_every_s)
         finally:
             self.supernet.set_full()  # whatever width the last step sampled, callers get the full network
@@ -195,7 +220,13 @@ class _Trainer:
                 self.supernet.to(memory_format=torch.contiguous_format)
         if not self.final.exists():
             self._save(self.final, finished=True)
+        self.ranks.barrier()  # no rank returns (and loads final.pt) before rank 0 has written it
         return self.final
+
+    def _seed_dropout(self) -> None:
+        """Ranks other than 0 draw their own dropout masks (the same ones on every resume)."""
+        if self.ranks.rank:
+            torch.manual_seed(int(np.random.SeedSequence([self.seed, self.step, self.ranks.rank]).generate_state(1)[0]))
 
     def _loop(self, report: ReportFn | None, should_cancel: CancelFn | None, checkpoint_every_s: float) -> None:
         self.supernet.train()
@@ -209,7 +240,7 @@ class _Trainer:
                 if report is not None and (end_of_epoch or now - last_report >= REPORT_EVERY_S):
                     report(self._event(meter))
                     last_report = now
-                stop = should_cancel is not None and should_cancel()
+                stop = self.ranks.any(should_cancel is not None and should_cancel())
                 if stop or now - last_save >= checkpoint_every_s:
                     self._checkpoint(started)
                     started = last_save = time.monotonic()
@@ -224,7 +255,10 @@ class _Trainer:
     def _step(self, x: torch.Tensor, y: torch.Tensor) -> float:
         x, y = batch_to(x, self.device).contiguous(memory_format=self.layout), y.to(self.device)
         self.optimizer.zero_grad(set_to_none=True)
-        loss = sandwich_step(self.supernet, self.sampler.members(), x, y, self.spec, self.device)
+        share = len(y) / self.global_batch
+        loss = sandwich_step(self.supernet, self.sampler.members(), x, y, self.spec, self.device, share)
+        if self.ranks.distributed:  # the whole batch's gradient and mean loss, the same on every rank
+            (loss,) = self.ranks.sum_gradients(self.supernet.parameters(), [loss * share])
         if not np.isfinite(loss):
             raise TrainingDiverged(f"training diverged at step {self.step} (loss {loss}); lower the learning rate")
         self.optimizer.step()
@@ -233,9 +267,12 @@ class _Trainer:
         return loss
 
     def _loader(self) -> DataLoader:
-        """This epoch's remaining batches (a resumed epoch skips those already trained on)."""
+        """This epoch's remaining batches (a resumed epoch skips those already trained on); each
+        rank reads its own shard of every batch."""
         batches = epoch_batches(len(self.data.train), self.spec.batch_size, self.seed, self.epoch)
         done = self.step - self.epoch * self.steps_per_epoch
+        rank, world = self.ranks.rank, self.ranks.world
+        batches = [batch[rank::world] for batch in batches]
         # Its own generator: a loader draws a worker seed when iterated, which must not come from (and
         # shift) the global generator that dropout uses, or a resumed run would drift from a straight one.
         return DataLoader(self.data.train, batch_sampler=batches[done:], num_workers=self.workers,
@@ -253,6 +290,8 @@ class _Trainer:
         self._save(self.last, finished=False)
 
     def _save(self, path: Path, finished: bool) -> None:
+        if not self.ranks.is_main:
+            return
         save_checkpoint({
             **self.identity, "model": self.supernet.state_dict(), "optimizer": self.optimizer.state_dict(),
             "scheduler": self.schedule.state_dict(), "rng": rng_states(self.sampler.generator),

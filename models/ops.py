@@ -10,6 +10,9 @@ channels.  ``None`` keeps everything.
 
 from __future__ import annotations
 
+from contextlib import contextmanager
+from typing import Any, Iterator
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -91,13 +94,73 @@ class SlimBatchNorm2d(nn.BatchNorm2d):
         rows = _prefix_if_narrow(self.rows, x.shape[1], self.num_features)
         pick = (lambda t: t) if rows is None else (lambda t: None if t is None else take(t, rows, 0))
         running_mean, running_var = pick(self.running_mean), pick(self.running_var)
-        out = F.batch_norm(x, running_mean, running_var, pick(self.weight) if self.affine else None,
-                           pick(self.bias) if self.affine else None, use_batch_stats, factor, self.eps)
+        out = batch_norm(x, running_mean, running_var, pick(self.weight) if self.affine else None,
+                         pick(self.bias) if self.affine else None, use_batch_stats, factor, self.eps)
         if isinstance(rows, torch.Tensor) and self.training and self.track_running_stats:
             with torch.no_grad():  # gathered copies: write the updated statistics back
                 self.running_mean.index_copy_(0, rows.to(x.device), running_mean)
                 self.running_var.index_copy_(0, rows.to(x.device), running_var)
         return out
+
+
+def at_least_float32(t: torch.Tensor) -> torch.Tensor:
+    """Half precision (autocast) promoted to float32, float32 and float64 kept: statistics and losses
+    need float32's range, and a float64 run (the data-parallel equivalence test) must stay float64."""
+    return t if t.dtype in (torch.float32, torch.float64) else t.float()
+
+
+_SYNC: list[Any] = []
+"""The process group whose batch statistics BN layers in training share (empty: none)."""
+
+
+@contextmanager
+def synchronised_batch_norm(group: Any = None) -> Iterator[None]:
+    """BN layers in training normalise with the statistics of the whole batch spread over the ranks
+    of ``group`` (None: every rank), so data-parallel training equals one process with the whole
+    batch.  Off outside the block: calibration and evaluation run per rank on whole samples."""
+    _SYNC.append(group)
+    try:
+        yield
+    finally:
+        _SYNC.pop()
+
+
+def batch_norm(x: torch.Tensor, running_mean: torch.Tensor | None, running_var: torch.Tensor | None,
+               weight: torch.Tensor | None, bias: torch.Tensor | None, batch_stats: bool, factor: float,
+               eps: float) -> torch.Tensor:
+    """`F.batch_norm`, with batch statistics reduced across ranks inside `synchronised_batch_norm`."""
+    if not (batch_stats and _SYNC):
+        return F.batch_norm(x, running_mean, running_var, weight, bias, batch_stats, factor, eps)
+    return _synced_batch_norm(x, running_mean, running_var, weight, bias, factor, eps, _SYNC[-1])
+
+
+def _synced_batch_norm(x: torch.Tensor, running_mean: torch.Tensor | None, running_var: torch.Tensor | None,
+                       weight: torch.Tensor | None, bias: torch.Tensor | None, factor: float, eps: float,
+                       group: Any) -> torch.Tensor:
+    """Per-channel sum and sum of squares (and the count) summed over the ranks in one all-reduce
+    that autograd differentiates (its backward sums the ranks' gradients of the statistics), so
+    each rank's input gradient is the one the whole batch would give it."""
+    from torch.distributed import nn as dist_nn
+
+    c = x.shape[1]
+    xf = at_least_float32(x)
+    count = xf.new_full((1,), x.numel() / c)
+    totals = dist_nn.functional.all_reduce(torch.cat([xf.sum((0, 2, 3)), (xf * xf).sum((0, 2, 3)), count]), group=group)
+    n = totals[2 * c]
+    mean = totals[:c] / n
+    var = (totals[c:2 * c] / n - mean * mean).clamp_min(0)
+    if running_mean is not None and running_var is not None:
+        with torch.no_grad():
+            running_mean.mul_(1 - factor).add_(mean.detach().to(running_mean.dtype), alpha=factor)
+            unbiased = var.detach() * (n / (n - 1).clamp_min(1))
+            running_var.mul_(1 - factor).add_(unbiased.to(running_var.dtype), alpha=factor)
+    shape = (1, c, 1, 1)
+    out = (xf - mean.view(shape)) * torch.rsqrt(var + eps).view(shape)
+    if weight is not None:
+        out = out * weight.to(xf.dtype).view(shape)
+    if bias is not None:
+        out = out + bias.to(xf.dtype).view(shape)
+    return out.to(x.dtype)
 
 
 class SwitchableBatchNorm2d(nn.Module):
@@ -114,7 +177,12 @@ class SwitchableBatchNorm2d(nn.Module):
         self.bn = nn.ModuleList(nn.BatchNorm2d(c, eps=eps, momentum=momentum) for c in self.widths)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.branch(x.shape[1])(x)
+        bn = self.branch(x.shape[1])
+        if not (bn.training and _SYNC):
+            return bn(x)
+        bn.num_batches_tracked.add_(1)
+        factor = 1.0 / float(bn.num_batches_tracked) if bn.momentum is None else bn.momentum
+        return batch_norm(x, bn.running_mean, bn.running_var, bn.weight, bn.bias, True, factor, bn.eps)
 
     def branch(self, channels: int) -> nn.BatchNorm2d:
         """The BN owned by a width; raises for widths that are not switches."""

@@ -42,14 +42,23 @@ def _compose_env(tmp_path: Path) -> dict[str, str]:
     return {**env, "DOCKER_CONFIG": str(plugins.parent)}
 
 
-@pytest.fixture(scope="module")
-def config(tmp_path_factory: pytest.TempPathFactory) -> dict:
-    """The file as Compose resolves it (anchors merged, variables substituted)."""
-    env = _compose_env(tmp_path_factory.mktemp("compose"))
-    done = subprocess.run(["docker", "compose", "-f", str(ROOT / "docker-compose.yml"), "config", "--format", "json"],
+def _resolved(env: dict[str, str], *profiles: str) -> dict:
+    """The file as Compose resolves it (anchors merged, variables substituted) for ``profiles``."""
+    flags = [arg for p in profiles for arg in ("--profile", p)]
+    done = subprocess.run(["docker", "compose", "-f", str(ROOT / "docker-compose.yml"), *flags, "config", "--format", "json"],
                           env=env, capture_output=True, text=True, cwd=ROOT)
     assert done.returncode == 0, done.stderr
     return json.loads(done.stdout)
+
+
+@pytest.fixture(scope="module")
+def compose_env(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
+    return _compose_env(tmp_path_factory.mktemp("compose"))
+
+
+@pytest.fixture(scope="module")
+def config(compose_env: dict[str, str]) -> dict:
+    return _resolved(compose_env)
 
 
 def _autoslim_args(command: list[str]) -> list[list[str]]:
@@ -85,6 +94,19 @@ def test_worker_reserves_a_gpu_and_releases_its_memory(config: dict) -> None:
     (device,) = worker["deploy"]["resources"]["reservations"]["devices"]
     assert device["capabilities"] == ["gpu"] and device["driver"] == "nvidia"
     assert config["services"]["api"]["environment"].items() <= worker["environment"].items()
+
+
+def test_the_4gpu_profile_adds_a_worker_running_each_search_on_four_gpus(compose_env: dict[str, str]) -> None:
+    config = _resolved(compose_env, "4gpu")
+    assert set(config["services"]) == SERVICES | {"worker-4gpu"}
+    worker = config["services"]["worker-4gpu"]
+    (args,) = _autoslim_args(worker["command"])
+    parsed = build_parser().parse_args(args)
+    assert (parsed.command, parsed.queue, parsed.gpus) == ("worker", "gpu", "0,1,2,3")
+    (device,) = worker["deploy"]["resources"]["reservations"]["devices"]
+    assert device["device_ids"] == parsed.gpus.split(",") and device["capabilities"] == ["gpu"]
+    assert worker["environment"] == config["services"]["worker"]["environment"]
+    assert {m["target"] for m in worker["volumes"]} == {m["target"] for m in config["services"]["worker"]["volumes"]}
 
 
 def test_data_checkpoints_and_results_are_volumes(config: dict) -> None:

@@ -23,6 +23,7 @@ from app.tables import Search
 from engine.spec import Cancelled
 from worker.celery_app import TASK_NAME
 from worker.progress import ClaimLost, ProgressWriter, claim
+from worker.ranks import RankLost, RanksFailed, parse_gpus, run_on_ranks
 from worker.reaper import start_reaper
 from worker.results import store_cancelled, store_failure, store_success
 from worker.uploads import with_upload_files
@@ -64,16 +65,36 @@ def execute(settings: Settings, search_id: str) -> str:
             allow_modules(settings.model_modules)  # MODULE:FUNCTION networks the operator installed
 
             files = with_upload_files(engine, spec, workdir, settings.weights_root)
-            result = run_search(files, workdir, report=writer, should_cancel=writer.should_cancel)
+            gpus = parse_gpus(settings.worker_gpus)
+            if len(gpus) > 1:  # one rank per GPU; rank 0 reports through the same claim
+                result = run_on_ranks(gpus, files, workdir, {
+                    "db_url": settings.db_url, "search_id": search_id, "claim_id": held.claim_id,
+                    "progress_every_s": settings.progress_every_s, "heartbeat_s": settings.heartbeat_s,
+                    "model_modules": settings.model_modules})
+            else:
+                result = run_search(files, workdir, report=writer, should_cancel=writer.should_cancel)
         store_success(held, result, Path(workdir), spec)
         return "succeeded"
     except ClaimLost:
+        return "lost"
+    except RankLost as err:  # the heartbeat stops with this attempt: the reaper hands the search on
+        log.warning("search %s: %s; the next claim resumes from its checkpoints", search_id, err)
         return "lost"
     except Cancelled:
         if writer.lost.is_set():
             return "lost"
         store_cancelled(held, writer.phase)
         return "cancelled"
+    except RanksFailed as err:
+        try:
+            if held.cancel_requested():  # the ranks stopped on the cancel request (Cancelled, in rank 0)
+                store_cancelled(held, writer.phase)
+                return "cancelled"
+            log.error("search %s failed: %s", search_id, err)
+            store_failure(held, err)
+        except ClaimLost:
+            return "lost"
+        return "failed"
     except Exception as err:  # noqa: BLE001 - any failure of the search is recorded on it
         log.exception("search %s failed", search_id)
         try:

@@ -30,6 +30,7 @@ NETWORK_COMMANDS = {"archs", "macs", "export", "train", "search", "retrain"}
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)  # what `--nproc` ranks run again
     try:
         if args.command in NETWORK_COMMANDS:
             from app.settings import get_settings

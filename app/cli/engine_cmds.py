@@ -9,6 +9,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+from app.cli.ranks import add_nproc, launched
 from engine.spec import PRETRAINED_TRAIN, TRAIN_MODES, TrainSpec, with_pretrained_defaults
 
 # Options that must agree with a run being resumed, and where the checkpoint stores them.
@@ -39,17 +40,24 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--input-size", type=int, help="pixels (default 32)")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
     p.add_argument("--calib-size", type=int, default=2000, help="images for BN calibration in the summary")
+    add_nproc(p)
     p.set_defaults(handler=cmd_train)
 
 
 def cmd_train(args: argparse.Namespace) -> int:
+    status = launched(args)
+    if status is not None:
+        return status
     from engine.data import as_batches, load_data
+    from engine.distributed import init_from_env, shutdown
     from engine.progress import ProgressPrinter
     from engine.spec import Cancelled
     from engine.train import build_for_mode, train_supernet
 
     settings = _settings(args)
-    data = load_data(settings["dataset"], input_size=settings["input_size"], seed=settings["seed"])
+    ranks = init_from_env(args.device)
+    with ranks.main_first():  # a download happens once
+        data = load_data(settings["dataset"], input_size=settings["input_size"], seed=settings["seed"])
     supernet = build_for_mode(settings["arch"], settings["mode"], data.num_classes, settings["input_size"],
                               settings["width_mult"], settings["width_min"], seed=settings["seed"])
     if args.weights is not None:
@@ -60,10 +68,16 @@ def cmd_train(args: argparse.Namespace) -> int:
     try:
         with stop:
             final = train_supernet(supernet, data, spec, args.out, seed=settings["seed"], device=args.device,
-                                   report=ProgressPrinter(), should_cancel=stop)
+                                   report=ProgressPrinter(), should_cancel=stop, ranks=ranks)
     except Cancelled:
+        if not ranks.is_main:
+            return 130
         print(f"\ninterrupted; continue with: autoslim train --out {args.out} --resume", file=sys.stderr)
         return 130
+    finally:
+        shutdown()
+    if not ranks.is_main:
+        return 0
     print(f"wrote {final}")
     _print_summary(supernet, as_batches(data.val, device=_device_of(supernet)),
                    as_batches(data.train_plain, limit=args.calib_size, seed=settings["seed"], device=_device_of(supernet)))

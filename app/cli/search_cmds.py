@@ -6,6 +6,7 @@ import argparse
 import json
 from pathlib import Path
 
+from app.cli.ranks import add_nproc, launched
 from engine.spec import PRETRAINED_TRAIN, TRAIN_MODES, RetrainSpec, SearchSettings, TrainSpec, with_pretrained_defaults
 
 
@@ -39,6 +40,7 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--retrain-epochs", type=int, default=0, help="fine-tune each answer for this many epochs")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
+    add_nproc(p)
     p.set_defaults(handler=cmd_search)
 
     p = sub.add_parser("retrain", help="fine-tune a channel config from a supernet (or train it from scratch)")
@@ -57,8 +59,12 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
 
 
 def cmd_search(args: argparse.Namespace) -> int:
+    status = launched(args)
+    if status is not None:
+        return status
     from engine import run_search
     from engine.budgets import parse_targets
+    from engine.distributed import init_from_env, shutdown
     from engine.progress import ProgressPrinter
     from engine.spec import SearchSpec
 
@@ -73,8 +79,14 @@ def cmd_search(args: argparse.Namespace) -> int:
         weights=str(args.weights or ""),
     )
     printer = ProgressPrinter()
-    result = run_search(spec, args.out, report=lambda event: printer({k: v for k, v in event.items() if k != "trajectory_step"}))
-    print(_table(result, args.out))
+    ranks = init_from_env(args.device)
+    try:
+        result = run_search(spec, args.out, ranks=ranks,
+                            report=lambda event: printer({k: v for k, v in event.items() if k != "trajectory_step"}))
+    finally:
+        shutdown()
+    if ranks.is_main:
+        print(_table(result, args.out))
     return 0
 
 

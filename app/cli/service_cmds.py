@@ -26,6 +26,8 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("worker", help="a search worker on this machine (solo pool: one search at a time)")
     p.add_argument("--queue", choices=("cpu", "gpu"), default=None, help="default AUTOSLIM_DEFAULT_QUEUE")
     p.add_argument("--loglevel", default="INFO")
+    p.add_argument("--gpus", default=None, metavar="0,1,...",
+                   help="run each search on all of these GPUs, one rank each (default AUTOSLIM_WORKER_GPUS)")
     p.add_argument("--max-tasks-per-child", type=int, default=0, metavar="N",
                    help="run each search in a child process replaced after N searches, so the GPU memory "
                         "(CUDA context included) is handed back; 0 = the solo pool (default)")
@@ -89,7 +91,11 @@ def cmd_token_create(args: argparse.Namespace) -> int:
 def cmd_worker(args: argparse.Namespace) -> int:
     from worker.celery_app import make_celery
 
+    from worker.ranks import parse_gpus
+
     settings, _ = _migrated_engine()
+    if args.gpus is not None:
+        settings = settings.model_copy(update={"worker_gpus": ",".join(parse_gpus(args.gpus))})
     queue = args.queue or settings.default_queue
     # solo pool: the search runs in this process.  One search uses a whole GPU (or every core), so
     # there is nothing to gain from a pool; a kill of the worker kills its search too (no orphaned
