@@ -5,11 +5,12 @@ rank that dies fails the attempt cleanly and leaves a checkpoint that a later ru
 Tolerance: the trainings run in float64.  Summing gradients and BN statistics over ranks only
 reorders additions, but in float32 these tiny supernets turn a reordering into visible weight
 differences within a few steps: one process trained on the same batches with each batch's images
-in another order ends up to 1e-2 away (ResNet-18 x0.25, 4 steps of lr 0.05), so float32 cannot tell
-a correct data-parallel run from a subtly wrong one.  In float64 the same reordering moves the
-weights by ~1e-15, so ``ATOL`` = 1e-9 leaves room for rounding and none for a real difference
-(BN statistics of one shard instead of the whole batch, a loss not scaled by the rank's share,
-gradients not summed all give differences above 1e-3).  The greedy scores are computed per
+in another order ends up 1e-2 away (ResNet-18 x0.25 at 16 px, 4 steps of 32 digits at lr 0.05), so
+float32 cannot tell a correct data-parallel run from a subtly wrong one.  In float64 the same
+reordering moves the weights by ~4e-15 and 2 ranks differ from 1 process by ~9e-15, so ``ATOL`` =
+1e-9 leaves room for rounding and none for a real difference: with this test's settings, BN
+statistics of each rank's shard instead of the whole batch give 0.31, losses not scaled by the
+rank's share 0.66, gradients not summed 0.39.  The greedy scores are computed per
 candidate exactly as in one process, so its trajectory must be identical.  The ranks are forked
 (``start_method="fork"``: no second import of torch per rank); the service spawns them, which
 differs only in how a rank's process starts.
