@@ -184,8 +184,11 @@ def _narrowed(value, layout, parent: dict[str, int], child: dict[str, int]):
         return tuple(_narrowed(v, lay, parent, child) for v, lay in zip(value, layout))
     if layout is None or not changed_in(layout, parent, child):
         return value
-    channels_last = value.dim() == 4 and value.is_contiguous(memory_format=torch.channels_last) and value.shape[1] > 1
-    fmt = torch.channels_last if channels_last else torch.contiguous_format  # keep the search's memory format
+    # Keep the search's memory format; a tensor contiguous in both (1x1 spatial, an SE gate) stays in
+    # the default one, as the full forward leaves it (another layout picks other kernels, other rounding).
+    channels_last = (value.dim() == 4 and value.is_contiguous(memory_format=torch.channels_last)
+                     and not value.is_contiguous() and value.shape[1] > 1)
+    fmt = torch.channels_last if channels_last else torch.contiguous_format
     return take(value, layout.keep_within(parent, child), 1).contiguous(memory_format=fmt)
 
 

@@ -11,9 +11,9 @@ reordering moves the weights by ~4e-15 and 2 ranks differ from 1 process by ~9e-
 1e-9 leaves room for rounding and none for a real difference: with this test's settings, BN
 statistics of each rank's shard instead of the whole batch give 0.31, losses not scaled by the
 rank's share 0.66, gradients not summed 0.39.  The greedy scores are computed per
-candidate exactly as in one process, so its trajectory must be identical.  The ranks are forked
-(``start_method="fork"``: no second import of torch per rank); the service spawns them, which
-differs only in how a rank's process starts.
+candidate exactly as in one process, so its trajectory must be identical.  The ranks are spawned,
+as the service starts them: forked ranks hang in their first convolution when the test process
+has already run OpenMP work (any earlier test in the same process does).
 """
 
 from __future__ import annotations
@@ -52,8 +52,8 @@ def _digits() -> DataSplits:
 
 
 def _before_forking() -> None:
-    """Load the digits and build a supernet (its graph analysis imports torchvision, seconds) in
-    this process, so that the forked ranks inherit both instead of each doing it again."""
+    """Load the digits and build a supernet in this process first: the ranks' results are compared
+    with this process's, and a failure to build shows here rather than inside a rank."""
     _digits()
     _net()
 
@@ -116,7 +116,7 @@ def _dying_job(out: str) -> None:
 @pytest.fixture(scope="module")
 def two_ranks(tmp_path_factory) -> dict[int, dict]:
     _before_forking()
-    return launch(2, _rank_job, [str(tmp_path_factory.mktemp("two-ranks"))], start_method="fork")
+    return launch(2, _rank_job, [str(tmp_path_factory.mktemp("two-ranks"))], start_method="spawn")
 
 
 @pytest.fixture(scope="module")
@@ -158,7 +158,7 @@ def test_two_rank_greedy_gives_exactly_the_one_process_trajectory(two_ranks):
 def test_a_dead_rank_fails_the_run_and_the_checkpoint_resumes_on_one_process(one_process, tmp_path):
     _before_forking()
     with pytest.raises(ChildFailedError) as failed:
-        launch(2, _dying_job, [str(tmp_path)], start_method="fork")
+        launch(2, _dying_job, [str(tmp_path)], start_method="spawn")
     assert _names_the_dead_rank(failed.value.failures)
     state = torch.load(tmp_path / "last.pt", weights_only=False)
     assert (state["step"], state["finished"]) == (2, False) and not (tmp_path / "final.pt").exists()
