@@ -6,6 +6,7 @@ A search names an upload (``"weights": ID``) to start its supernet from it.  Han
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Query, Request, Response, status
@@ -24,9 +25,15 @@ WEIGHTS_FILE = {"required": True, "description": "The file as saved: `torch.save
                 "content": {"application/octet-stream": {"schema": {"type": "string", "format": "binary"}}}}
 
 
-async def weights_file(request: Request, settings: SettingsDep) -> SpooledUpload:
-    """The body streamed to a file beside the stored weights, refused past AUTOSLIM_MAX_WEIGHTS_BYTES."""
-    return await body_to_file(request, settings.max_weights_bytes, "a weights file", settings.weights_root)
+async def weights_file(request: Request, settings: SettingsDep) -> AsyncIterator[SpooledUpload]:
+    """The body streamed to a file beside the stored weights, refused past AUTOSLIM_MAX_WEIGHTS_BYTES.
+    Removed after the request unless kept: a request refused after the body was read (a bad query
+    parameter, no token) must not leave it behind."""
+    upload = await body_to_file(request, settings.max_weights_bytes, "a weights file", settings.weights_root)
+    try:
+        yield upload
+    finally:
+        upload.discard()  # kept uploads were renamed away already
 
 
 @router.post("", status_code=status.HTTP_201_CREATED, response_model=WeightsOut,
