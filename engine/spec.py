@@ -131,6 +131,140 @@ def _strict(kind: type, data: dict[str, Any], where: str) -> Any:
     return kind(**data)
 
 
+# ---- the result ----------------------------------------------------------------------------------
+# What `run_search` returns (as ``SearchResult.to_dict()``, also written to ``workdir/result.json``)
+# and what every reader (worker, dashboard, command line) parses back with ``SearchResult.from_dict``.
+# Optional figures are left out of the JSON when absent, so the files stay as they were.
+
+
+@dataclass
+class TrajectoryPoint:
+    """One recorded point of a search: a greedy step (``removed``, ``channels``) or, for a MutualNet
+    supernet, a point of the width x resolution grid (``ratio``, ``resolution``)."""
+
+    index: int
+    widths: dict[str, int]
+    macs: int
+    params: int
+    latency_ms: float | None
+    val_accuracy: float
+    val_loss: float
+    removed: str | None = None  # greedy: the group(s) slimmed to reach it (None for the full network)
+    channels: dict[str, int] | None = None  # greedy: per-layer channels (the config-file form)
+    ratio: float | None = None  # grid: the uniform width ratio
+    resolution: int | None = None  # grid: the input size
+
+    @property
+    def on_grid(self) -> bool:
+        return self.resolution is not None
+
+    def to_dict(self) -> dict[str, Any]:
+        out = asdict(self)
+        for key in ("removed", "channels") if self.on_grid else ("ratio", "resolution"):
+            del out[key]
+        if out.get("channels", 0) is None:
+            del out["channels"]
+        return out
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "TrajectoryPoint":
+        return _strict(cls, data, "trajectory point")
+
+
+@dataclass
+class BudgetAnswer:
+    """One budget's answer: the configuration chosen for it, its figures and its files (relative to
+    the work directory: ``config`` and one per export format).  ``latency_*`` describe the device
+    the latency budgets are for; ``worker_latency_*`` the worker's own, beside a named table."""
+
+    kind: str
+    target: float
+    macs: int
+    params: int
+    latency_ms: float | None
+    val_accuracy: float
+    val_loss: float
+    channels: dict[str, int]
+    files: dict[str, str]
+    step: int | None = None  # greedy: the trajectory step it was chosen from
+    ratio: float | None = None  # grid: the point it was chosen from
+    resolution: int | None = None
+    test_accuracy: float | None = None  # retrained only
+    latency_device: str | None = None
+    latency_runtime: str | None = None
+    worker_latency_ms: float | None = None
+    worker_latency_device: str | None = None
+    worker_latency_runtime: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        required = ("kind", "target", "macs", "params", "latency_ms", "val_accuracy", "val_loss", "channels", "files")
+        return {k: v for k, v in asdict(self).items() if k in required or v is not None}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "BudgetAnswer":
+        return _strict(cls, data, "budget answer")
+
+
+@dataclass
+class UniformPoint:
+    """The supernet at one uniform width ratio, BN calibrated and scored like the greedy candidates:
+    a point of the width-multiplier baseline the trajectory is compared with."""
+
+    ratio: float
+    macs: int
+    params: int
+    val_accuracy: float
+    val_loss: float
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "UniformPoint":
+        return _strict(cls, data, "uniform point")
+
+
+@dataclass
+class SupernetRef:
+    """The trained supernet a search used: its cache key, checkpoint, and whether it was reused."""
+
+    key: str
+    path: str
+    reused: bool
+
+
+@dataclass
+class SearchResult:
+    """A finished search: an answer per budget, the trajectory (greedy steps or grid points), the full
+    network's point, the uniform baseline (greedy searches only), the supernet, timings in seconds
+    by phase, and the spec it answers (with its hash, so a finished work directory is recognised)."""
+
+    budgets: list[BudgetAnswer]
+    trajectory: list[TrajectoryPoint]
+    full: TrajectoryPoint
+    uniform: list[UniformPoint]
+    supernet: SupernetRef
+    timings: dict[str, float]
+    spec: dict[str, Any]
+    spec_hash: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"budgets": [b.to_dict() for b in self.budgets], "trajectory": [p.to_dict() for p in self.trajectory],
+                "full": self.full.to_dict(), "uniform": [u.to_dict() for u in self.uniform],
+                "supernet": asdict(self.supernet), "timings": dict(self.timings), "spec": self.spec,
+                "spec_hash": self.spec_hash}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "SearchResult":
+        data = dict(data)
+        data["budgets"] = [BudgetAnswer.from_dict(b) for b in data.get("budgets", [])]
+        data["trajectory"] = [TrajectoryPoint.from_dict(p) for p in data.get("trajectory", [])]
+        data["full"] = TrajectoryPoint.from_dict(data["full"])
+        data["uniform"] = [UniformPoint.from_dict(u) for u in data.get("uniform", [])]
+        data["supernet"] = _strict(SupernetRef, data["supernet"], "supernet")
+        return _strict(cls, data, "result")
+
+
 ReportFn = Callable[[dict[str, Any]], None]
 """Progress callback.  Receives plain dicts, always with `phase` (one of PHASES) and `percent`
 (0-100 over the whole job); training adds `epoch`, `epochs`, `step`, `loss`, `lr`, `images_per_s`,

@@ -7,7 +7,8 @@ import json
 from pathlib import Path
 
 from app.cli.ranks import add_nproc, launched
-from engine.spec import PRETRAINED_TRAIN, TRAIN_MODES, RetrainSpec, SearchSettings, TrainSpec, with_pretrained_defaults
+from engine.spec import (PRETRAINED_TRAIN, TRAIN_MODES, BudgetAnswer, RetrainSpec, SearchResult, SearchSettings,
+                         TrainSpec, with_pretrained_defaults)
 
 
 def add_commands(sub: argparse._SubParsersAction) -> None:
@@ -86,7 +87,7 @@ def cmd_search(args: argparse.Namespace) -> int:
     finally:
         shutdown()
     if ranks.is_main:
-        print(_table(result, args.out))
+        print(_table(SearchResult.from_dict(result), args.out))
     return 0
 
 
@@ -102,39 +103,41 @@ def _counts(targets: list) -> list:
     return [t if isinstance(t, str) else int(t) for t in targets]
 
 
-def _table(result: dict, out: Path) -> str:
+def _table(result: SearchResult, out: Path) -> str:
     """One line per budget; MACs and params in millions, accuracy in percent."""
     from engine.budgets import Budget
 
-    retrained = any("test_accuracy" in b for b in result["budgets"])
+    retrained = any(b.test_accuracy is not None for b in result.budgets)
     head = f"{'budget':>16} {'MACs':>9} {'params':>9} {'latency':>10} {'val acc':>8}" + (f" {'test acc':>8}" if retrained else "")
     lines = [head + "  config"]
-    for b in result["budgets"]:
-        latency = "-" if b["latency_ms"] is None else f"{b['latency_ms']:.3f}ms"
-        row = (f"{Budget(b['kind'], b['target']).describe():>16} {b['macs'] / 1e6:>8.3f}M {b['params'] / 1e6:>8.4f}M "
-               f"{latency:>10} {b['val_accuracy']:>7.2f}%")
+    for b in result.budgets:
+        row = (f"{Budget(b.kind, b.target).describe():>16} {b.macs / 1e6:>8.3f}M {b.params / 1e6:>8.4f}M "
+               f"{_ms(b.latency_ms):>10} {b.val_accuracy:>7.2f}%")
         if retrained:
-            row += f" {b['test_accuracy']:>7.2f}%"
-        lines.append(f"{row}  {out / b['files']['config']}")
-    full = result["full"]
-    lines.append(f"{'full network':>16} {full['macs'] / 1e6:>8.3f}M {full['params'] / 1e6:>8.4f}M "
-                 f"{'-' if full.get('latency_ms') is None else format(full['latency_ms'], '.3f') + 'ms':>10} "
-                 f"{full['val_accuracy']:>7.2f}%")
-    lines += _latency_lines(result["budgets"])
-    supernet = result["supernet"]
-    lines.append(f"supernet {supernet['key']} ({'reused' if supernet['reused'] else 'trained'}): {supernet['path']}")
+            row += f" {b.test_accuracy:>7.2f}%"
+        lines.append(f"{row}  {out / b.files['config']}")
+    full = result.full
+    lines.append(f"{'full network':>16} {full.macs / 1e6:>8.3f}M {full.params / 1e6:>8.4f}M "
+                 f"{_ms(full.latency_ms):>10} {full.val_accuracy:>7.2f}%")
+    lines += _latency_lines(result.budgets)
+    supernet = result.supernet
+    lines.append(f"supernet {supernet.key} ({'reused' if supernet.reused else 'trained'}): {supernet.path}")
     return "\n".join(lines)
 
 
-def _latency_lines(budgets: list[dict]) -> list[str]:
+def _ms(latency_ms: float | None) -> str:
+    return "-" if latency_ms is None else f"{latency_ms:.3f}ms"
+
+
+def _latency_lines(budgets: list[BudgetAnswer]) -> list[str]:
     """Which device the latency column is for; with a device table, the worker's own figures too."""
-    if not budgets or "latency_device" not in budgets[0]:
+    if not budgets or budgets[0].latency_device is None:
         return []
     first = budgets[0]
-    lines = [f"latency on {first['latency_device']}, {first['latency_runtime']}"]
-    if "worker_latency_ms" in first:
-        figures = ", ".join(f"{b['worker_latency_ms']:.3f}ms" for b in budgets)
-        lines.append(f"on this worker ({first['worker_latency_device']}, {first['worker_latency_runtime']}): {figures}")
+    lines = [f"latency on {first.latency_device}, {first.latency_runtime}"]
+    if first.worker_latency_ms is not None:
+        figures = ", ".join(f"{b.worker_latency_ms:.3f}ms" for b in budgets)
+        lines.append(f"on this worker ({first.worker_latency_device}, {first.worker_latency_runtime}): {figures}")
     return lines
 
 

@@ -20,6 +20,7 @@ from app.dashboard import charts
 from app.dashboard.queries import budget_label
 from app.routes.downloads import available_formats
 from app.tables import BudgetResult, Search, TrajectoryStep
+from engine.spec import UniformPoint
 
 
 @dataclass
@@ -58,25 +59,21 @@ def chosen_points(results: list[BudgetResult]) -> list[charts.Point]:
     return [charts.Point(r.macs, r.val_accuracy, budget_label(r)) for r in results if r.val_accuracy is not None]
 
 
-def engine_result(search: Search) -> dict[str, Any]:
-    """The engine's ``result.json`` in the search's work directory ({} when absent or unreadable)."""
+def uniform_baseline(search: Search) -> list[UniformPoint]:
+    """The uniform baseline of the engine's ``result.json`` in the search's work directory ([] when
+    absent or unreadable)."""
     if not search.workdir:
-        return {}
+        return []
     try:
-        return json.loads((Path(search.workdir) / "result.json").read_text())
-    except (OSError, ValueError):
-        return {}
+        data = json.loads((Path(search.workdir) / "result.json").read_text())
+        return [UniformPoint.from_dict(u) for u in data.get("uniform", [])]
+    except (OSError, ValueError, TypeError):
+        return []
 
 
-def baseline_points(result: dict[str, Any]) -> list[charts.Point]:
-    """The uniform-width baseline of an engine result: ``result["uniform"]``, a list of
-    ``{"ratio", "macs", "val_accuracy"}`` (the supernet, BN calibrated, at uniform width ratios)."""
-    points = []
-    for entry in result.get("uniform") or []:
-        accuracy = entry.get("val_accuracy", entry.get("accuracy")) if isinstance(entry, dict) else None
-        if accuracy is not None and entry.get("macs") is not None:
-            points.append(charts.Point(float(entry["macs"]), float(accuracy), f"uniform x{entry.get('ratio', '?')}"))
-    return points
+def baseline_points(uniform: list[UniformPoint]) -> list[charts.Point]:
+    """The uniform-width baseline (the supernet, BN calibrated, at uniform width ratios) as chart points."""
+    return [charts.Point(float(u.macs), float(u.val_accuracy), f"uniform x{u.ratio}") for u in uniform]
 
 
 def full_channels(search: Search, config: dict[str, Any]) -> dict[str, int]:
@@ -114,4 +111,4 @@ def budget_views(search: Search, base: str) -> list[BudgetView]:
 
 def accuracy_chart(search: Search, steps: list[TrajectoryStep]) -> Markup:
     return charts.accuracy_curve(trajectory_points(steps), chosen_points(list(search.budgets)),
-                                 baseline_points(engine_result(search)))
+                                 baseline_points(uniform_baseline(search)))

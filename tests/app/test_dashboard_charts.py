@@ -9,7 +9,7 @@ import xml.etree.ElementTree as ET
 import pytest
 
 from app.dashboard import charts
-from app.dashboard.search_page import baseline_points, engine_result
+from app.dashboard.search_page import baseline_points, uniform_baseline
 from app.tables import Search
 from engine.width_scores import BASELINE_POINTS
 
@@ -55,7 +55,7 @@ def engine_points(app, admin, finished_search):
     trajectory = [charts.Point(s["macs"], s["accuracy"], f"step {s['step']}") for s in steps]
     chosen = [charts.Point(b["macs"], b["val_accuracy"], f"{b['target']:g}") for b in finished_search["results"]]
     with app.state.sessionmaker() as session:
-        baseline = baseline_points(engine_result(session.get(Search, finished_search["id"])))
+        baseline = baseline_points(uniform_baseline(session.get(Search, finished_search["id"])))
     assert len(baseline) == BASELINE_POINTS
     return trajectory, chosen, baseline
 
