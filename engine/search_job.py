@@ -41,14 +41,13 @@ from engine.mutual_search import at_resolution, best_under, grid_range, resized,
 from engine.progress import RemainingWork
 from engine.retrain import initial_model, retrain
 from engine.sampling import default_resolutions
-from engine.spec import (BudgetAnswer, CancelFn, Cancelled, ReportFn, SearchResult, SearchSpec, SupernetRef,
-                         TrajectoryPoint, UniformPoint)
-from engine.supernet_cache import cache_root, fresh_supernet, obtain_supernet
+from engine.spec import (BudgetAnswer, CacheFolders, CancelFn, Cancelled, ReportFn, SearchResult, SearchSpec,
+                         SupernetRef, TrajectoryPoint, UniformPoint)
+from engine.supernet_cache import fresh_supernet, obtain_supernet
 from engine.train import load_supernet, pick_device
 from engine.width_scores import baseline_ratios, score_uniform
 from models import ChannelConfig, Supernet, count_macs, count_params
 
-LATENCY_ENV = "AUTOSLIM_LATENCY_CACHE"
 LATENCY_BATCH = 1
 """Without a named table, latency budgets are single-image inference latency on the worker's device."""
 
@@ -63,13 +62,14 @@ class _Answer:
 
 
 def run_search(spec: SearchSpec | dict, workdir: Path, report: ReportFn | None = None,
-               should_cancel: CancelFn | None = None, ranks: Ranks | None = None) -> dict[str, Any]:
+               should_cancel: CancelFn | None = None, ranks: Ranks | None = None,
+               caches: CacheFolders | None = None) -> dict[str, Any]:
     """Run (or resume) the search ``spec`` in ``workdir``; returns the result as JSON-able data:
     `engine.spec.SearchResult.to_dict()` (read it back with ``SearchResult.from_dict``), also
     written to ``workdir/result.json``.
 
-    Supernets are cached in ``$AUTOSLIM_SUPERNET_CACHE`` or ``workdir/../supernets``, latency
-    tables in ``$AUTOSLIM_LATENCY_CACHE`` or ``workdir/../latency``.  Latency budgets are for the
+    Supernets and latency tables are cached in ``caches`` (default: `CacheFolders.beside` the work
+    directory).  Latency budgets are for the
     device of ``spec.latency_table`` (a file from `autoslim profile`, checked against the network
     and bins first) when one is named, else for the worker's own device, whose table is measured
     (and cached) either way.  Raises `BudgetError` for
@@ -79,14 +79,15 @@ def run_search(spec: SearchSpec | dict, workdir: Path, report: ReportFn | None =
     seen by any rank's ``should_cancel`` stops them all.
     """
     spec = spec if isinstance(spec, SearchSpec) else SearchSpec.from_dict(spec)
-    result = _Job(spec, Path(workdir), report, should_cancel, ranks or current()).run()
+    caches = caches or CacheFolders.beside(workdir)
+    result = _Job(spec, Path(workdir), caches, report, should_cancel, ranks or current()).run()
     return {} if result is None else result.to_dict()
 
 
 class _Job:
-    def __init__(self, spec: SearchSpec, workdir: Path, report: ReportFn | None, should_cancel: CancelFn | None,
-                 ranks: Ranks) -> None:
-        self.spec, self.workdir, self.ranks = spec, workdir, ranks
+    def __init__(self, spec: SearchSpec, workdir: Path, caches: CacheFolders, report: ReportFn | None,
+                 should_cancel: CancelFn | None, ranks: Ranks) -> None:
+        self.spec, self.workdir, self.caches, self.ranks = spec, workdir, caches, ranks
         self.own_cancel = should_cancel or (lambda: False)  # this rank's: training agrees on it itself
         self.cancel = ranks.agreed(self.own_cancel)  # collective until the search ends (every rank calls it)
         self.progress = JobProgress(report if ranks.is_main else None, retrain=spec.retrain.epochs > 0)
@@ -106,7 +107,7 @@ class _Job:
         started = time.monotonic()
         self._validate()
         data, budgets = self._prepare()
-        entry = self._timed("train_s", lambda: obtain_supernet(self.spec, data, cache_root(self.workdir),
+        entry = self._timed("train_s", lambda: obtain_supernet(self.spec, data, self.caches.supernets,
                                                                self.progress.sub("train"), self.own_cancel,
                                                                self.ranks))
         if entry.reused:
@@ -195,7 +196,7 @@ class _Job:
         return sorted(self.spec.train.resolutions or default_resolutions(self.spec.input_size), reverse=True)
 
     def _latency_tables(self, untrained: Supernet, resolutions: list[int]) -> dict[int, LatencyTable]:
-        root, runtime = cache_root(self.workdir, LATENCY_ENV, "latency"), TorchRuntime(pick_device(self.spec.device))
+        root, runtime = self.caches.latency, TorchRuntime(pick_device(self.spec.device))
         tables = {}
         for i, resolution in enumerate(resolutions):
             on = lambda f, i=i: self.progress("data", 0.5 + 0.5 * (i + f) / len(resolutions), detail="latency table")  # noqa: E731

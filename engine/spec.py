@@ -8,6 +8,7 @@ spec without importing the training stack.  Everything here round-trips through 
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
 from typing import Any, Callable, Literal
 
 TrainMode = Literal["snet", "usnet", "usnet-nonuniform", "mutual"]
@@ -263,6 +264,22 @@ class SearchResult:
         data["uniform"] = [UniformPoint.from_dict(u) for u in data.get("uniform", [])]
         data["supernet"] = _strict(SupernetRef, data["supernet"], "supernet")
         return _strict(cls, data, "result")
+
+
+@dataclass(frozen=True)
+class CacheFolders:
+    """Where trained supernets and measured latency tables are kept between searches.  The caller
+    names them (the worker from its settings, the command line from its environment); shared
+    storage shares them between workers."""
+
+    supernets: Path
+    latency: Path
+
+    @classmethod
+    def beside(cls, workdir: Path | str) -> "CacheFolders":
+        """``supernets/`` and ``latency/`` next to ``workdir``: every job under one folder shares them."""
+        parent = Path(workdir).resolve().parent
+        return cls(parent / "supernets", parent / "latency")
 
 
 ReportFn = Callable[[dict[str, Any]], None]

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 from pathlib import Path
 
 from app.cli.ranks import add_nproc, launched
-from engine.spec import (PRETRAINED_TRAIN, TRAIN_MODES, BudgetAnswer, RetrainSpec, SearchResult, SearchSettings,
-                         TrainSpec, with_pretrained_defaults)
+from engine.spec import (PRETRAINED_TRAIN, TRAIN_MODES, BudgetAnswer, CacheFolders, RetrainSpec, SearchResult,
+                         SearchSettings, TrainSpec, with_pretrained_defaults)
 
 
 def add_commands(sub: argparse._SubParsersAction) -> None:
@@ -82,13 +83,27 @@ def cmd_search(args: argparse.Namespace) -> int:
     printer = ProgressPrinter()
     ranks = init_from_env(args.device)
     try:
-        result = run_search(spec, args.out, ranks=ranks,
+        result = run_search(spec, args.out, ranks=ranks, caches=_caches(args.out),
                             report=lambda event: printer({k: v for k, v in event.items() if k != "trajectory_step"}))
     finally:
         shutdown()
     if ranks.is_main:
         print(_table(SearchResult.from_dict(result), args.out))
     return 0
+
+
+def _caches(out: Path) -> CacheFolders:
+    """The service's cache folders when its settings name them (``AUTOSLIM_SUPERNET_CACHE``,
+    ``AUTOSLIM_LATENCY_CACHE``), so a search from the shell reuses what the workers trained; else
+    beside the work folder."""
+    beside = CacheFolders.beside(out)
+    return CacheFolders(_env_path("AUTOSLIM_SUPERNET_CACHE", beside.supernets),
+                        _env_path("AUTOSLIM_LATENCY_CACHE", beside.latency))
+
+
+def _env_path(name: str, default: Path) -> Path:
+    value = os.environ.get(name)
+    return Path(value).expanduser() if value else default
 
 
 def _train_spec(args: argparse.Namespace) -> TrainSpec:

@@ -109,11 +109,8 @@ def finished_search(app: FastAPI, admin: Client, settings: Settings, cache_root:
 
     created = admin.post("/searches", json={**FINISHED_SEARCH, "queue": "gpu"})
     assert created.status_code == 202, created.text
-    caches = cache_root
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("AUTOSLIM_LATENCY_CACHE", str(caches / "latency"))
-        patch.setenv("AUTOSLIM_SUPERNET_CACHE", str(caches / "supernets"))  # execute sets it; restored after
-        outcome = execute(settings.model_copy(update={"supernet_cache": caches / "supernets"}), created.json()["id"])
+    caches = {"supernet_cache": cache_root / "supernets", "latency_cache": cache_root / "latency"}
+    outcome = execute(settings.model_copy(update=caches), created.json()["id"])
     detail = admin.get(f"/searches/{created.json()['id']}").json()
     assert outcome == "succeeded", detail.get("error")
     return detail

@@ -145,11 +145,8 @@ def table_search(app, alice, uploaded, search_body, settings: Settings, cache_ro
     budget = round(uploaded["min_ms"] + 0.4 * (uploaded["max_ms"] - uploaded["min_ms"]), 4)
     created = alice.post("/searches", json={**search_body(uploaded["id"], latency_ms=[budget]), "queue": "gpu"})
     assert created.status_code == 202, created.text
-    caches = cache_root
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("AUTOSLIM_LATENCY_CACHE", str(caches / "latency"))
-        patch.setenv("AUTOSLIM_SUPERNET_CACHE", str(caches / "supernets"))
-        outcome = execute(settings.model_copy(update={"supernet_cache": caches / "supernets"}), created.json()["id"])
+    caches = {"supernet_cache": cache_root / "supernets", "latency_cache": cache_root / "latency"}
+    outcome = execute(settings.model_copy(update=caches), created.json()["id"])
     detail = alice.get(f"/searches/{created.json()['id']}").json()
     assert outcome == "succeeded", detail.get("error")
     return detail
