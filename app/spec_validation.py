@@ -54,8 +54,8 @@ def check_request_budgets(body: SearchCreate, num_classes: int) -> None:
     """Every budget list: not all empty, no repeats, each inside what the channel space can reach."""
     if not (body.macs or body.latency_ms or body.params):
         raise FieldError(("body", "macs"), "give at least one budget: macs, latency_ms or params")
-    ranges = _ranges(body.arch, body.input_size, num_classes, body.width_mult, body.train.width_min,
-                     body.search.divisor)
+    network = SearchSpec.from_dict(body.model_dump(exclude={"queue"})).network(num_classes)
+    ranges = _ranges(tuple(sorted(network.items())))
     for kind in ("macs", "params", "latency_ms"):
         targets = getattr(body, kind)
         if len(set(targets)) != len(targets):
@@ -69,13 +69,14 @@ def check_request_budgets(body: SearchCreate, num_classes: int) -> None:
 
 
 @lru_cache(maxsize=256)
-def _ranges(arch: str, input_size: int, num_classes: int, width_mult: float, width_min: float,
-            divisor: int) -> dict[str, dict[str, Any]]:
-    """Building the supernet takes a moment; the same network is asked about again and again."""
+def _ranges(network: tuple[tuple[str, Any], ...]) -> dict[str, dict[str, Any]]:
+    """Building the supernet takes a moment; the same network (`SearchSpec.network`'s items) is
+    asked about again and again."""
+    net = dict(network)
     try:
-        return feasible_range(arch, input_size, num_classes, width_mult, width_min, divisor)
+        return feasible_range(**net)
     except (ValueError, RuntimeError) as err:  # e.g. a width_mult too small for the divisor
-        raise FieldError(("body", "width_mult"), f"cannot build {arch} with these settings: {err}") from None
+        raise FieldError(("body", "width_mult"), f"cannot build {net['arch']} with these settings: {err}") from None
 
 
 def check_dataset(spec: str, roots: list[Path]) -> tuple[str, int]:

@@ -106,6 +106,13 @@ class SearchSpec:
     starts from (`engine.initial_weights`): their file for `run_search`; the service stores the
     upload's id and its worker hands the engine the file.  Empty: random initialisation."""
 
+    def network(self, num_classes: int) -> dict[str, Any]:
+        """The supernet's shape, as `models.NetSpec`'s fields: the one place where the spec's
+        architecture fields, ``train.width_min`` (the narrowest width trained, so the narrowest the
+        search may go) and ``search.divisor`` (the channel grid) come together."""
+        return {"arch": self.arch, "num_classes": num_classes, "input_size": self.input_size,
+                "width_mult": self.width_mult, "divisor": self.search.divisor, "width_min": self.train.width_min}
+
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 

@@ -52,8 +52,7 @@ def supernet_key(spec: SearchSpec, data: DataSplits) -> str:
 
 def fresh_supernet(spec: SearchSpec, data: DataSplits) -> Supernet:
     """The untrained supernet of this search (its channel space is known before any training)."""
-    return build_for_mode(spec.arch, spec.train.mode, data.num_classes, spec.input_size, spec.width_mult,
-                          spec.train.width_min, spec.search.divisor, spec.seed)
+    return build_for_mode(mode=spec.train.mode, seed=spec.seed, **spec.network(data.num_classes))
 
 
 def obtain_supernet(spec: SearchSpec, data: DataSplits, root: Path, report: ReportFn | None = None,

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from app.cli.ranks import add_nproc, launched
 from engine.spec import (PRETRAINED_TRAIN, TRAIN_MODES, BudgetAnswer, CacheFolders, RetrainSpec, SearchResult,
-                         SearchSettings, TrainSpec, with_pretrained_defaults)
+                         SearchSettings, SearchSpec, TrainSpec, with_pretrained_defaults)
 
 
 def add_commands(sub: argparse._SubParsersAction) -> None:
@@ -27,6 +27,9 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
                                               f"{PRETRAINED_TRAIN['epochs']} with --weights)")
     p.add_argument("--out", type=Path, required=True, help="work folder: configs, models, result.json (resumable)")
     p.add_argument("--width-mult", type=float, default=1.0, help="width of the full supernet")
+    p.add_argument("--width-min", type=float, default=TrainSpec.width_min,
+                   help="narrowest width ratio trained, and so the narrowest a layer may be slimmed to")
+    p.add_argument("--divisor", type=int, default=SearchSettings.divisor, help="channel counts are multiples of this")
     p.add_argument("--mode", choices=[m for m in TRAIN_MODES if m != "snet"], default=TrainSpec.mode)
     p.add_argument("--input-size", type=int, default=32)
     p.add_argument("--batch-size", type=int, default=TrainSpec.batch_size)
@@ -65,21 +68,10 @@ def cmd_search(args: argparse.Namespace) -> int:
     if status is not None:
         return status
     from engine import run_search
-    from engine.budgets import parse_targets
     from engine.distributed import init_from_env, shutdown
     from engine.progress import ProgressPrinter
-    from engine.spec import SearchSpec
 
-    spec = SearchSpec(
-        arch=args.arch, dataset=args.dataset, macs=_counts(parse_targets(args.macs)),
-        latency_ms=parse_targets(args.latency_ms), params=_counts(parse_targets(args.params)),
-        input_size=args.input_size, width_mult=args.width_mult, seed=args.seed, device=args.device,
-        train=_train_spec(args),
-        search=SearchSettings(bins=args.bins, calib_size=args.calib_size, score_size=args.score_size,
-                              bins_per_step=args.bins_per_step, race_fraction=args.race_fraction),
-        retrain=RetrainSpec(epochs=args.retrain_epochs), latency_table=str(args.latency_table or ""),
-        weights=str(args.weights or ""),
-    )
+    spec = search_spec(args)
     printer = ProgressPrinter()
     ranks = init_from_env(args.device)
     try:
@@ -90,6 +82,22 @@ def cmd_search(args: argparse.Namespace) -> int:
     if ranks.is_main:
         print(_table(SearchResult.from_dict(result), args.out))
     return 0
+
+
+def search_spec(args: argparse.Namespace) -> SearchSpec:
+    """The job ``autoslim search``'s options describe."""
+    from engine.budgets import parse_targets
+
+    return SearchSpec(
+        arch=args.arch, dataset=args.dataset, macs=_counts(parse_targets(args.macs)),
+        latency_ms=parse_targets(args.latency_ms), params=_counts(parse_targets(args.params)),
+        input_size=args.input_size, width_mult=args.width_mult, seed=args.seed, device=args.device,
+        train=_train_spec(args),
+        search=SearchSettings(bins=args.bins, divisor=args.divisor, calib_size=args.calib_size, score_size=args.score_size,
+                              bins_per_step=args.bins_per_step, race_fraction=args.race_fraction),
+        retrain=RetrainSpec(epochs=args.retrain_epochs), latency_table=str(args.latency_table or ""),
+        weights=str(args.weights or ""),
+    )
 
 
 def _caches(out: Path) -> CacheFolders:
@@ -109,7 +117,7 @@ def _env_path(name: str, default: Path) -> Path:
 def _train_spec(args: argparse.Namespace) -> TrainSpec:
     """The options given; the rest from the scratch defaults, or the pretrained recipe with --weights."""
     given = {k: v for k, v in {"mode": args.mode, "epochs": args.epochs, "batch_size": args.batch_size,
-                               "lr": args.lr}.items() if v is not None}
+                               "lr": args.lr, "width_min": args.width_min}.items() if v is not None}
     return TrainSpec(**(with_pretrained_defaults(given) if args.weights else given))
 
 
