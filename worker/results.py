@@ -36,6 +36,7 @@ def store_success(claim: Claim, data: dict[str, Any], workdir: Path, spec: dict[
         recovered = claim.add_steps(session, [p.to_dict() for p in result.trajectory])
         claim.update_in(session, status=Status.succeeded, phase="done", percent=100.0, eta_s=0.0,
                         finished_at=utcnow(), timings=timings, summary=result.full.to_dict(),
+                        uniform=[u.to_dict() for u in result.uniform],
                         supernet_id=supernet.id, supernet_reused=reused, claim_id=None)
         note = f"; {recovered} trajectory steps recovered from the result" if recovered else ""
         claim.event(session, "succeeded", f"{len(result.budgets)} budgets answered{note}",

@@ -1,8 +1,7 @@
 """What one search's page shows: live progress, the accuracy curve, channel bars, downloads.
 
-Everything is read from the database rows the worker wrote, except the uniform-width baseline,
-which only the search's ``result.json`` can hold (the engine's result is written there whole, so a
-baseline the engine adds is drawn without any schema change).
+Everything is read from the database rows the worker wrote (the uniform-width baseline included),
+so any API host can draw it without the worker's work folder.
 """
 
 from __future__ import annotations
@@ -10,7 +9,6 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 from functools import lru_cache
-from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
 
@@ -60,15 +58,9 @@ def chosen_points(results: list[BudgetResult]) -> list[charts.Point]:
 
 
 def uniform_baseline(search: Search) -> list[UniformPoint]:
-    """The uniform baseline of the engine's ``result.json`` in the search's work directory ([] when
-    absent or unreadable)."""
-    if not search.workdir:
-        return []
-    try:
-        data = json.loads((Path(search.workdir) / "result.json").read_text())
-        return [UniformPoint.from_dict(u) for u in data.get("uniform", [])]
-    except (OSError, ValueError, TypeError):
-        return []
+    """The uniform baseline the worker stored with the search ([] for a MutualNet search, or one
+    that has not finished)."""
+    return [UniformPoint.from_dict(u) for u in search.uniform or []]
 
 
 def baseline_points(uniform: list[UniformPoint]) -> list[charts.Point]:

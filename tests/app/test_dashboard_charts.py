@@ -91,6 +91,25 @@ def test_the_curve_puts_every_series_on_one_scale(engine_points):
     assert "MACs" in labels and "accuracy (%)" in labels and "uniform width" in labels
 
 
+def test_the_baseline_is_the_engines_and_is_drawn_from_the_database_alone(app, finished_search, settings):
+    """The worker stores the engine's uniform baseline with the search; the page needs no work folder."""
+    import json
+    from pathlib import Path
+
+    from app.dashboard.search_page import accuracy_chart
+    from app.tables import TrajectoryStep
+
+    result = json.loads((Path(settings.work_root) / finished_search["id"] / "result.json").read_text())
+    with app.state.sessionmaker() as session:
+        search = session.get(Search, finished_search["id"])
+        assert search.uniform == result["uniform"] and len(search.uniform) == BASELINE_POINTS
+        steps = list(session.query(TrajectoryStep).filter(TrajectoryStep.search_id == search.id))
+        search.workdir = "/nonexistent/work/folder"  # an API host without the shared folder; not committed
+        svg = parse(accuracy_chart(search, steps))
+        session.rollback()
+    assert len(marks(svg, "baseline-point")) == BASELINE_POINTS
+
+
 def test_an_empty_curve_says_so():
     assert "No trajectory yet" in charts.accuracy_curve([])
 
