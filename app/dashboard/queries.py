@@ -90,7 +90,7 @@ def best_accuracy(result: BudgetResult) -> float | None:
     return result.test_accuracy if result.test_accuracy is not None else result.val_accuracy
 
 
-def requested_budgets(search: Search) -> list[str]:
+def requested_labels(search: Search) -> list[str]:
     """The budgets the search was asked for (known before any result exists)."""
     return [Budget(kind, float(target)).describe() for kind in ("macs", "latency_ms", "params")
             for target in search.spec.get(kind) or []]

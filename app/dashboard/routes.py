@@ -87,7 +87,7 @@ def search_detail(request: Request, search_id: str, session: SessionDep, admin: 
         "chart": search_page.accuracy_chart(search, steps), "steps": len(steps),
         "budgets": search_page.budget_views(search, base) if search.status == Status.succeeded else [],
         "events": service.events(session, search.id, 500), "message": message, "csrf": request.state.csrf,
-        "back": base, "requested": queries.requested_budgets(search)})
+        "back": base, "requested": queries.requested_labels(search)})
 
 
 @router.get("/searches/{search_id}/live", response_class=JSONResponse)
