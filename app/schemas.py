@@ -11,12 +11,13 @@ import math
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, PlainValidator, StrictBool, StringConstraints, WithJsonSchema
+from pydantic import (BaseModel, BeforeValidator, ConfigDict, Field, PlainValidator, StrictBool, StringConstraints,
+                      WithJsonSchema)
 
 from app.settings import Queue
 from engine.budgets import parse_target
 import engine.spec as engine_spec
-from engine.spec import TRAIN_MODES
+from engine.spec import LEGACY_FORMATS, TRAIN_MODES
 
 TrainMode = Literal[TRAIN_MODES]  # type: ignore[valid-type]
 
@@ -63,6 +64,10 @@ Count = Annotated[int | str, PlainValidator(lambda v: budget(v, MAX_COUNT, integ
 Milliseconds = Annotated[float | str, PlainValidator(lambda v: budget(v, MAX_MS, integral=False)),
                          WithJsonSchema({"anyOf": [{"type": "number", "exclusiveMinimum": 0, "maximum": MAX_MS},
                                                    BUDGET_SCHEMA]})]
+
+
+ModelFormat = Annotated[Literal["pt", "onnx", "torchscript"], BeforeValidator(lambda v: LEGACY_FORMATS.get(v, v))]
+"""An export format (`engine.spec.MODEL_FORMATS`); the old name ``ts`` is read as ``torchscript``."""
 
 
 class Strict(BaseModel):
@@ -137,7 +142,7 @@ class SearchCreate(Strict):
     train: TrainSpec = Field(default_factory=TrainSpec)
     search: SearchSettings = Field(default_factory=SearchSettings)
     retrain: RetrainSpec = Field(default_factory=RetrainSpec)
-    export_formats: list[Literal["pt", "onnx", "ts"]] = Field(default_factory=lambda: ["pt", "onnx"], max_length=3)
+    export_formats: list[ModelFormat] = Field(default_factory=lambda: ["pt", "onnx"], max_length=3)
     queue: Queue | None = Field(None, description="Worker queue; default AUTOSLIM_DEFAULT_QUEUE.")
     latency_table: str = Field("", pattern=r"^[0-9a-f]{0,32}$", description=(
         "An uploaded latency table's id (POST /latency-tables): `latency_ms` budgets are milliseconds on its "

@@ -57,4 +57,4 @@ def budget_config(result: BudgetResult) -> BudgetConfig:
 
 
 def trajectory_point(step: TrajectoryStep) -> TrajectoryPoint:
-    return TrajectoryPoint(step=step.step, macs=step.macs, params=step.params, accuracy=step.accuracy, data=step.data)
+    return TrajectoryPoint(step=step.step, macs=step.macs, params=step.params, accuracy=step.val_accuracy, data=step.data)

@@ -165,7 +165,7 @@ class TrajectoryStep(Base):
     step: Mapped[int]
     macs: Mapped[int | None] = mapped_column(BigInteger)
     params: Mapped[int | None] = mapped_column(BigInteger)
-    accuracy: Mapped[float | None]
+    val_accuracy: Mapped[float | None]
     data: Mapped[dict[str, Any]]
 
 

@@ -13,6 +13,10 @@ from typing import Any, Callable, Literal
 
 TrainMode = Literal["snet", "usnet", "usnet-nonuniform", "mutual"]
 TRAIN_MODES: tuple[str, ...] = ("snet", "usnet", "usnet-nonuniform", "mutual")
+MODEL_FORMATS: dict[str, str] = {"pt": ".pt", "onnx": ".onnx", "torchscript": ".ts"}
+"""The formats a slim model is exported and downloaded in, with their file extensions."""
+LEGACY_FORMATS: dict[str, str] = {"ts": "torchscript"}
+"""Format names specs once used (the file extension); read as the format they name."""
 PHASES: tuple[str, ...] = ("data", "train", "search", "retrain", "export", "done")
 
 
@@ -96,7 +100,7 @@ class SearchSpec:
     train: TrainSpec = field(default_factory=TrainSpec)
     search: SearchSettings = field(default_factory=SearchSettings)
     retrain: RetrainSpec = field(default_factory=RetrainSpec)
-    export_formats: list[str] = field(default_factory=lambda: ["pt", "onnx"])
+    export_formats: list[str] = field(default_factory=lambda: ["pt", "onnx"])  # `MODEL_FORMATS` keys
     latency_table: str = ""
     """A latency table (`autoslim profile`) whose device the latency budgets are for: its file for
     `run_search`; the service stores the uploaded table's id and its worker hands the engine the
@@ -122,6 +126,8 @@ class SearchSpec:
 
         With ``weights``, training fields not given take `PRETRAINED_TRAIN`'s values."""
         data = dict(data)
+        if isinstance(data.get("export_formats"), list):
+            data["export_formats"] = [LEGACY_FORMATS.get(f, f) for f in data["export_formats"]]
         if data.get("weights") and isinstance(data.get("train", {}), dict):
             data["train"] = with_pretrained_defaults(data.get("train", {}))
         nested = {"train": TrainSpec, "search": SearchSettings, "retrain": RetrainSpec}

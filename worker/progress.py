@@ -97,7 +97,7 @@ class Claim:
 def step_row(search_id: str, step: dict[str, Any]) -> dict[str, Any]:
     """A trajectory step as the engine reports it (`engine.greedy.Step.to_dict`) to a table row."""
     return {"search_id": search_id, "step": int(step["index"]), "macs": step.get("macs"),
-            "params": step.get("params"), "accuracy": step.get("val_accuracy"), "data": step}
+            "params": step.get("params"), "val_accuracy": step.get("val_accuracy"), "data": step}
 
 
 class ProgressWriter:

@@ -42,8 +42,8 @@ def live_progress(search: Search) -> dict[str, Any]:
 
 def trajectory_points(steps: list[TrajectoryStep]) -> list[charts.Point]:
     """Greedy steps with an accuracy, labelled by the group each one slimmed."""
-    return [charts.Point(s.macs, s.accuracy, _step_label(s)) for s in steps
-            if s.macs is not None and s.accuracy is not None]
+    return [charts.Point(s.macs, s.val_accuracy, _step_label(s)) for s in steps
+            if s.macs is not None and s.val_accuracy is not None]
 
 
 def _step_label(step: TrajectoryStep) -> str:
