@@ -1,7 +1,7 @@
 """`run_search`: one search job end to end, behind one function the worker, CLI and tests share.
 
 data -> budget checks (before any training) -> supernet (trained, or reused from the cache) ->
-greedy slimming (or, for a MutualNet supernet, the width x resolution grid) -> optional retraining
+greedy slimming (or, for a MutualNet supernet, its width x resolution points) -> optional retraining
 -> export: for every budget a channel-config JSON and the slim model files.  Progress goes to
 ``report`` (phases data/train/search/retrain/export/done with the whole job's percent), the cancel
 check runs between steps, and everything is resumable from the work directory: the supernet's
@@ -37,7 +37,7 @@ from engine.job_progress import JobProgress
 from engine.latency import LatencyTable, cached_table
 from engine.latency_check import check_search, load_table_file
 from engine.latency_runtimes import TorchRuntime
-from engine.mutual_search import at_resolution, best_under, grid_range, resized, search_grid
+from engine.mutual_search import at_resolution, best_under, mutual_range, resized, score_mutual_points
 from engine.progress import RemainingWork
 from engine.retrain import initial_model, retrain
 from engine.sampling import default_resolutions
@@ -118,7 +118,7 @@ class _Job:
                            self.spec.seed, device)
         score = as_batches(data.val, self.spec.search.score_size, self.spec.search.calib_batch_size, self.spec.seed, device)
         if self.mutual and not self.ranks.is_main:
-            return None  # the width x resolution grid is small: rank 0 scores it alone
+            return None  # the width x resolution points are few: rank 0 scores it alone
         search = self._mutual if self.mutual else self._greedy
         answers, trajectory, full = self._timed("search_s", lambda: search(supernet, calib, score, budgets, entry.key))
         if not self.ranks.is_main:
@@ -173,7 +173,7 @@ class _Job:
         if self.spec.weights:  # a file that does not fit fails before any work
             check_fits(untrained.spec, shapes_of(read_state_dict(Path(self.spec.weights))))
         resolutions = self._resolutions()
-        ranges = grid_range(untrained, resolutions) if self.mutual else space_range(untrained.space)
+        ranges = mutual_range(untrained, resolutions) if self.mutual else space_range(untrained.space)
         full = {kind: ranges[kind]["max"] for kind in ("macs", "params")}
         check_budgets(self._budgets(full, ("macs", "params")), ranges)
         if self.named is not None:
@@ -234,7 +234,7 @@ class _Job:
                 supernet_key: str) -> tuple[list[_Answer], list[TrajectoryPoint], TrajectoryPoint]:
         nets = {r: at_resolution(supernet, r) for r in self._resolutions()}
         latency = lambda r, widths: self.tables[r].predict(widths)  # noqa: E731
-        points = search_grid(supernet, calib, score, list(nets), latency, self.cancel,
+        points = score_mutual_points(supernet, calib, score, list(nets), latency, self.cancel,
                              lambda p, f: self.progress("search", f, trajectory_step=p.to_dict()))
         trajectory = [TrajectoryPoint.from_dict({"index": i, **p.to_dict()}) for i, p in enumerate(points)]
         answers = []
@@ -325,8 +325,8 @@ def latency_figures(table: LatencyTable, widths: dict[str, int], prefix: str = "
 
 def _figures(point: TrajectoryPoint) -> dict[str, Any]:
     """The figures of a chosen point that its answer and config file carry: the greedy step it is, or
-    where on the width x resolution grid it lies."""
-    where = {"ratio": point.ratio, "resolution": point.resolution} if point.on_grid else {"step": point.index}
+    which width x resolution point it is."""
+    where = {"ratio": point.ratio, "resolution": point.resolution} if point.is_mutual else {"step": point.index}
     return {"latency_ms": point.latency_ms, "val_accuracy": point.val_accuracy, "val_loss": point.val_loss, **where}
 
 

@@ -154,7 +154,7 @@ def _strict(kind: type, data: dict[str, Any], where: str) -> Any:
 @dataclass
 class TrajectoryPoint:
     """One recorded point of a search: a greedy step (``removed``, ``channels``) or, for a MutualNet
-    supernet, a point of the width x resolution grid (``ratio``, ``resolution``)."""
+    supernet, a width x resolution point (``ratio``, ``resolution``)."""
 
     index: int
     widths: dict[str, int]
@@ -165,16 +165,16 @@ class TrajectoryPoint:
     val_loss: float
     removed: str | None = None  # greedy: the group(s) slimmed to reach it (None for the full network)
     channels: dict[str, int] | None = None  # greedy: per-layer channels (the config-file form)
-    ratio: float | None = None  # grid: the uniform width ratio
-    resolution: int | None = None  # grid: the input size
+    ratio: float | None = None  # MutualNet: the uniform width ratio
+    resolution: int | None = None  # MutualNet: the input size
 
     @property
-    def on_grid(self) -> bool:
+    def is_mutual(self) -> bool:
         return self.resolution is not None
 
     def to_dict(self) -> dict[str, Any]:
         out = asdict(self)
-        for key in ("removed", "channels") if self.on_grid else ("ratio", "resolution"):
+        for key in ("removed", "channels") if self.is_mutual else ("ratio", "resolution"):
             del out[key]
         if out.get("channels", 0) is None:
             del out["channels"]
@@ -201,7 +201,7 @@ class BudgetAnswer:
     channels: dict[str, int]
     files: dict[str, str]
     step: int | None = None  # greedy: the trajectory step it was chosen from
-    ratio: float | None = None  # grid: the point it was chosen from
+    ratio: float | None = None  # MutualNet: the point it was chosen from
     resolution: int | None = None
     test_accuracy: float | None = None  # retrained only
     latency_device: str | None = None
@@ -249,7 +249,7 @@ class SupernetRef:
 
 @dataclass
 class SearchResult:
-    """A finished search: an answer per budget, the trajectory (greedy steps or grid points), the full
+    """A finished search: an answer per budget, the trajectory (greedy steps or MutualNet points), the full
     network's point, the uniform baseline (greedy searches only), the supernet, timings in seconds
     by phase, and the spec it answers (with its hash, so a finished work directory is recognised)."""
 
