@@ -86,7 +86,7 @@ def check_for_search(session: Session, user: User, spec: SearchSpec, num_classes
     if spec.train.mode == "mutual":
         raise FieldError(where, "a latency table describes one input size; a MutualNet search spans several")
     table = LatencyTable.from_dict(row.data)
-    net = NetSpec(spec.arch, num_classes, spec.input_size, spec.width_mult, spec.search.divisor, spec.train.width_min)
+    net = NetSpec.from_dict(spec.network(num_classes))
     try:
         check_search(table, net, spec.search.bins)
     except TableError as err:

@@ -87,7 +87,7 @@ def check_for_search(session: Session, user: User, spec: SearchSpec, num_classes
     if spec.train.mode == "snet":
         raise FieldError(("body", "train", "mode"), "S-Net's switchable BN has no counterpart in a plain network's "
                                                     "weights; use usnet-nonuniform, usnet or mutual")
-    net = NetSpec(spec.arch, num_classes, spec.input_size, spec.width_mult, spec.search.divisor, spec.train.width_min)
+    net = NetSpec.from_dict(spec.network(num_classes))
     try:
         check_fits(net, row.shapes)
     except WeightsError as err:
