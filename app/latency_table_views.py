@@ -6,6 +6,7 @@ from datetime import datetime
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from app.schemas import Page
 from app.tables import LatencyTableRow
 
 
@@ -43,11 +44,8 @@ class LatencyTableOut(BaseModel):
     links: LatencyTableLinks
 
 
-class LatencyTablePage(BaseModel):
-    items: list[LatencyTableOut]
-    total: int
-    limit: int
-    offset: int
+class LatencyTablePage(Page[LatencyTableOut]):
+    pass
 
 
 def table_out(row: LatencyTableRow) -> LatencyTableOut:

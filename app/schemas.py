@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 from datetime import datetime
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Generic, Literal, TypeVar
 
 from pydantic import (BaseModel, BeforeValidator, ConfigDict, Field, PlainValidator, StrictBool, StringConstraints,
                       WithJsonSchema)
@@ -20,6 +20,7 @@ import engine.spec as engine_spec
 from engine.spec import LEGACY_FORMATS, TRAIN_MODES
 
 TrainMode = Literal[TRAIN_MODES]  # type: ignore[valid-type]
+Item = TypeVar("Item")
 
 
 MAX_COUNT = 10**15
@@ -227,11 +228,17 @@ class SearchDetail(SearchSummary):
     updated_at: datetime
 
 
-class SearchPage(BaseModel):
-    items: list[SearchSummary]
+class Page(BaseModel, Generic[Item]):
+    """One page of a listing (searches, latency tables, weights): its rows, and how many match in all."""
+
+    items: list[Item]
     total: int
     limit: int
     offset: int
+
+
+class SearchPage(Page[SearchSummary]):
+    pass
 
 
 class BudgetConfig(BaseModel):

@@ -6,8 +6,8 @@ from urllib.parse import urlencode
 
 from app.schemas import BudgetConfig, BudgetSummary, Links, SearchDetail, SearchSummary, SupernetInfo, TrajectoryPoint
 from app.tables import BudgetResult, Search, TrajectoryStep
+from engine.spec import BUDGET_KINDS
 
-BUDGET_KINDS = ("macs", "latency_ms", "params")
 
 
 def links(search_id: str) -> Links:

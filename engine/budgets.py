@@ -17,10 +17,10 @@ import re
 from dataclasses import dataclass
 from typing import Callable, Iterable, Protocol
 
+from engine.spec import BUDGET_KINDS
 from models import build_supernet, count_macs, count_params
 from models.space import ChannelSpace
 
-KINDS = ("macs", "latency_ms", "params")
 _SUFFIX = {"": 1, "k": 1e3, "m": 1e6, "g": 1e9, "t": 1e12}
 _PERCENT = re.compile(r"^\s*([0-9]*\.?[0-9]+)\s*%\s*$")
 _AMOUNT = re.compile(r"^\s*([0-9]*\.?[0-9]+(?:e[+-]?[0-9]+)?)\s*([kmgt]?)\s*$", re.IGNORECASE)
@@ -38,7 +38,7 @@ class Measured(Protocol):
 
 @dataclass(frozen=True)
 class Budget:
-    kind: str  # one of KINDS
+    kind: str  # one of BUDGET_KINDS
     target: float
 
     def value(self, point: Measured) -> float | None:
@@ -140,7 +140,7 @@ def budgets_of(macs: Iterable[Target] = (), latency_ms: Iterable[Target] = (), p
     full = full or {}
     given = {"macs": list(macs), "latency_ms": list(latency_ms), "params": list(params)}
     check_targets(**given)
-    return [Budget(kind, resolve_target(v, full.get(kind), kind)) for kind in KINDS for v in given[kind]]
+    return [Budget(kind, resolve_target(v, full.get(kind), kind)) for kind in BUDGET_KINDS for v in given[kind]]
 
 
 def space_range(space: ChannelSpace) -> dict[str, dict[str, int]]:

@@ -18,12 +18,10 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import Dataset
 
+from engine.dataset_names import DataError
+
 ItemKey = int | tuple[int, int]
 Augment = Callable[[torch.Tensor, torch.Generator | None], torch.Tensor]
-
-
-class DataError(ValueError):
-    """A dataset that cannot be loaded; the message names the spec, folder or file at fault."""
 
 
 def _split_key(key: ItemKey) -> tuple[int, torch.Generator | None]:

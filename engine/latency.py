@@ -38,7 +38,6 @@ import itertools
 import json
 import math
 import operator
-import os
 import statistics
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -48,7 +47,8 @@ import torch
 from torch import fx, nn
 
 from engine.allocator import steady_allocator
-from engine.greedy import bin_size
+from engine.atomic import write_json
+from engine.greedy import narrower
 from engine.latency_runtimes import Runtime, Timing, TorchRuntime, end_to_end_timing
 from engine.partial_forward import PartialForward, layouts_of
 from models import export_slim
@@ -136,11 +136,7 @@ class LatencyTable:
         return cls(data["key"], nodes, data["scale"], data["overhead_ms"], data.get("fit", {}))
 
     def save(self, path: Path) -> Path:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(self.to_dict()))
-        os.replace(tmp, path)
-        return path
+        return write_json(path, self.to_dict())
 
     @classmethod
     def load(cls, path: Path) -> "LatencyTable":
@@ -168,9 +164,8 @@ def greedy_ladder(group: Group, bins: int, max_levels: int | None = None) -> lis
 
     The ladder holds every width greedy slimming with ``bins`` bins can give the group (`engine.greedy`).
     """
-    ladder, width = [group.max], group.max
-    while width > group.min:
-        width = max(group.min, (width - bin_size(group, bins)) // group.divisor * group.divisor)
+    ladder: list[int] = [group.max]
+    while (width := narrower(group, ladder[-1], bins)) is not None:
         ladder.append(width)
     ladder = ladder[::-1]
     if max_levels is None or len(ladder) <= max_levels:

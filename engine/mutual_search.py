@@ -10,33 +10,18 @@ resolution gets its own traced channel space; the weights are shared.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, replace
+from dataclasses import replace
 from typing import Callable
 
 import torch.nn.functional as F
 
 from engine.budgets import Budget
 from engine.calibrate import Batches, calibrate_bn, evaluate
-from engine.spec import CancelFn, Cancelled
+from engine.spec import CancelFn, Cancelled, TrajectoryPoint
 from models import Supernet, count_macs, count_params
 from models.registry import uses_cifar_stem
 
 RATIO_STEP = 0.05
-
-
-@dataclass
-class MutualPoint:
-    ratio: float
-    resolution: int
-    widths: dict[str, int]
-    macs: int
-    params: int
-    latency_ms: float | None
-    val_accuracy: float
-    val_loss: float
-
-    def to_dict(self) -> dict:
-        return asdict(self)
 
 
 def width_ratios(width_min: float, step: float = RATIO_STEP) -> list[float]:
@@ -68,10 +53,10 @@ def resized(batches: Batches, resolution: int) -> Batches:
 
 
 def score_mutual_points(supernet: Supernet, calib: Batches, score: Batches, resolutions: list[int],
-                latency: Callable[[int, dict[str, int]], float] | None = None,
-                should_cancel: CancelFn | None = None,
-                on_point: Callable[[MutualPoint, float], None] | None = None) -> list[MutualPoint]:
-    """Score every (width ratio, resolution); ``on_point(point, fraction_done)`` after each."""
+                        latency: Callable[[int, dict[str, int]], float] | None = None,
+                        should_cancel: CancelFn | None = None,
+                        on_point: Callable[[TrajectoryPoint, float], None] | None = None) -> list[TrajectoryPoint]:
+    """Score every (width ratio, resolution), numbered in that order; ``on_point(point, fraction_done)`` after each."""
     ratios = width_ratios(supernet.spec.width_min)
     points, total = [], len(ratios) * len(resolutions)
     for resolution in sorted(resolutions, reverse=True):
@@ -84,8 +69,11 @@ def score_mutual_points(supernet: Supernet, calib: Batches, score: Batches, reso
             net.set_widths(widths)
             calibrate_bn(net, calib_r)
             result = evaluate(net, score_r)
-            point = MutualPoint(ratio, resolution, widths, count_macs(net.space, widths), count_params(net.space, widths),
-                              None if latency is None else latency(resolution, widths), result.accuracy, result.loss)
+            point = TrajectoryPoint(index=len(points), widths=widths, macs=count_macs(net.space, widths),
+                                    params=count_params(net.space, widths),
+                                    latency_ms=None if latency is None else latency(resolution, widths),
+                                    val_accuracy=result.accuracy, val_loss=result.loss, ratio=ratio,
+                                    resolution=resolution)
             points.append(point)
             if on_point:
                 on_point(point, len(points) / total)
@@ -100,7 +88,7 @@ def mutual_range(supernet: Supernet, resolutions: list[int]) -> dict[str, dict[s
             "params": {"min": count_params(low.space, small), "max": count_params(high.space, full)}}
 
 
-def best_under(points: list[MutualPoint], budget: Budget) -> MutualPoint | None:
+def best_under(points: list[TrajectoryPoint], budget: Budget) -> TrajectoryPoint | None:
     """The most accurate point that fits (ties: lower loss, then fewer MACs)."""
     fitting = [p for p in points if budget.fits(p)]
     return max(fitting, key=lambda p: (p.val_accuracy, -p.val_loss, -p.macs), default=None)

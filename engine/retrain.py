@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, replace
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -36,6 +37,11 @@ class Retrained:
     model: nn.Module  # plain slim model, eval mode, on the CPU
     test: Score
     seconds: float
+
+    def record(self, epochs: int, from_scratch: bool) -> dict[str, Any]:
+        """What ``retrain.json`` beside the model holds (a search's work folder and `autoslim retrain` alike)."""
+        return {"test_accuracy": self.test.accuracy, "test_loss": self.test.loss, "epochs": epochs,
+                "from_scratch": from_scratch, "seconds": round(self.seconds, 2)}
 
 
 def initial_model(config: ChannelConfig, supernet: Supernet | None, calib: Batches | None, seed: int = 0) -> nn.Module:

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -26,7 +25,8 @@ from typing import Any, Callable
 
 import torch
 
-from engine.budgets import (KINDS, Budget, budgets_of, check_budgets, check_targets, first_fit, space_range,
+from engine.atomic import write_json
+from engine.budgets import (Budget, budgets_of, check_budgets, check_targets, first_fit, space_range,
                             until_all_met)
 from engine.data import DataSplits, as_batches, load_data
 from engine.distributed import Ranks, current
@@ -41,7 +41,7 @@ from engine.mutual_search import at_resolution, best_under, mutual_range, resize
 from engine.progress import RemainingWork
 from engine.retrain import initial_model, retrain
 from engine.sampling import default_resolutions
-from engine.spec import (BudgetAnswer, CacheFolders, CancelFn, Cancelled, ReportFn, SearchResult, SearchSpec,
+from engine.spec import (BUDGET_KINDS, BudgetAnswer, CacheFolders, CancelFn, Cancelled, ReportFn, SearchResult, SearchSpec,
                          SupernetRef, TrajectoryPoint, UniformPoint)
 from engine.supernet_cache import fresh_supernet, obtain_supernet
 from engine.train import load_supernet, pick_device
@@ -132,7 +132,7 @@ class _Job:
                               supernet=SupernetRef(entry.key, str(entry.path), entry.reused),
                               timings={k: round(v, 3) for k, v in self.timings.items()}, spec=self.spec.to_dict(),
                               spec_hash=self.spec_hash)
-        _write_json(self.workdir / "result.json", result.to_dict())
+        write_json(self.workdir / "result.json", result.to_dict(), indent=2)
         self.progress("done", 1.0)
         return result
 
@@ -160,7 +160,7 @@ class _Job:
 
     def _budgets(self, full: dict[str, float], kinds: tuple[str, ...]) -> list[Budget]:
         """The spec's budgets of ``kinds``, shares taken of the ``full`` network's figures."""
-        given = {kind: getattr(self.spec, kind) if kind in kinds else () for kind in KINDS}
+        given = {kind: getattr(self.spec, kind) if kind in kinds else () for kind in BUDGET_KINDS}
         return budgets_of(**given, full=full) if any(given.values()) else []
 
     def _prepare(self) -> tuple[DataSplits, list[Budget]]:
@@ -188,7 +188,7 @@ class _Job:
         full["latency_ms"] = ranges["latency_ms"]["max"]
         check_budgets(self._budgets(full, ("latency_ms",)), ranges)
         self._check_cancel("before training")
-        return data, self._budgets(full, KINDS)
+        return data, self._budgets(full, BUDGET_KINDS)
 
     def _resolutions(self) -> list[int]:
         if not self.mutual:
@@ -235,15 +235,14 @@ class _Job:
         nets = {r: at_resolution(supernet, r) for r in self._resolutions()}
         latency = lambda r, widths: self.tables[r].predict(widths)  # noqa: E731
         points = score_mutual_points(supernet, calib, score, list(nets), latency, self.cancel,
-                             lambda p, f: self.progress("search", f, trajectory_step=p.to_dict()))
-        trajectory = [TrajectoryPoint.from_dict({"index": i, **p.to_dict()}) for i, p in enumerate(points)]
+                                     lambda p, f: self.progress("search", f, trajectory_step=p.to_dict()))
         answers = []
         for budget in budgets:
             best = best_under(points, budget)
             if best is None:
                 raise ValueError(f"no (width, resolution) point fits {budget.describe()}")
-            answers.append(_Answer(budget, nets[best.resolution], trajectory[points.index(best)]))
-        return answers, trajectory, max(trajectory, key=lambda p: p.macs)
+            answers.append(_Answer(budget, nets[best.resolution], best))
+        return answers, points, max(points, key=lambda p: p.macs)
 
     def _retrain(self, supernet: Supernet, data: DataSplits, calib, answers: list[_Answer]) -> dict[str, dict]:
         """Retrained models by budget label (resumable: each finished one is kept in the work directory)."""
@@ -262,8 +261,7 @@ class _Job:
                                report=sub, should_cancel=self.cancel)
                 folder.mkdir(parents=True, exist_ok=True)
                 torch.save(done.model, folder / "model.pt")
-                _write_json(folder / "retrain.json", {"test_accuracy": done.test.accuracy, "test_loss": done.test.loss,
-                                                      "seconds": done.seconds, "from_scratch": settings.from_scratch})
+                write_json(folder / "retrain.json", done.record(settings.epochs, settings.from_scratch), indent=2)
             out[answer.budget.label] = {**json.loads((folder / "retrain.json").read_text()), "model": folder / "model.pt"}
         return out
 
@@ -344,12 +342,6 @@ def _search_fraction(budgets: list[Budget], full: dict[str, float]) -> Callable[
 
 def _hash(data: dict) -> str:
     return hashlib.sha256(json.dumps(data, sort_keys=True, default=str).encode()).hexdigest()[:24]
-
-
-def _write_json(path: Path, data: dict) -> None:
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(data, indent=2))
-    os.replace(tmp, path)
 
 
 def _load_module(path: Path) -> torch.nn.Module:

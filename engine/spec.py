@@ -18,6 +18,8 @@ MODEL_FORMATS: dict[str, str] = {"pt": ".pt", "onnx": ".onnx", "torchscript": ".
 LEGACY_FORMATS: dict[str, str] = {"ts": "torchscript"}
 """Format names specs once used (the file extension); read as the format they name."""
 PHASES: tuple[str, ...] = ("data", "train", "search", "retrain", "export", "done")
+BUDGET_KINDS: tuple[str, ...] = ("macs", "latency_ms", "params")
+"""What a budget may limit; each is also the `SearchSpec` field listing such budgets."""
 
 
 @dataclass

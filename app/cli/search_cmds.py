@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 import os
 from pathlib import Path
 
@@ -165,6 +164,7 @@ def _latency_lines(budgets: list[BudgetAnswer]) -> list[str]:
 
 
 def cmd_retrain(args: argparse.Namespace) -> int:
+    from engine.atomic import write_json
     from engine.data import as_batches, load_data
     from engine.progress import ProgressPrinter
     from engine.retrain import initial_model, retrain
@@ -190,8 +190,6 @@ def cmd_retrain(args: argparse.Namespace) -> int:
     config.extra.update(test_accuracy=done.test.accuracy, retrained_epochs=args.epochs,
                         retrained_from="scratch" if not fine_tune else str(args.checkpoint))
     config.save(args.out / "config.json")
-    (args.out / "retrain.json").write_text(json.dumps({"test_accuracy": done.test.accuracy, "test_loss": done.test.loss,
-                                                       "epochs": args.epochs, "fine_tuned": fine_tune,
-                                                       "seconds": round(done.seconds, 2)}, indent=2) + "\n")
+    write_json(args.out / "retrain.json", done.record(args.epochs, from_scratch=not fine_tune), indent=2)
     print(f"test accuracy: {done.test.accuracy:.2f}% ({len(data.test)} images; model in {args.out / 'model.pt'})")
     return 0

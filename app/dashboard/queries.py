@@ -15,6 +15,7 @@ from sqlalchemy.orm import Session, selectinload
 
 from app.tables import FINISHED, RETRYABLE, BudgetResult, Search, Status, utcnow
 from engine.budgets import Budget
+from engine.spec import BUDGET_KINDS
 
 SortKey = Literal["created", "arch", "dataset", "owner", "status", "duration"]
 SORT_KEYS: tuple[str, ...] = ("created", "arch", "dataset", "owner", "status", "duration")
@@ -92,7 +93,7 @@ def best_accuracy(result: BudgetResult) -> float | None:
 
 def requested_labels(search: Search) -> list[str]:
     """The budgets the search was asked for (known before any result exists)."""
-    return [Budget(kind, float(target)).describe() for kind in ("macs", "latency_ms", "params")
+    return [Budget(kind, float(target)).describe() for kind in BUDGET_KINDS
             for target in search.spec.get(kind) or []]
 
 
