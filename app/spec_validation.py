@@ -16,7 +16,7 @@ import models
 from app.schemas import SearchCreate
 from app.settings import Settings
 from engine.budgets import Budget, BudgetError, check_budgets, feasible_range, resolve_target
-from engine.dataset_names import FIXED_CLASSES, DataError, class_folders, parse_dataset
+from engine.data.names import FIXED_CLASSES, DataError, class_folders, parse_dataset
 from engine.spec import BUDGET_KINDS, SearchSpec
 
 Loc = tuple[str | int, ...]

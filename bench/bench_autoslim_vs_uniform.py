@@ -30,7 +30,8 @@ from scipy.stats import kendalltau
 
 from bench.bench_search import pin_threads
 from engine.budgets import Budget, first_fit, until_all_met
-from engine.calibrate import Batches, calibrate_bn, evaluate
+from engine.calibrate import calibrate_bn, evaluate
+from engine.data.batches import Batches
 from engine.data import DataSplits, as_batches, load_data
 from engine.greedy import GreedySlimmer
 from engine.retrain import initial_model, retrain

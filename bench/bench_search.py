@@ -30,7 +30,7 @@ from pathlib import Path
 import torch
 
 import engine.train
-from engine.calibrate import Batches
+from engine.data.batches import Batches
 from engine.data import as_batches, load_data
 from engine.greedy import GreedySlimmer, Step, candidates
 from engine.latency import measure_model, measure_table

@@ -17,7 +17,8 @@ from __future__ import annotations
 
 import torch
 
-from engine.calibrate import Batches, Score, ScoreSum, bn_calibration, calibrate_bn, evaluate
+from engine.calibrate import Score, ScoreSum, bn_calibration, calibrate_bn, evaluate
+from engine.data.batches import Batches
 from engine.partial_forward import Env, PartialForward
 from models.supernet import Supernet
 

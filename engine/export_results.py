@@ -11,7 +11,8 @@ from typing import Any
 
 from torch import nn
 
-from engine.calibrate import Batches, calibrate_bn
+from engine.calibrate import calibrate_bn
+from engine.data.batches import Batches
 from engine.spec import MODEL_FORMATS
 from models import ChannelConfig, Supernet, export_slim
 from models.files import save_model

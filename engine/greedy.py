@@ -43,7 +43,8 @@ import torch
 
 from engine.atomic import write_json
 from engine.budgets import Budget
-from engine.calibrate import Batches, Score, calibrate_bn, evaluate
+from engine.calibrate import Score, calibrate_bn, evaluate
+from engine.data.batches import Batches
 from engine.candidate_scoring import make_scorer
 from engine.racing import Ranked, RacingScorer, exact_rank
 from engine.distributed import Ranks, shard_scorer

@@ -16,7 +16,8 @@ from typing import Callable
 import torch.nn.functional as F
 
 from engine.budgets import Budget
-from engine.calibrate import Batches, calibrate_bn, evaluate
+from engine.calibrate import calibrate_bn, evaluate
+from engine.data.batches import Batches
 from engine.spec import CancelFn, Cancelled, TrajectoryPoint
 from models import Supernet, count_macs, count_params
 from models.registry import uses_cifar_stem

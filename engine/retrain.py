@@ -21,7 +21,8 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader
 
-from engine.calibrate import Batches, Score, calibrate_bn, evaluate
+from engine.calibrate import Score, calibrate_bn, evaluate
+from engine.data.batches import Batches
 from engine.data import DataSplits, as_batches
 from engine.device import autocast, batch_to, pick_device, to_device
 from engine.optim import make_optimizer, make_schedule

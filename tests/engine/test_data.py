@@ -11,7 +11,7 @@ import torch
 from PIL import Image
 
 from engine.data import CIFAR10_NORM, DataError, as_batches, load_data, stratified_split
-from engine.datasets import PadCropFlip, ResizedCropFlip
+from engine.data.images import PadCropFlip, ResizedCropFlip
 
 
 def _denormalise(x: torch.Tensor, norm) -> torch.Tensor:

@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import Dataset
 
-from engine.dataset_names import DataError
+from engine.data.names import DataError
 
 ItemKey = int | tuple[int, int]
 Augment = Callable[[torch.Tensor, torch.Generator | None], torch.Tensor]

@@ -18,9 +18,9 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import Dataset
 
-from engine.calibrate import Batches
-from engine.dataset_names import DataError, class_folders, parse_dataset
-from engine.datasets import ImageFiles, ImageTensors, PadCropFlip, ResizedCropFlip, ResizeCentre, unchanged
+from engine.data.batches import Batches
+from engine.data.names import DataError, class_folders, parse_dataset
+from engine.data.images import ImageFiles, ImageTensors, PadCropFlip, ResizedCropFlip, ResizeCentre, unchanged
 
 __all__ = ["DataError", "DataSplits", "as_batches", "load_data"]
 
