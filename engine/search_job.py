@@ -33,16 +33,15 @@ from engine.distributed import Ranks, current
 from engine.export_results import calibrated_slim, export_answer
 from engine.greedy import GreedySlimmer
 from engine.initial_weights import check_fits, read_state_dict, shapes_of
-from engine.job_progress import JobProgress
 from engine.latency import LatencyTable, cached_table
 from engine.latency_check import check_search, load_table_file
 from engine.latency_runtimes import TorchRuntime
 from engine.mutual_search import at_resolution, best_under, mutual_range, resized, score_mutual_points
-from engine.progress import RemainingWork
+from engine.progress import JobProgress, RemainingWork
 from engine.retrain import initial_model, retrain
 from engine.sampling import default_resolutions
-from engine.spec import (BUDGET_KINDS, BudgetAnswer, CacheFolders, CancelFn, Cancelled, ReportFn, SearchResult, SearchSpec,
-                         SupernetRef, TrajectoryPoint, UniformPoint)
+from engine.spec import (BUDGET_KINDS, BudgetAnswer, CacheFolders, CancelFn, Cancelled, ReportFn, SearchResult,
+                         SearchSpec, SupernetRef, TrajectoryPoint, UniformPoint)
 from engine.supernet_cache import fresh_supernet, obtain_supernet
 from engine.train import load_supernet, pick_device
 from engine.width_scores import baseline_ratios, score_uniform

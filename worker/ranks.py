@@ -60,7 +60,7 @@ def search_rank(spec: dict[str, Any], workdir: str, claim_info: dict[str, Any]) 
     from engine.distributed import init_from_env, shutdown
     from engine.spec import CacheFolders
     from models import allow_modules
-    from worker.progress import Claim, ProgressWriter
+    from worker.claims import Claim, ProgressWriter
 
     allow_modules(claim_info["model_modules"])
     caches = CacheFolders(Path(claim_info["supernet_cache"]), Path(claim_info["latency_cache"]))

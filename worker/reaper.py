@@ -3,7 +3,7 @@
 A killed worker never acknowledges its message; Redis would redeliver it only after the visibility
 timeout (days, since searches are long) and the embedded filesystem queue never does.  So the
 database heartbeat is the source of truth: a stale running search goes back to ``queued`` with a
-fresh message (the old claim is void, see `worker.progress.Claim`) until ``max_attempts`` claims
+fresh message (the old claim is void, see `worker.claims.Claim`) until ``max_attempts`` claims
 have been spent, then it fails with a reason a person can act on.
 """
 

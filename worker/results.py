@@ -1,6 +1,6 @@
 """How a search ends in the database: succeeded (budgets, supernet, trajectory), cancelled, failed.
 
-The final write goes through the claim (`worker.progress.Claim`), so only the worker that holds
+The final write goes through the claim (`worker.claims.Claim`), so only the worker that holds
 the search can end it.  The trajectory is reconciled with the engine's result: a step saved to the
 work directory just before a crash, but never reported, is stored now, so no step is lost.
 """
@@ -18,7 +18,7 @@ from sqlalchemy.orm import Session
 from app.db import session_scope
 from app.tables import BudgetResult, Status, Supernet, utcnow
 from engine.spec import BudgetAnswer, SearchResult, SupernetRef
-from worker.progress import Claim
+from worker.claims import Claim
 
 
 def store_success(claim: Claim, data: dict[str, Any], workdir: Path, spec: dict[str, Any]) -> None:

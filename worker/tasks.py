@@ -22,7 +22,7 @@ from app.settings import Settings, get_settings
 from app.tables import Search
 from engine.spec import CacheFolders, Cancelled
 from worker.celery_app import TASK_NAME
-from worker.progress import ClaimLost, ProgressWriter, claim
+from worker.claims import ClaimLost, ProgressWriter, claim
 from worker.ranks import RankLost, RanksFailed, parse_gpus, run_on_ranks
 from worker.reaper import start_reaper
 from worker.results import store_cancelled, store_failure, store_success

@@ -1,6 +1,5 @@
 """Dataset SPEC strings (``digits``, ``cifar10:DIR``, ``imagefolder:DIR``), read one way by the API's
-cheap checks (`app.spec_validation`) and by the loaders (`engine.data`).  Free of torch, so the API
-can check a request without loading anything.
+cheap checks (`app.spec_validation`, which loads nothing) and by the loaders (`engine.data`).
 """
 
 from __future__ import annotations

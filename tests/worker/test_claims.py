@@ -12,7 +12,7 @@ from sqlalchemy import func, select, update
 from app.db import session_scope
 from app.tables import Event, Search, TrajectoryStep, utcnow
 from app.testing import wait_for
-from worker.progress import ClaimLost, ProgressWriter, claim
+from worker.claims import ClaimLost, ProgressWriter, claim
 from worker.reaper import reap
 
 
