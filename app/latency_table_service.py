@@ -20,7 +20,7 @@ from app.auth import User
 from app.listing import get_owned, newest_first, owned
 from app.search_service import Conflict
 from app.spec_validation import FieldError
-from app.tables import LatencyTableRow, Search, Status
+from store.tables import LatencyTableRow, Search, Status
 from engine.budgets import Budget, BudgetError, check_budgets, resolve_target
 from engine.latency import LatencyTable
 from engine.latency_check import TableError, check_graph, check_search, read_table, table_network

@@ -7,7 +7,7 @@ from datetime import datetime
 from pydantic import BaseModel, ConfigDict, Field
 
 from app.schemas import Page
-from app.tables import LatencyTableRow
+from store.tables import LatencyTableRow
 
 
 class LatencyTableLinks(BaseModel):

@@ -14,7 +14,7 @@ from typing import Annotated, Any, Generic, Literal, TypeVar
 from pydantic import (BaseModel, BeforeValidator, ConfigDict, Field, PlainValidator, StrictBool, StringConstraints,
                       WithJsonSchema)
 
-from app.settings import Queue
+from store.settings import Queue
 from engine.budgets import parse_target
 import engine.spec as engine_spec
 from engine.spec import LEGACY_FORMATS, TRAIN_MODES

@@ -18,9 +18,9 @@ from sqlalchemy.orm import Session
 from app.auth import User
 from app.listing import NotFound, get_owned, page, visible
 from app.schemas import SearchCreate
-from app.settings import Settings
+from store.settings import Settings
 from app.spec_validation import FieldError, check_dataset, validated_spec
-from app.tables import RETRYABLE, BudgetResult, Event, Search, Status, TrajectoryStep, utcnow
+from store.tables import RETRYABLE, BudgetResult, Event, Search, Status, TrajectoryStep, utcnow
 from engine.budgets import BudgetError, parse_amount
 from engine.spec import SearchSpec
 from worker.celery_app import BrokerUnavailable

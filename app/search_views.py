@@ -5,7 +5,7 @@ from __future__ import annotations
 from urllib.parse import urlencode
 
 from app.schemas import BudgetConfig, BudgetSummary, Links, SearchDetail, SearchSummary, SupernetInfo, TrajectoryPoint
-from app.tables import BudgetResult, Search, TrajectoryStep
+from store.tables import BudgetResult, Search, TrajectoryStep
 from engine.spec import BUDGET_KINDS
 
 

@@ -14,7 +14,7 @@ from typing import Any
 
 import models
 from app.schemas import SearchCreate
-from app.settings import Settings
+from store.settings import Settings
 from engine.budgets import Budget, BudgetError, check_budgets, feasible_range, resolve_target
 from engine.data.names import FIXED_CLASSES, DataError, class_folders, parse_dataset
 from engine.spec import BUDGET_KINDS, SearchSpec

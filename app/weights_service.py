@@ -20,9 +20,9 @@ from sqlalchemy.orm import Session
 
 from app.auth import User
 from app.listing import get_owned, newest_first, owned
-from app.settings import Settings
+from store.settings import Settings
 from app.spec_validation import FieldError
-from app.tables import WeightsRow
+from store.tables import WeightsRow
 from app.uploads import SpooledUpload
 from engine.initial_weights import WeightsError, check_fits, read_state_dict, shapes_of, weights_format
 from engine.spec import SearchSpec

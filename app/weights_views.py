@@ -7,7 +7,7 @@ from datetime import datetime
 from pydantic import BaseModel, ConfigDict, Field
 
 from app.schemas import Page
-from app.tables import WeightsRow
+from store.tables import WeightsRow
 
 
 class WeightsOut(BaseModel):

@@ -18,8 +18,8 @@ from typing import Any
 from sqlalchemy import Engine, func, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 
-from app.db import session_scope
-from app.tables import Event, Search, Status, TrajectoryStep, utcnow
+from store.db import session_scope
+from store.tables import Event, Search, Status, TrajectoryStep, utcnow
 from worker.search_clock import SearchClock
 
 log = logging.getLogger(__name__)

@@ -55,7 +55,7 @@ def run_on_ranks(gpus: list[str], spec: dict[str, Any], workdir: Path, claim_inf
 
 def search_rank(spec: dict[str, Any], workdir: str, claim_info: dict[str, Any]) -> dict[str, Any] | None:
     """One rank of the search; rank 0 reports through the claim and returns the result."""
-    from app.db import engine_for
+    from store.db import engine_for
     from engine import run_search
     from engine.distributed import init_from_env, shutdown
     from engine.spec import CacheFolders

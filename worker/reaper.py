@@ -17,9 +17,9 @@ from datetime import timedelta
 from celery import Celery
 from sqlalchemy import Engine, select, update
 
-from app.db import engine_for, session_scope
-from app.settings import Settings, get_settings
-from app.tables import Event, Search, Status, utcnow
+from store.db import engine_for, session_scope
+from store.settings import Settings, get_settings
+from store.tables import Event, Search, Status, utcnow
 from worker.celery_app import BrokerUnavailable
 from worker.dispatch import send, send_unsent
 

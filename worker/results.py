@@ -15,8 +15,8 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from app.db import session_scope
-from app.tables import BudgetResult, Status, Supernet, utcnow
+from store.db import session_scope
+from store.tables import BudgetResult, Status, Supernet, utcnow
 from engine.spec import BudgetAnswer, SearchResult, SupernetRef
 from worker.claims import Claim
 

@@ -17,9 +17,9 @@ from pathlib import Path
 from celery import shared_task
 from celery.signals import worker_process_init, worker_ready
 
-from app.db import engine_for, forget_inherited_connections
-from app.settings import Settings, get_settings
-from app.tables import Search
+from store.db import engine_for, forget_inherited_connections
+from store.settings import Settings, get_settings
+from store.tables import Search
 from engine.spec import CacheFolders, Cancelled
 from worker.celery_app import TASK_NAME
 from worker.claims import ClaimLost, ProgressWriter, claim

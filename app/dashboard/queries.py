@@ -13,7 +13,7 @@ from typing import Any, Literal
 from sqlalchemy import ColumnElement, Select, func, select
 from sqlalchemy.orm import Session, selectinload
 
-from app.tables import FINISHED, RETRYABLE, BudgetResult, Search, Status, utcnow
+from store.tables import FINISHED, RETRYABLE, BudgetResult, Search, Status, utcnow
 from engine.budgets import Budget
 from engine.spec import BUDGET_KINDS
 

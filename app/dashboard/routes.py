@@ -25,7 +25,7 @@ from app.deps import SessionDep, SettingsDep
 from app.listing import MAX_OFFSET
 from app.routes.downloads import ModelFormat, model_response, pick_budget
 from app.search_service import Conflict, QueueUnavailable
-from app.tables import Search, Status
+from store.tables import Search, Status
 
 router = APIRouter(prefix="/admin", tags=["dashboard"], include_in_schema=False)
 STATIC = {"dashboard.css": "text/css", "live.js": "text/javascript"}

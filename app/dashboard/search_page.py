@@ -17,7 +17,7 @@ from markupsafe import Markup
 from app.dashboard import charts
 from app.dashboard.queries import budget_label
 from app.routes.downloads import available_formats
-from app.tables import BudgetResult, Search, TrajectoryStep
+from store.tables import BudgetResult, Search, TrajectoryStep
 from engine.spec import UniformPoint
 
 

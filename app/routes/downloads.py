@@ -20,7 +20,7 @@ from starlette.background import BackgroundTask
 
 from app import search_service as service
 from app.deps import CurrentUser, SessionDep
-from app.tables import BudgetResult, Search, Status
+from store.tables import BudgetResult, Search, Status
 from engine.budgets import format_amount
 from engine.spec import MODEL_FORMATS
 

@@ -14,10 +14,10 @@ from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
 from app.auth import create_token
-from app.db import engine_for, session_scope
+from store.db import engine_for, session_scope
 from app.main import create_app
 from app.migrate import upgrade
-from app.settings import Settings
+from store.settings import Settings
 from app.testing import fresh_backend
 
 

@@ -82,8 +82,8 @@ def test_a_session_expires(app, tokens):
     from sqlalchemy import update
 
     from app.auth import hash_token
-    from app.db import session_scope
-    from app.tables import AdminSession, utcnow
+    from store.db import session_scope
+    from store.tables import AdminSession, utcnow
 
     client = TestClient(app, follow_redirects=False)
     client.post("/admin/login", data={"token": tokens["admin"]})

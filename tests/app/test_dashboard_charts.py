@@ -10,7 +10,7 @@ import pytest
 
 from app.dashboard import charts
 from app.dashboard.search_page import baseline_points, uniform_baseline
-from app.tables import Search
+from store.tables import Search
 from engine.width_scores import BASELINE_POINTS
 
 SVG = "{http://www.w3.org/2000/svg}"
@@ -97,7 +97,7 @@ def test_the_baseline_is_the_engines_and_is_drawn_from_the_database_alone(app, f
     from pathlib import Path
 
     from app.dashboard.search_page import accuracy_chart
-    from app.tables import TrajectoryStep
+    from store.tables import TrajectoryStep
 
     result = json.loads((Path(settings.work_root) / finished_search["id"] / "result.json").read_text())
     with app.state.sessionmaker() as session:

@@ -11,7 +11,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from app.db import engine_for
+from store.db import engine_for
 from app.testing import fresh_backend, settings_env, wait_for
 
 

@@ -9,8 +9,8 @@ from pathlib import Path
 
 from sqlalchemy import func, select, update
 
-from app.db import session_scope
-from app.tables import Event, Search, TrajectoryStep, utcnow
+from store.db import session_scope
+from store.tables import Event, Search, TrajectoryStep, utcnow
 from app.testing import wait_for
 from worker.claims import ClaimLost, ProgressWriter, claim
 from worker.reaper import reap
