@@ -11,11 +11,12 @@ from __future__ import annotations
 
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Iterator
+from typing import Iterator, Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.nn.modules.batchnorm import _NormBase
 
 from engine.data.batches import Batches
 from models.ops import SlimBatchNorm2d
@@ -26,7 +27,7 @@ def shared_bns(model: nn.Module) -> list[SlimBatchNorm2d]:
 
 
 @contextmanager
-def bn_calibration(bns: list[nn.Module]) -> Iterator[None]:
+def bn_calibration(bns: Sequence[_NormBase]) -> Iterator[None]:
     """Fresh statistics for ``bns`` by exact cumulative averaging, in a network already in eval mode.
 
     Only these BN layers switch to train mode (and back to eval after), so the search can call
@@ -46,9 +47,9 @@ def bn_calibration(bns: list[nn.Module]) -> Iterator[None]:
 
 
 @torch.no_grad()
-def calibrate_bn(model: nn.Module, data: Batches, bns: list[nn.BatchNorm2d] | None = None) -> None:
+def calibrate_bn(model: nn.Module, data: Batches, bns: Sequence[_NormBase] | None = None) -> None:
     """Re-estimate the statistics of ``bns`` (default: every shared BN) at the model's current widths."""
-    bns = shared_bns(model) if bns is None else bns
+    bns = shared_bns(model) if bns is None else list(bns)
     was_training = model.training
     model.eval()
     try:
@@ -77,7 +78,8 @@ class ScoreSum:
     were right."""
 
     def __init__(self, per_image: bool = False) -> None:
-        self.correct, self.loss, self.count = 0, 0.0, 0
+        self.correct: float = 0
+        self.loss, self.count = 0.0, 0
         self.hits: list[torch.Tensor] | None = [] if per_image else None
 
     def add(self, logits: torch.Tensor, y: torch.Tensor) -> None:

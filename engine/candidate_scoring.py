@@ -71,7 +71,7 @@ class SharedPrefixScorer:
                 calib_envs, score_envs = self._carry(calib_envs, score_envs, position, cut)
                 position = cut
             self.supernet.set_widths(candidates[group])
-            narrow = lambda env: self.graph.narrow(env, parent, candidates[group])  # noqa: E731
+            narrow = lambda env: self.graph.narrow(env, parent, candidates[group])  # noqa: E731, B023 - used at once
             self._calibrate_from(cut, [narrow(e) for e in calib_envs])
             scores[group] = self._evaluate_from(cut, [narrow(e) for e in score_envs])
         return {group: scores[group] for group in candidates}

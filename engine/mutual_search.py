@@ -15,7 +15,7 @@ from typing import Callable
 
 import torch.nn.functional as F
 
-from engine.budgets import Budget
+from engine.budgets import Budget, Ranges
 from engine.calibrate import calibrate_bn, evaluate
 from engine.data.batches import Batches
 from engine.spec import CancelFn, Cancelled, TrajectoryPoint
@@ -59,7 +59,8 @@ def score_mutual_points(supernet: Supernet, calib: Batches, score: Batches, reso
                         on_point: Callable[[TrajectoryPoint, float], None] | None = None) -> list[TrajectoryPoint]:
     """Score every (width ratio, resolution), numbered in that order; ``on_point(point, fraction_done)`` after each."""
     ratios = width_ratios(supernet.spec.width_min)
-    points, total = [], len(ratios) * len(resolutions)
+    points: list[TrajectoryPoint] = []
+    total = len(ratios) * len(resolutions)
     for resolution in sorted(resolutions, reverse=True):
         net = at_resolution(supernet, resolution)
         calib_r, score_r = resized(calib, resolution), resized(score, resolution)
@@ -81,7 +82,7 @@ def score_mutual_points(supernet: Supernet, calib: Batches, score: Batches, reso
     return points
 
 
-def mutual_range(supernet: Supernet, resolutions: list[int]) -> dict[str, dict[str, int]]:
+def mutual_range(supernet: Supernet, resolutions: list[int]) -> Ranges:
     """MACs and params the width x resolution points span (the smallest width at the lowest resolution, the full at the highest)."""
     low, high = at_resolution(supernet, min(resolutions)), at_resolution(supernet, max(resolutions))
     small, full = low.space.uniform(supernet.spec.width_min), high.space.full()

@@ -173,7 +173,7 @@ class _Job:
             check_fits(untrained.spec, shapes_of(read_state_dict(Path(self.spec.weights))))
         resolutions = self._resolutions()
         ranges = mutual_range(untrained, resolutions) if self.mutual else space_range(untrained.space)
-        full = {kind: ranges[kind]["max"] for kind in ("macs", "params")}
+        full: dict[str, float] = {kind: ranges[kind]["max"] for kind in ("macs", "params")}
         check_budgets(self._budgets(full, ("macs", "params")), ranges)
         if self.named is not None:
             check_search(self.named, untrained.spec, self.spec.search.bins)
@@ -240,12 +240,14 @@ class _Job:
             best = best_under(points, budget)
             if best is None:
                 raise ValueError(f"no (width, resolution) point fits {budget.describe()}")
+            assert best.resolution is not None  # a width x resolution point
             answers.append(_Answer(budget, nets[best.resolution], best))
         return answers, points, max(points, key=lambda p: p.macs)
 
     def _retrain(self, supernet: Supernet, data: DataSplits, calib, answers: list[_Answer]) -> dict[str, dict]:
         """Retrained models by budget label (resumable: each finished one is kept in the work directory)."""
-        out, settings = {}, self.spec.retrain
+        out: dict[str, dict[str, Any]] = {}
+        settings = self.spec.retrain
         if settings.epochs < 1:
             return out
         for i, answer in enumerate(answers):

@@ -71,7 +71,7 @@ def as_batches(dataset: Dataset, limit: int | None = None, batch_size: int = 200
     Calibration and scoring run over the same images for every candidate, so the sample is drawn
     once, by seed, and kept in memory on ``device``.
     """
-    order = torch.randperm(len(dataset), generator=torch.Generator().manual_seed(seed))
+    order = torch.randperm(len(dataset), generator=torch.Generator().manual_seed(seed))  # type: ignore[arg-type]
     if limit is not None:
         order = order[:limit]
     if len(order) == 0:

@@ -83,7 +83,8 @@ class ResizedCropFlip:
         return (h - side) // 2, (w - side) // 2, side, side
 
     def __call__(self, img: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
-        top, left, ch, cw = self.box(*img.shape[-2:], generator)
+        h, w = img.shape[-2:]
+        top, left, ch, cw = self.box(h, w, generator)
         crop = img[None, :, top : top + ch, left : left + cw]
         out = F.interpolate(crop, size=(self.size, self.size), mode="bilinear", align_corners=False, antialias=True)[0]
         if float(torch.rand((), generator=generator)) < 0.5:
