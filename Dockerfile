@@ -21,6 +21,7 @@ COPY pyproject.toml README.md alembic.ini ./
 COPY models ./models
 COPY engine ./engine
 COPY worker ./worker
+COPY store ./store
 COPY app ./app
 COPY migrations ./migrations
 RUN pip install .

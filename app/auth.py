@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from app.tables import Role, Token, utcnow
+from store.tables import Role, Token, utcnow
 
 TOKEN_PREFIX = "as_"
 LAST_USED_RESOLUTION_S = 60

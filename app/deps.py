@@ -16,7 +16,7 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
 
 from app.auth import User, authenticate
-from app.settings import Settings
+from store.settings import Settings
 
 log = logging.getLogger(__name__)
 bearer = HTTPBearer(auto_error=False, description="An API token from `autoslim token create`.")

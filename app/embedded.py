@@ -17,10 +17,10 @@ from pathlib import Path
 from sqlalchemy import Engine, select
 
 from app.auth import User, create_token, hash_token
-from app.db import session_scope
+from store.db import session_scope
 from app.schemas import SearchCreate
-from app.settings import Settings
-from app.tables import Role, Token
+from store.settings import Settings
+from store.tables import Role, Token
 
 PR_SET_PDEATHSIG = 1
 DEMO_SEARCH = {

@@ -16,7 +16,8 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from sqlalchemy.exc import DBAPIError, OperationalError
 
-from app.search_service import Conflict, NotFound, QueueUnavailable
+from app.listing import NotFound
+from app.search_service import Conflict, QueueUnavailable
 from app.spec_validation import FieldError
 
 log = logging.getLogger(__name__)

@@ -17,10 +17,10 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from app.auth import User
-from app.listing import newest_first, owned
-from app.search_service import Conflict, NotFound
+from app.listing import get_owned, newest_first, owned
+from app.search_service import Conflict
 from app.spec_validation import FieldError
-from app.tables import LatencyTableRow, Search, Status
+from store.tables import LatencyTableRow, Search, Status
 from engine.budgets import Budget, BudgetError, check_budgets, resolve_target
 from engine.latency import LatencyTable
 from engine.latency_check import TableError, check_graph, check_search, read_table, table_network
@@ -52,10 +52,7 @@ def upload(session: Session, user: User, raw: bytes, name: str | None) -> Latenc
 
 def get_visible(session: Session, user: User, table_id: str) -> LatencyTableRow:
     """The table if it exists and ``user`` owns it (admins see all); else `NotFound`."""
-    row = owned(session, LatencyTableRow, table_id, user)
-    if row is None:
-        raise NotFound(f"no latency table {table_id}")
-    return row
+    return get_owned(session, LatencyTableRow, table_id, user, "latency table")
 
 
 def list_visible(session: Session, user: User, owner: str | None, limit: int,
@@ -79,14 +76,13 @@ def check_for_search(session: Session, user: User, spec: SearchSpec, num_classes
     """The table ``spec`` names exists for ``user``, describes the search's network and bins, and
     its latency range holds every latency budget; else `FieldError` on the field at fault."""
     where = ("body", "latency_table")
-    try:
-        row = get_visible(session, user, spec.latency_table)
-    except NotFound:
-        raise FieldError(where, f"no latency table {spec.latency_table} (upload one: POST /latency-tables)") from None
+    row = owned(session, LatencyTableRow, spec.latency_table, user)
+    if row is None:
+        raise FieldError(where, f"no latency table {spec.latency_table} (upload one: POST /latency-tables)")
     if spec.train.mode == "mutual":
         raise FieldError(where, "a latency table describes one input size; a MutualNet search spans several")
     table = LatencyTable.from_dict(row.data)
-    net = NetSpec(spec.arch, num_classes, spec.input_size, spec.width_mult, spec.search.divisor, spec.train.width_min)
+    net = NetSpec.from_dict(spec.network(num_classes))
     try:
         check_search(table, net, spec.search.bins)
     except TableError as err:

@@ -6,7 +6,8 @@ from datetime import datetime
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from app.tables import LatencyTableRow
+from app.schemas import Page
+from store.tables import LatencyTableRow
 
 
 class LatencyTableLinks(BaseModel):
@@ -43,11 +44,8 @@ class LatencyTableOut(BaseModel):
     links: LatencyTableLinks
 
 
-class LatencyTablePage(BaseModel):
-    items: list[LatencyTableOut]
-    total: int
-    limit: int
-    offset: int
+class LatencyTablePage(Page[LatencyTableOut]):
+    pass
 
 
 def table_out(row: LatencyTableRow) -> LatencyTableOut:

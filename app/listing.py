@@ -26,10 +26,22 @@ def page(session: Session, query: Select, order: tuple, limit: int, offset: int)
     return list(session.scalars(query.order_by(*order).limit(limit).offset(offset))), total
 
 
+class NotFound(LookupError):
+    """No such row, or not one this user may see (the two are not told apart): a 404."""
+
+
 def owned(session: Session, model: type, row_id: str, user: User) -> Any | None:
     """The row ``row_id`` of ``model`` if it exists and ``user`` owns it (admins see all); else None."""
     row = session.get(model, row_id) if len(row_id) <= 32 else None
     return row if row is not None and (user.is_admin or row.owner == user.name) else None
+
+
+def get_owned(session: Session, model: type, row_id: str, user: User, what: str) -> Any:
+    """`owned`, or `NotFound` (``no <what> <row_id>``) where it gives None."""
+    row = owned(session, model, row_id, user)
+    if row is None:
+        raise NotFound(f"no {what} {row_id}")
+    return row
 
 
 def newest_first(session: Session, model: type, user: User, owner: str | None, limit: int,

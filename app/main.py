@@ -11,13 +11,13 @@ from fastapi import APIRouter, FastAPI
 
 from app.body_limit import BodyLimit
 from app.read_retry import RetryReads
-from app.db import engine_for, session_factory
+from store.db import engine_for, session_factory
 from app.migrate import require_current
 from app.dashboard import routes as dashboard
 from app.routes import downloads, health, latency_tables, metrics, searches, tokens, weights
 from app.errors import add_error_handlers
 from app.openapi import document_security
-from app.settings import Settings, get_settings
+from store.settings import Settings, get_settings
 from worker.celery_app import make_celery
 
 ROUTERS: list[APIRouter] = [health.router, searches.router, tokens.router, downloads.router, metrics.router,

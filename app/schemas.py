@@ -9,15 +9,18 @@ from __future__ import annotations
 
 import math
 from datetime import datetime
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Generic, Literal, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, PlainValidator, StrictBool, StringConstraints, WithJsonSchema
+from pydantic import (BaseModel, BeforeValidator, ConfigDict, Field, PlainValidator, StrictBool, StringConstraints,
+                      WithJsonSchema)
 
-from app.settings import Queue
+from store.settings import Queue
 from engine.budgets import parse_target
-from engine.spec import TRAIN_MODES, RetrainSpec, SearchSettings, TrainSpec
+import engine.spec as engine_spec
+from engine.spec import LEGACY_FORMATS, TRAIN_MODES
 
 TrainMode = Literal[TRAIN_MODES]  # type: ignore[valid-type]
+Item = TypeVar("Item")
 
 
 MAX_COUNT = 10**15
@@ -64,53 +67,57 @@ Milliseconds = Annotated[float | str, PlainValidator(lambda v: budget(v, MAX_MS,
                                                    BUDGET_SCHEMA]})]
 
 
+ModelFormat = Annotated[Literal["pt", "onnx", "torchscript"], BeforeValidator(lambda v: LEGACY_FORMATS.get(v, v))]
+"""An export format (`engine.spec.MODEL_FORMATS`); the old name ``ts`` is read as ``torchscript``."""
+
+
 class Strict(BaseModel):
     """Unknown fields are errors (a typo must not silently fall back to a default), as are inf/nan."""
 
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
 
-class TrainSettings(Strict):
+class TrainSpec(Strict):
     """Supernet training (AutoSlim: nonuniform US-Net with the sandwich rule and inplace distillation)."""
 
-    mode: TrainMode = TrainSpec.mode
-    epochs: int = Field(TrainSpec.epochs, ge=1, le=MAX_EPOCHS,
+    mode: TrainMode = engine_spec.TrainSpec.mode
+    epochs: int = Field(engine_spec.TrainSpec.epochs, ge=1, le=MAX_EPOCHS,
                         description="Supernet training epochs (at most AUTOSLIM_MAX_EPOCHS).")
-    batch_size: int = Field(TrainSpec.batch_size, ge=1, le=8192)
-    lr: float = Field(TrainSpec.lr, gt=0, le=10)
-    momentum: float = Field(TrainSpec.momentum, ge=0, lt=1)
-    weight_decay: float = Field(TrainSpec.weight_decay, ge=0, le=1)
-    warmup_epochs: float = Field(TrainSpec.warmup_epochs, ge=0, le=MAX_EPOCHS)
-    label_smoothing: float = Field(TrainSpec.label_smoothing, ge=0, lt=1)
-    num_sandwich: int = Field(TrainSpec.num_sandwich, ge=2, le=16, description="Widths per step: max, min, random.")
-    inplace_distill: bool = TrainSpec.inplace_distill
-    width_min: float = Field(TrainSpec.width_min, gt=0, le=1, description="Narrowest width ratio trained.")
+    batch_size: int = Field(engine_spec.TrainSpec.batch_size, ge=1, le=8192)
+    lr: float = Field(engine_spec.TrainSpec.lr, gt=0, le=10)
+    momentum: float = Field(engine_spec.TrainSpec.momentum, ge=0, lt=1)
+    weight_decay: float = Field(engine_spec.TrainSpec.weight_decay, ge=0, le=1)
+    warmup_epochs: float = Field(engine_spec.TrainSpec.warmup_epochs, ge=0, le=MAX_EPOCHS)
+    label_smoothing: float = Field(engine_spec.TrainSpec.label_smoothing, ge=0, lt=1)
+    num_sandwich: int = Field(engine_spec.TrainSpec.num_sandwich, ge=2, le=16, description="Widths per step: max, min, random.")
+    inplace_distill: bool = engine_spec.TrainSpec.inplace_distill
+    width_min: float = Field(engine_spec.TrainSpec.width_min, gt=0, le=1, description="Narrowest width ratio trained.")
     resolutions: list[Annotated[int, Field(ge=8, le=1024)]] = Field(default_factory=list, max_length=8)
 
 
-class SearchKnobs(Strict):
+class SearchSettings(Strict):
     """Greedy slimming: channel bins per layer group and the held-out sizes used to score candidates."""
 
-    bins: int = Field(SearchSettings.bins, ge=2, le=100)
-    divisor: int = Field(SearchSettings.divisor, ge=1, le=64)
-    val_fraction: float = Field(SearchSettings.val_fraction, gt=0, lt=1)
-    score_size: int = Field(SearchSettings.score_size, ge=10, le=MAX_SAMPLES)
-    calib_size: int = Field(SearchSettings.calib_size, ge=10, le=MAX_SAMPLES)
-    calib_batch_size: int = Field(SearchSettings.calib_batch_size, ge=1, le=8192)
-    bins_per_step: int = Field(SearchSettings.bins_per_step, ge=1, le=16,
+    bins: int = Field(engine_spec.SearchSettings.bins, ge=2, le=100)
+    divisor: int = Field(engine_spec.SearchSettings.divisor, ge=1, le=64)
+    val_fraction: float = Field(engine_spec.SearchSettings.val_fraction, gt=0, lt=1)
+    score_size: int = Field(engine_spec.SearchSettings.score_size, ge=10, le=MAX_SAMPLES)
+    calib_size: int = Field(engine_spec.SearchSettings.calib_size, ge=10, le=MAX_SAMPLES)
+    calib_batch_size: int = Field(engine_spec.SearchSettings.calib_batch_size, ge=1, le=8192)
+    bins_per_step: int = Field(engine_spec.SearchSettings.bins_per_step, ge=1, le=16,
                                description="Most bins one greedy step removes far from a budget (1: exact search).")
-    race_fraction: float = Field(SearchSettings.race_fraction, ge=0, lt=1,
+    race_fraction: float = Field(engine_spec.SearchSettings.race_fraction, ge=0, lt=1,
                                  description="Share of the data a first scoring round uses to drop clear losers (0: off).")
-    race_z: float = Field(SearchSettings.race_z, gt=0, le=10, description="Standard errors a dropped candidate trails by.")
-    channels_last: bool = Field(SearchSettings.channels_last, description="Search in NHWC memory layout (faster on CPU).")
+    race_z: float = Field(engine_spec.SearchSettings.race_z, gt=0, le=10, description="Standard errors a dropped candidate trails by.")
+    channels_last: bool = Field(engine_spec.SearchSettings.channels_last, description="Search in NHWC memory layout (faster on CPU).")
 
 
-class RetrainSettings(Strict):
+class RetrainSpec(Strict):
     """Optional fine-tuning of each chosen configuration."""
 
-    epochs: int = Field(RetrainSpec.epochs, ge=0, le=MAX_EPOCHS, description="At most AUTOSLIM_MAX_EPOCHS.")
-    from_scratch: bool = RetrainSpec.from_scratch
-    lr: float = Field(RetrainSpec.lr, gt=0, le=10)
+    epochs: int = Field(engine_spec.RetrainSpec.epochs, ge=0, le=MAX_EPOCHS, description="At most AUTOSLIM_MAX_EPOCHS.")
+    from_scratch: bool = engine_spec.RetrainSpec.from_scratch
+    lr: float = Field(engine_spec.RetrainSpec.lr, gt=0, le=10)
 
 
 class SearchCreate(Strict):
@@ -133,10 +140,10 @@ class SearchCreate(Strict):
     width_mult: float = Field(1.0, gt=0, le=4)
     seed: int = Field(0, ge=0, le=2**31 - 1)
     device: str = Field("auto", pattern=r"^(auto|cpu|mps|cuda(:[0-9]+)?)$")
-    train: TrainSettings = Field(default_factory=TrainSettings)
-    search: SearchKnobs = Field(default_factory=SearchKnobs)
-    retrain: RetrainSettings = Field(default_factory=RetrainSettings)
-    export_formats: list[Literal["pt", "onnx", "ts"]] = Field(default_factory=lambda: ["pt", "onnx"], max_length=3)
+    train: TrainSpec = Field(default_factory=TrainSpec)
+    search: SearchSettings = Field(default_factory=SearchSettings)
+    retrain: RetrainSpec = Field(default_factory=RetrainSpec)
+    export_formats: list[ModelFormat] = Field(default_factory=lambda: ["pt", "onnx"], max_length=3)
     queue: Queue | None = Field(None, description="Worker queue; default AUTOSLIM_DEFAULT_QUEUE.")
     latency_table: str = Field("", pattern=r"^[0-9a-f]{0,32}$", description=(
         "An uploaded latency table's id (POST /latency-tables): `latency_ms` budgets are milliseconds on its "
@@ -221,11 +228,17 @@ class SearchDetail(SearchSummary):
     updated_at: datetime
 
 
-class SearchPage(BaseModel):
-    items: list[SearchSummary]
+class Page(BaseModel, Generic[Item]):
+    """One page of a listing (searches, latency tables, weights): its rows, and how many match in all."""
+
+    items: list[Item]
     total: int
     limit: int
     offset: int
+
+
+class SearchPage(Page[SearchSummary]):
+    pass
 
 
 class BudgetConfig(BaseModel):

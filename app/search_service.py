@@ -16,19 +16,15 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from app.auth import User
-from app.listing import owned, page, visible
+from app.listing import NotFound, get_owned, page, visible
 from app.schemas import SearchCreate
-from app.settings import Settings
+from store.settings import Settings
 from app.spec_validation import FieldError, check_dataset, validated_spec
-from app.tables import RETRYABLE, BudgetResult, Event, Search, Status, TrajectoryStep, utcnow
+from store.tables import RETRYABLE, BudgetResult, Event, Search, Status, TrajectoryStep, utcnow
 from engine.budgets import BudgetError, parse_amount
 from engine.spec import SearchSpec
 from worker.celery_app import BrokerUnavailable
 from worker.dispatch import send
-
-
-class NotFound(LookupError):
-    """No such search, or not one this user may see (the two are not told apart)."""
 
 
 class QueueUnavailable(RuntimeError):
@@ -122,10 +118,7 @@ def _same_request(existing: Search, spec: dict[str, Any], queue: str) -> Search:
 
 def get_visible(session: Session, user: User, search_id: str) -> Search:
     """The search if it exists and ``user`` owns it (admins see all); else `NotFound`."""
-    search = owned(session, Search, search_id, user)
-    if search is None:
-        raise NotFound(f"no search {search_id}")
-    return search
+    return get_owned(session, Search, search_id, user, "search")
 
 
 def list_visible(session: Session, user: User, status: Status | None, owner: str | None, limit: int,

@@ -5,9 +5,9 @@ from __future__ import annotations
 from urllib.parse import urlencode
 
 from app.schemas import BudgetConfig, BudgetSummary, Links, SearchDetail, SearchSummary, SupernetInfo, TrajectoryPoint
-from app.tables import BudgetResult, Search, TrajectoryStep
+from store.tables import BudgetResult, Search, TrajectoryStep
+from engine.spec import BUDGET_KINDS
 
-BUDGET_KINDS = ("macs", "latency_ms", "params")
 
 
 def links(search_id: str) -> Links:
@@ -57,4 +57,4 @@ def budget_config(result: BudgetResult) -> BudgetConfig:
 
 
 def trajectory_point(step: TrajectoryStep) -> TrajectoryPoint:
-    return TrajectoryPoint(step=step.step, macs=step.macs, params=step.params, accuracy=step.accuracy, data=step.data)
+    return TrajectoryPoint(step=step.step, macs=step.macs, params=step.params, accuracy=step.val_accuracy, data=step.data)

@@ -14,9 +14,10 @@ from typing import Any
 
 import models
 from app.schemas import SearchCreate
-from app.settings import Settings
+from store.settings import Settings
 from engine.budgets import Budget, BudgetError, check_budgets, feasible_range, resolve_target
-from engine.spec import SearchSpec
+from engine.data.names import FIXED_CLASSES, DataError, class_folders, parse_dataset
+from engine.spec import BUDGET_KINDS, SearchSpec
 
 Loc = tuple[str | int, ...]
 CIFAR10_FILES = ("data_batch_1", "train.npz")
@@ -54,9 +55,9 @@ def check_request_budgets(body: SearchCreate, num_classes: int) -> None:
     """Every budget list: not all empty, no repeats, each inside what the channel space can reach."""
     if not (body.macs or body.latency_ms or body.params):
         raise FieldError(("body", "macs"), "give at least one budget: macs, latency_ms or params")
-    ranges = _ranges(body.arch, body.input_size, num_classes, body.width_mult, body.train.width_min,
-                     body.search.divisor)
-    for kind in ("macs", "params", "latency_ms"):
+    network = SearchSpec.from_dict(body.model_dump(exclude={"queue"})).network(num_classes)
+    ranges = _ranges(tuple(sorted(network.items())))
+    for kind in BUDGET_KINDS:
         targets = getattr(body, kind)
         if len(set(targets)) != len(targets):
             raise FieldError(("body", kind), f"repeated {kind} budget")
@@ -69,28 +70,29 @@ def check_request_budgets(body: SearchCreate, num_classes: int) -> None:
 
 
 @lru_cache(maxsize=256)
-def _ranges(arch: str, input_size: int, num_classes: int, width_mult: float, width_min: float,
-            divisor: int) -> dict[str, dict[str, Any]]:
-    """Building the supernet takes a moment; the same network is asked about again and again."""
+def _ranges(network: tuple[tuple[str, Any], ...]) -> dict[str, dict[str, Any]]:
+    """Building the supernet takes a moment; the same network (`SearchSpec.network`'s items) is
+    asked about again and again."""
+    net = dict(network)
     try:
-        return feasible_range(arch, input_size, num_classes, width_mult, width_min, divisor)
+        return feasible_range(**net)
     except (ValueError, RuntimeError) as err:  # e.g. a width_mult too small for the divisor
-        raise FieldError(("body", "width_mult"), f"cannot build {arch} with these settings: {err}") from None
+        raise FieldError(("body", "width_mult"), f"cannot build {net['arch']} with these settings: {err}") from None
 
 
 def check_dataset(spec: str, roots: list[Path]) -> tuple[str, int]:
     """(spec with an absolute folder, number of classes) for a dataset SPEC, without loading it."""
-    kind, _, arg = spec.partition(":")
-    if kind == "digits" and not arg:
-        return "digits", 10
-    if kind not in ("cifar10", "imagefolder") or not arg:
-        raise FieldError(("body", "dataset"),
-                         f"unknown dataset {spec!r}; use 'digits', 'cifar10:DIR' or 'imagefolder:DIR'")
+    try:
+        kind, arg = parse_dataset(spec)
+    except DataError as err:
+        raise FieldError(("body", "dataset"), str(err)) from None
+    if kind == "digits":
+        return "digits", FIXED_CLASSES["digits"]
     folder = resolve_under_roots(arg, roots)
     if kind == "cifar10":
         if not any((folder / name).is_file() for name in CIFAR10_FILES):
             raise FieldError(("body", "dataset"), f"{arg} holds no CIFAR-10 data ({' or '.join(CIFAR10_FILES)})")
-        return f"cifar10:{folder}", 10
+        return f"cifar10:{folder}", FIXED_CLASSES["cifar10"]
     return f"imagefolder:{folder}", count_classes(folder, arg, roots)
 
 
@@ -125,7 +127,7 @@ def count_classes(folder: Path, arg: str, roots: list[Path]) -> int:
     """Class folders of an ImageFolder tree (``DIR/train/<class>`` or ``DIR/<class>``); a class
     folder that is a link leading out of the data roots is refused (the worker would read it)."""
     tree = folder / "train" if (folder / "train").is_dir() else folder
-    classes = [p for p in tree.iterdir() if p.is_dir() and not p.name.startswith(".")]
+    classes = class_folders(tree)
     for path in classes:
         if not under_roots(path.resolve(), roots):
             raise FieldError(("body", "dataset"), f"class folder {path.name} of {arg} links outside the data roots")

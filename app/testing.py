@@ -25,7 +25,7 @@ from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 
 from app.embedded import die_with_parent
-from app.settings import Settings
+from store.settings import Settings
 
 BACKEND_ENV = "AUTOSLIM_TEST_BACKEND"
 BACKENDS = ("embedded", "postgres-redis")
@@ -62,7 +62,7 @@ def fresh_backend(folder: Path, **overrides: Any) -> Iterator[Settings]:
     try:
         yield Settings(**base, database_url=url, broker_url=REDIS_URL, broker_prefix=f"{tag}:", **overrides)
     finally:
-        from app.db import engine_for
+        from store.db import engine_for
 
         engine_for(url).dispose()
         with admin.connect() as conn:

@@ -19,11 +19,10 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from app.auth import User
-from app.listing import newest_first, owned
-from app.search_service import NotFound
-from app.settings import Settings
+from app.listing import get_owned, newest_first, owned
+from store.settings import Settings
 from app.spec_validation import FieldError
-from app.tables import WeightsRow
+from store.tables import WeightsRow
 from app.uploads import SpooledUpload
 from engine.initial_weights import WeightsError, check_fits, read_state_dict, shapes_of, weights_format
 from engine.spec import SearchSpec
@@ -64,10 +63,7 @@ def _by_sha256(session: Session, owner: str, sha256: str) -> WeightsRow | None:
 
 def get_visible(session: Session, user: User, weights_id: str) -> WeightsRow:
     """The weights if they exist and ``user`` owns them (admins see all); else `NotFound`."""
-    row = owned(session, WeightsRow, weights_id, user)
-    if row is None:
-        raise NotFound(f"no weights {weights_id}")
-    return row
+    return get_owned(session, WeightsRow, weights_id, user, "weights")
 
 
 def list_visible(session: Session, user: User, owner: str | None, limit: int,
@@ -80,14 +76,13 @@ def check_for_search(session: Session, user: User, spec: SearchSpec, num_classes
     """The weights ``spec`` names exist for ``user`` and fit the network the search trains; else
     `FieldError` on the field at fault (a head of another class count is fine: it is replaced)."""
     where = ("body", "weights")
-    try:
-        row = get_visible(session, user, spec.weights)
-    except NotFound:
-        raise FieldError(where, f"no weights {spec.weights} (upload them: POST /weights)") from None
+    row = owned(session, WeightsRow, spec.weights, user)
+    if row is None:
+        raise FieldError(where, f"no weights {spec.weights} (upload them: POST /weights)")
     if spec.train.mode == "snet":
         raise FieldError(("body", "train", "mode"), "S-Net's switchable BN has no counterpart in a plain network's "
                                                     "weights; use usnet-nonuniform, usnet or mutual")
-    net = NetSpec(spec.arch, num_classes, spec.input_size, spec.width_mult, spec.search.divisor, spec.train.width_min)
+    net = NetSpec.from_dict(spec.network(num_classes))
     try:
         check_fits(net, row.shapes)
     except WeightsError as err:

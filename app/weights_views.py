@@ -6,7 +6,8 @@ from datetime import datetime
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from app.tables import WeightsRow
+from app.schemas import Page
+from store.tables import WeightsRow
 
 
 class WeightsOut(BaseModel):
@@ -30,11 +31,8 @@ class WeightsOut(BaseModel):
     links: dict[str, str]
 
 
-class WeightsPage(BaseModel):
-    items: list[WeightsOut]
-    total: int
-    limit: int
-    offset: int
+class WeightsPage(Page[WeightsOut]):
+    pass
 
 
 def weights_out(row: WeightsRow) -> WeightsOut:

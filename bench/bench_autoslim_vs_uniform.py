@@ -19,6 +19,7 @@ MACs are multiply-accumulates.  Runs single-threaded by default (see bench_searc
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import tempfile
 import time
@@ -29,12 +30,13 @@ from scipy.stats import kendalltau
 
 from bench.bench_search import pin_threads
 from engine.budgets import Budget, first_fit, until_all_met
-from engine.calibrate import Batches, calibrate_bn, evaluate
+from engine.calibrate import calibrate_bn, evaluate
+from engine.data.batches import Batches
 from engine.data import DataSplits, as_batches, load_data
 from engine.greedy import GreedySlimmer
 from engine.retrain import initial_model, retrain
-from engine.spec import SearchSpec, TrainSpec
-from engine.supernet_cache import cache_root, obtain_supernet
+from engine.spec import CacheFolders, SearchSpec, TrainSpec
+from engine.supernet_cache import obtain_supernet
 from engine.train import load_supernet
 from models import ChannelConfig, Supernet, count_macs
 
@@ -117,7 +119,7 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, default=2)
     parser.add_argument("--random-configs", type=int, default=10)
     parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--cache", type=Path, help="supernet cache (default $AUTOSLIM_SUPERNET_CACHE or a temp folder)")
+    parser.add_argument("--cache", type=Path, default=os.environ.get("AUTOSLIM_SUPERNET_CACHE"), help="supernet cache (default $AUTOSLIM_SUPERNET_CACHE or a temp folder)")
     args = parser.parse_args()
     pin_threads(args.threads)
     recipe = TrainSpec(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr)
@@ -126,7 +128,7 @@ def main() -> None:
     spec.search.val_fraction = args.val_fraction
     data = load_data(spec.dataset, spec.input_size, spec.search.val_fraction, spec.seed)
     start = time.perf_counter()
-    entry = obtain_supernet(spec, data, args.cache or cache_root(Path(tempfile.mkdtemp(prefix="bench-vs-uniform-"))))
+    entry = obtain_supernet(spec, data, args.cache or CacheFolders.beside(Path(tempfile.mkdtemp(prefix="bench-vs-uniform-")) / "job").supernets)
     print(f"{args.arch} x{args.width_mult}, {data.name} at {args.input_size}px ({len(data.train)} train / "
           f"{len(data.val)} val / {len(data.test)} test), supernet {args.epochs} epochs "
           f"({'reused' if entry.reused else f'trained in {time.perf_counter() - start:.0f}s'}), "

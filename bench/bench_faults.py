@@ -30,8 +30,8 @@ from pathlib import Path
 import httpx
 from sqlalchemy import create_engine, select, text
 
-from app.db import engine_for, session_scope
-from app.tables import Event, Search
+from store.db import engine_for, session_scope
+from store.tables import Event, Search
 from app.testing import POSTGRES_ADMIN_URL, WorkerProcess, wait_for
 from bench.service_harness import api_server, free_port, postgres_backend
 

@@ -30,7 +30,6 @@ import torch
 
 from bench.bench_search import pin_threads
 from engine.budgets import Budget, until_all_met
-from engine.calibrate import Batches
 from engine.candidate_scoring import SharedPrefixScorer
 from engine.data import as_batches, load_data
 from engine.greedy import Cost, GreedySlimmer, candidates

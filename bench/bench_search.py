@@ -22,6 +22,7 @@ stall whenever another process takes a core, which makes timings meaningless.
 from __future__ import annotations
 
 import argparse
+import os
 import tempfile
 import time
 from pathlib import Path
@@ -29,14 +30,14 @@ from pathlib import Path
 import torch
 
 import engine.train
-from engine.calibrate import Batches
+from engine.data.batches import Batches
 from engine.data import as_batches, load_data
 from engine.greedy import GreedySlimmer, Step, candidates
 from engine.latency import measure_model, measure_table
 from engine.latency_runtimes import Timing, TorchRuntime
 from engine.partial_forward import PartialForward
-from engine.spec import SearchSpec, TrainSpec
-from engine.supernet_cache import cache_root, obtain_supernet
+from engine.spec import CacheFolders, SearchSpec, TrainSpec
+from engine.supernet_cache import obtain_supernet
 from engine.train import load_supernet
 from models import Supernet, build_supernet, export_slim
 
@@ -86,7 +87,7 @@ def search_speed(args: argparse.Namespace) -> None:
                       width_mult=args.width_mult, train=TrainSpec(epochs=args.epochs, batch_size=32, lr=0.05))
     data = load_data(spec.dataset, spec.input_size, spec.search.val_fraction, spec.seed)
     workdir = Path(tempfile.mkdtemp(prefix="bench-search-"))
-    entry = obtain_supernet(spec, data, cache_root(workdir) if args.cache is None else args.cache)
+    entry = obtain_supernet(spec, data, CacheFolders.beside(workdir).supernets if args.cache is None else args.cache)
     supernet = load_supernet(entry.path)
     calib = as_batches(data.train_plain, args.calib_size, 200, seed=0)
     score = as_batches(data.val, args.score_size, 200, seed=0)
@@ -137,7 +138,7 @@ def main() -> None:
     parser.add_argument("--score-size", type=int, default=1000)
     parser.add_argument("--configs", type=int, default=10, help="random configurations for the latency check")
     parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--cache", type=Path, help="supernet cache (default $AUTOSLIM_SUPERNET_CACHE or a temp folder)")
+    parser.add_argument("--cache", type=Path, default=os.environ.get("AUTOSLIM_SUPERNET_CACHE"), help="supernet cache (default $AUTOSLIM_SUPERNET_CACHE or a temp folder)")
     parser.add_argument("--skip", choices=["speed", "latency"], action="append", default=[])
     args = parser.parse_args()
     pin_threads(args.threads)

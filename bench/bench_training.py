@@ -23,7 +23,7 @@ from pathlib import Path
 
 import torch
 
-from engine.calibrate import Batches
+from engine.data.batches import Batches
 from engine.data import DataSplits, as_batches, load_data
 from engine.device import configure_threads
 from engine.optim import make_optimizer

@@ -19,10 +19,10 @@ from pathlib import Path
 import httpx
 
 from app.auth import create_token
-from app.db import engine_for, session_scope
+from store.db import engine_for, session_scope
 from app.embedded import die_with_parent
 from app.migrate import upgrade
-from app.settings import Settings
+from store.settings import Settings
 from app.testing import BACKEND_ENV, fresh_backend, settings_env
 
 

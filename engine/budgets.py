@@ -15,12 +15,12 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import Callable, Iterable, Protocol
+from typing import Callable, Iterable, Protocol, Sequence
 
+from engine.spec import BUDGET_KINDS
 from models import build_supernet, count_macs, count_params
 from models.space import ChannelSpace
 
-KINDS = ("macs", "latency_ms", "params")
 _SUFFIX = {"": 1, "k": 1e3, "m": 1e6, "g": 1e9, "t": 1e12}
 _PERCENT = re.compile(r"^\s*([0-9]*\.?[0-9]+)\s*%\s*$")
 _AMOUNT = re.compile(r"^\s*([0-9]*\.?[0-9]+(?:e[+-]?[0-9]+)?)\s*([kmgt]?)\s*$", re.IGNORECASE)
@@ -38,7 +38,7 @@ class Measured(Protocol):
 
 @dataclass(frozen=True)
 class Budget:
-    kind: str  # one of KINDS
+    kind: str  # one of BUDGET_KINDS
     target: float
 
     def value(self, point: Measured) -> float | None:
@@ -73,6 +73,9 @@ def parse_amounts(text: str) -> list[float]:
     """A comma-separated list of amounts (``"2M,4M"``)."""
     return [parse_amount(part) for part in text.split(",") if part.strip()]
 
+
+Ranges = dict[str, dict[str, float]]
+"""``{kind: {"min", "max"}}``: what a search of one network can reach, by budget kind."""
 
 Target = float | int | str
 """A budget as given: an amount (``2000000``, ``"2M"``) or a share of the full network (``"40%"``)."""
@@ -140,10 +143,10 @@ def budgets_of(macs: Iterable[Target] = (), latency_ms: Iterable[Target] = (), p
     full = full or {}
     given = {"macs": list(macs), "latency_ms": list(latency_ms), "params": list(params)}
     check_targets(**given)
-    return [Budget(kind, resolve_target(v, full.get(kind), kind)) for kind in KINDS for v in given[kind]]
+    return [Budget(kind, resolve_target(v, full.get(kind), kind)) for kind in BUDGET_KINDS for v in given[kind]]
 
 
-def space_range(space: ChannelSpace) -> dict[str, dict[str, int]]:
+def space_range(space: ChannelSpace) -> Ranges:
     """MACs and params of the smallest and the full configuration."""
     small, full = space.smallest(), space.full()
     return {"macs": {"min": count_macs(space, small), "max": count_macs(space, full)},
@@ -151,13 +154,13 @@ def space_range(space: ChannelSpace) -> dict[str, dict[str, int]]:
 
 
 def feasible_range(arch: str, input_size: int, num_classes: int, width_mult: float = 1.0, width_min: float = 0.25,
-                   divisor: int = 8) -> dict[str, dict[str, int]]:
+                   divisor: int = 8) -> Ranges:
     """``{"macs": {"min", "max"}, "params": {"min", "max"}}`` a search of this network can reach."""
     supernet = build_supernet(arch, num_classes, input_size, width_mult, divisor, width_min)
     return space_range(supernet.space)
 
 
-def check_budgets(budgets: list[Budget], ranges: dict[str, dict[str, float]]) -> None:
+def check_budgets(budgets: list[Budget], ranges: Ranges) -> None:
     """Raise `BudgetError` for every budget outside its range, naming the feasible range."""
     problems = []
     for budget in budgets:
@@ -176,14 +179,14 @@ def _describe(kind: str, value: float) -> str:
     return Budget(kind, value).describe()
 
 
-def until_all_met(budgets: list[Budget]) -> Callable[[list[Measured]], bool]:
+def until_all_met(budgets: list[Budget]) -> Callable[[Sequence[Measured]], bool]:
     """A stop test for a growing trajectory: true once every budget is fitted by some point.
 
     It looks at each point once (the trajectory only grows), so checking after every step is cheap.
     """
     unmet, seen = list(budgets), 0
 
-    def done(points: list[Measured]) -> bool:
+    def done(points: Sequence[Measured]) -> bool:
         nonlocal unmet, seen
         for point in points[seen:]:
             unmet = [b for b in unmet if not b.fits(point)]

@@ -10,47 +10,16 @@ the model's device) because the search calibrates and scores hundreds of candida
 from __future__ import annotations
 
 from contextlib import contextmanager
-import math
 from dataclasses import dataclass, field
-from typing import Iterator
+from typing import Iterator, Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.nn.modules.batchnorm import _NormBase
 
+from engine.data.batches import Batches
 from models.ops import SlimBatchNorm2d
-
-
-@dataclass
-class Batches:
-    """A dataset held as a few large tensors, iterated in fixed batches (no loader overhead)."""
-
-    x: torch.Tensor
-    y: torch.Tensor
-    batch_size: int = 200
-
-    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        for i in range(0, len(self.y), self.batch_size):
-            yield self.x[i : i + self.batch_size], self.y[i : i + self.batch_size]
-
-    def __len__(self) -> int:
-        return len(self.y)
-
-    def to(self, device: torch.device | str) -> "Batches":
-        return Batches(self.x.to(device), self.y.to(device), self.batch_size)
-
-    def channels_last(self) -> "Batches":
-        """The images in channels-last layout (NHWC in memory), the layout CPU convolutions run fastest in."""
-        return Batches(self.x.contiguous(memory_format=torch.channels_last), self.y, self.batch_size)
-
-    def head(self, fraction: float) -> "Batches":
-        """The first ``fraction`` of the sample (at least one image), in batches of equal size no larger
-        than this one's: a racing round's share.  The sample was drawn at random
-        (`engine.data.as_batches`), so its head is a random sample too; equal batches weigh equally in
-        BN calibration's average over batches."""
-        count = min(len(self), max(1, math.ceil(fraction * len(self))))
-        batches = math.ceil(count / self.batch_size)
-        return Batches(self.x[:count], self.y[:count], math.ceil(count / batches))
 
 
 def shared_bns(model: nn.Module) -> list[SlimBatchNorm2d]:
@@ -58,7 +27,7 @@ def shared_bns(model: nn.Module) -> list[SlimBatchNorm2d]:
 
 
 @contextmanager
-def bn_calibration(bns: list[nn.Module]) -> Iterator[None]:
+def bn_calibration(bns: Sequence[_NormBase]) -> Iterator[None]:
     """Fresh statistics for ``bns`` by exact cumulative averaging, in a network already in eval mode.
 
     Only these BN layers switch to train mode (and back to eval after), so the search can call
@@ -78,9 +47,9 @@ def bn_calibration(bns: list[nn.Module]) -> Iterator[None]:
 
 
 @torch.no_grad()
-def calibrate_bn(model: nn.Module, data: Batches, bns: list[nn.BatchNorm2d] | None = None) -> None:
+def calibrate_bn(model: nn.Module, data: Batches, bns: Sequence[_NormBase] | None = None) -> None:
     """Re-estimate the statistics of ``bns`` (default: every shared BN) at the model's current widths."""
-    bns = shared_bns(model) if bns is None else bns
+    bns = shared_bns(model) if bns is None else list(bns)
     was_training = model.training
     model.eval()
     try:
@@ -109,7 +78,8 @@ class ScoreSum:
     were right."""
 
     def __init__(self, per_image: bool = False) -> None:
-        self.correct, self.loss, self.count = 0, 0.0, 0
+        self.correct: float = 0
+        self.loss, self.count = 0.0, 0
         self.hits: list[torch.Tensor] | None = [] if per_image else None
 
     def add(self, logits: torch.Tensor, y: torch.Tensor) -> None:

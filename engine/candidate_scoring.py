@@ -17,7 +17,8 @@ from __future__ import annotations
 
 import torch
 
-from engine.calibrate import Batches, Score, ScoreSum, bn_calibration, calibrate_bn, evaluate
+from engine.calibrate import Score, ScoreSum, bn_calibration, calibrate_bn, evaluate
+from engine.data.batches import Batches
 from engine.partial_forward import Env, PartialForward
 from models.supernet import Supernet
 
@@ -70,7 +71,7 @@ class SharedPrefixScorer:
                 calib_envs, score_envs = self._carry(calib_envs, score_envs, position, cut)
                 position = cut
             self.supernet.set_widths(candidates[group])
-            narrow = lambda env: self.graph.narrow(env, parent, candidates[group])  # noqa: E731
+            narrow = lambda env: self.graph.narrow(env, parent, candidates[group])  # noqa: E731, B023 - used at once
             self._calibrate_from(cut, [narrow(e) for e in calib_envs])
             scores[group] = self._evaluate_from(cut, [narrow(e) for e in score_envs])
         return {group: scores[group] for group in candidates}

@@ -9,7 +9,6 @@ leaves a truncated checkpoint behind.
 
 from __future__ import annotations
 
-import os
 import pickle
 import random
 import zipfile
@@ -19,6 +18,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from engine.atomic import replacing
+
 FORMAT = "autoslim.supernet-checkpoint/1"
 
 
@@ -27,10 +28,8 @@ class CheckpointError(ValueError):
 
 
 def save_checkpoint(state: dict[str, Any], path: Path) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save({"format": FORMAT, **state}, tmp)
-    os.replace(tmp, path)
+    with replacing(path) as tmp:
+        torch.save({"format": FORMAT, **state}, tmp)
     return path
 
 

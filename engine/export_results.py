@@ -11,7 +11,9 @@ from typing import Any
 
 from torch import nn
 
-from engine.calibrate import Batches, calibrate_bn
+from engine.calibrate import calibrate_bn
+from engine.data.batches import Batches
+from engine.spec import MODEL_FORMATS
 from models import ChannelConfig, Supernet, export_slim
 from models.files import save_model
 
@@ -34,5 +36,5 @@ def export_answer(supernet: Supernet, widths: dict[str, int], folder: Path, work
     config = ChannelConfig.from_widths(supernet, widths, accuracy=accuracy, **extra)
     files = {"config": config.save(folder / "config.json")}
     for fmt in formats:
-        files[fmt] = save_model(model, folder / f"model.{fmt}", supernet.spec.input_size)
+        files[fmt] = save_model(model, folder / f"model{MODEL_FORMATS[fmt]}", supernet.spec.input_size)
     return {kind: str(Path(path).relative_to(workdir)) for kind, path in files.items()}

@@ -34,7 +34,6 @@ re-estimated from scratch for every candidate).
 from __future__ import annotations
 
 import json
-import os
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -42,8 +41,10 @@ from typing import Callable, Iterator
 
 import torch
 
+from engine.atomic import write_json
 from engine.budgets import Budget
-from engine.calibrate import Batches, Score, calibrate_bn, evaluate
+from engine.calibrate import Score, calibrate_bn, evaluate
+from engine.data.batches import Batches
 from engine.candidate_scoring import make_scorer
 from engine.racing import Ranked, RacingScorer, exact_rank
 from engine.distributed import Ranks, shard_scorer
@@ -246,10 +247,7 @@ class GreedySlimmer:
 
 def save_state(path: Path, key: str, steps: list[Step]) -> None:
     """Write the search state atomically (a crash mid-write leaves the previous state)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps({"format": STATE_FORMAT, "key": key, "steps": [s.to_dict() for s in steps]}))
-    os.replace(tmp, path)
+    write_json(path, {"format": STATE_FORMAT, "key": key, "steps": [s.to_dict() for s in steps]})
 
 
 def load_state(path: Path, key: str) -> list[Step]:

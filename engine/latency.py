@@ -38,7 +38,6 @@ import itertools
 import json
 import math
 import operator
-import os
 import statistics
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -48,7 +47,8 @@ import torch
 from torch import fx, nn
 
 from engine.allocator import steady_allocator
-from engine.greedy import bin_size
+from engine.atomic import write_json
+from engine.greedy import narrower
 from engine.latency_runtimes import Runtime, Timing, TorchRuntime, end_to_end_timing
 from engine.partial_forward import PartialForward, layouts_of
 from models import export_slim
@@ -65,7 +65,7 @@ Widths = dict[str, int]
 
 @dataclass
 class NodeCost:
-    """Measured milliseconds of one node over the grid of the channel counts it depends on (0-2).
+    """Measured milliseconds of one node over the levels of the channel counts it depends on (0-2).
 
     Each axis is a count as a linear form of group widths: ``{"fixed": k, "terms": {group: m}}``
     counts ``k + sum(m * width)``.
@@ -136,11 +136,7 @@ class LatencyTable:
         return cls(data["key"], nodes, data["scale"], data["overhead_ms"], data.get("fit", {}))
 
     def save(self, path: Path) -> Path:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(self.to_dict()))
-        os.replace(tmp, path)
-        return path
+        return write_json(path, self.to_dict())
 
     @classmethod
     def load(cls, path: Path) -> "LatencyTable":
@@ -148,7 +144,7 @@ class LatencyTable:
 
 
 def _bracket(levels: list[int], width: int) -> tuple[int, int, float]:
-    """Indices of the grid points around ``width`` and its fraction of the way between them."""
+    """Indices of the levels around ``width`` and its fraction of the way between them."""
     if width <= levels[0]:
         return 0, 0, 0.0
     for i in range(1, len(levels)):
@@ -163,14 +159,13 @@ def table_key(supernet: Supernet, runtime: Runtime, batch_size: int, bins: int, 
             **runtime.describe(), "torch": torch.__version__}
 
 
-def grid(group: Group, bins: int, max_levels: int | None = None) -> list[int]:
+def greedy_ladder(group: Group, bins: int, max_levels: int | None = None) -> list[int]:
     """The group's greedy ladder (full, one bin less, ..., min), thinned to ``max_levels``, ascending.
 
     The ladder holds every width greedy slimming with ``bins`` bins can give the group (`engine.greedy`).
     """
-    ladder, width = [group.max], group.max
-    while width > group.min:
-        width = max(group.min, (width - bin_size(group, bins)) // group.divisor * group.divisor)
+    ladder: list[int] = [group.max]
+    while (width := narrower(group, ladder[-1], bins)) is not None:
         ladder.append(width)
     ladder = ladder[::-1]
     if max_levels is None or len(ladder) <= max_levels:
@@ -203,7 +198,7 @@ def node_axes(graph: PartialForward, node: fx.Node) -> list[dict]:
 def axis_levels(axis: dict, space: ChannelSpace, bins: int, max_levels: int | None) -> list[Widths]:
     """Configurations of the axis's groups, narrowest first: every group at the same step of its
     thinned ladder (for one group, exactly its thinned ladder)."""
-    ladders = {g: grid(space.groups[g], bins, max_levels) for g in axis["terms"]}
+    ladders = {g: greedy_ladder(space.groups[g], bins, max_levels) for g in axis["terms"]}
     steps = max(len(ladder) for ladder in ladders.values())
     configs = []
     for k in range(steps):
@@ -359,7 +354,7 @@ def _shape(value: Any) -> Any:
 def measure_table(supernet: Supernet, runtime: Runtime | None = None, batch_size: int = 1, bins: int = 10,
                   max_levels: int | None = 5, timing: Timing | None = None,
                   progress: Callable[[float], None] | None = None, fit_configs: int = 8) -> LatencyTable:
-    """Time every node over its grid, then fit scale and overhead on ``fit_configs + 2`` whole models.
+    """Time every node over its levels, then fit scale and overhead on ``fit_configs + 2`` whole models.
 
     ``runtime`` defaults to eager torch on the CPU; ``max_levels`` None times every step of the
     ladders (what `autoslim profile` does, so every width a search visits is a measured point).

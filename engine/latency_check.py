@@ -4,8 +4,8 @@ Each failure is a `TableError` that names where in the file the problem is (``lo
 API's 422 answers) and what to do about it:
 
 - `read_table`: the bytes are one complete JSON document (a truncated upload fails here), shaped
-  like a table of this format: the key's fields, per node its channel-count axes, a grid of
-  ascending counts per axis and finite, non-negative milliseconds of the grid's shape, a positive
+  like a table of this format: the key's fields, per node its channel-count axes, levels of
+  ascending counts per axis and finite, non-negative milliseconds of the levels' shape, a positive
   scale;
 - `check_graph`: the table describes the network its key names: one cost per node of the traced
   graph, over exactly the channel counts that node depends on (`engine.latency.node_axes`), each
@@ -13,7 +13,7 @@ API's 422 answers) and what to do about it:
 - `check_search`: it is the network a search runs (architecture, classes, input size, width
   multiplier, divisor, lower bound) and has a timing at every count the search visits with its
   bins (`engine.latency.axis_levels` over whole ladders), so no step of the search is a guess
-  between grid points.
+  between levels.
 """
 
 from __future__ import annotations
@@ -101,7 +101,7 @@ def _node(cost: Any, loc: Loc) -> NodeCost:
                 and axis["terms"] and all(isinstance(g, str) and _count(m, 1) for g, m in axis["terms"].items())):
             raise TableError((*loc, "axes", i), 'must be {"fixed": count, "terms": {group: multiplicity}}')
     if not (isinstance(levels, list) and len(levels) == len(axes)):
-        raise TableError((*loc, "levels"), f"must hold one grid per axis ({len(axes)})")
+        raise TableError((*loc, "levels"), f"must hold one list of levels per axis ({len(axes)})")
     for i, level in enumerate(levels):
         if not (isinstance(level, list) and level and all(_count(c, 1) for c in level) and level == sorted(set(level))):
             raise TableError((*loc, "levels", i), "must be ascending positive channel counts")
@@ -120,7 +120,7 @@ def _check_ms(ms: Any, sizes: list[int], loc: Loc) -> None:
             raise TableError(loc, f"must be a finite, non-negative number of milliseconds, not {ms!r}")
         return
     if not isinstance(ms, list) or len(ms) != sizes[0]:
-        raise TableError(loc, f"must be a list of {sizes[0]} entries, one per grid width")
+        raise TableError(loc, f"must be a list of {sizes[0]} entries, one per level")
     for i, value in enumerate(ms):
         _check_ms(value, sizes[1:], (*loc, i))
 

@@ -1,8 +1,8 @@
 """Width x resolution search for a MutualNet supernet: no greedy pass, no retraining.
 
-MutualNet trains uniform widths at several input resolutions, so deployment picks a point of the
-grid (uniform width ratio in steps of 0.05 from the lower bound to 1) x (training resolutions):
-each point is scored on the held-out split resized to its resolution, with BN statistics
+MutualNet trains uniform widths at several input resolutions, so deployment picks a width x
+resolution point (a uniform width ratio in steps of 0.05 from the lower bound to 1, at a training
+resolution): each point is scored on the held-out split resized to its resolution, with BN statistics
 re-estimated at that width *and* resolution (statistics change with the input scale), and each
 budget takes the most accurate point that fits it.  MACs depend on the resolution, so every
 resolution gets its own traced channel space; the weights are shared.
@@ -10,33 +10,19 @@ resolution gets its own traced channel space; the weights are shared.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, replace
+from dataclasses import replace
 from typing import Callable
 
 import torch.nn.functional as F
 
-from engine.budgets import Budget
-from engine.calibrate import Batches, calibrate_bn, evaluate
-from engine.spec import CancelFn, Cancelled
+from engine.budgets import Budget, Ranges
+from engine.calibrate import calibrate_bn, evaluate
+from engine.data.batches import Batches
+from engine.spec import CancelFn, Cancelled, TrajectoryPoint
 from models import Supernet, count_macs, count_params
 from models.registry import uses_cifar_stem
 
 RATIO_STEP = 0.05
-
-
-@dataclass
-class GridPoint:
-    ratio: float
-    resolution: int
-    widths: dict[str, int]
-    macs: int
-    params: int
-    latency_ms: float | None
-    val_accuracy: float
-    val_loss: float
-
-    def to_dict(self) -> dict:
-        return asdict(self)
 
 
 def width_ratios(width_min: float, step: float = RATIO_STEP) -> list[float]:
@@ -67,13 +53,14 @@ def resized(batches: Batches, resolution: int) -> Batches:
     return Batches(x, batches.y, batches.batch_size)
 
 
-def search_grid(supernet: Supernet, calib: Batches, score: Batches, resolutions: list[int],
-                latency: Callable[[int, dict[str, int]], float] | None = None,
-                should_cancel: CancelFn | None = None,
-                on_point: Callable[[GridPoint, float], None] | None = None) -> list[GridPoint]:
-    """Score every (width ratio, resolution); ``on_point(point, fraction_done)`` after each."""
+def score_mutual_points(supernet: Supernet, calib: Batches, score: Batches, resolutions: list[int],
+                        latency: Callable[[int, dict[str, int]], float] | None = None,
+                        should_cancel: CancelFn | None = None,
+                        on_point: Callable[[TrajectoryPoint, float], None] | None = None) -> list[TrajectoryPoint]:
+    """Score every (width ratio, resolution), numbered in that order; ``on_point(point, fraction_done)`` after each."""
     ratios = width_ratios(supernet.spec.width_min)
-    points, total = [], len(ratios) * len(resolutions)
+    points: list[TrajectoryPoint] = []
+    total = len(ratios) * len(resolutions)
     for resolution in sorted(resolutions, reverse=True):
         net = at_resolution(supernet, resolution)
         calib_r, score_r = resized(calib, resolution), resized(score, resolution)
@@ -84,23 +71,26 @@ def search_grid(supernet: Supernet, calib: Batches, score: Batches, resolutions:
             net.set_widths(widths)
             calibrate_bn(net, calib_r)
             result = evaluate(net, score_r)
-            point = GridPoint(ratio, resolution, widths, count_macs(net.space, widths), count_params(net.space, widths),
-                              None if latency is None else latency(resolution, widths), result.accuracy, result.loss)
+            point = TrajectoryPoint(index=len(points), widths=widths, macs=count_macs(net.space, widths),
+                                    params=count_params(net.space, widths),
+                                    latency_ms=None if latency is None else latency(resolution, widths),
+                                    val_accuracy=result.accuracy, val_loss=result.loss, ratio=ratio,
+                                    resolution=resolution)
             points.append(point)
             if on_point:
                 on_point(point, len(points) / total)
     return points
 
 
-def grid_range(supernet: Supernet, resolutions: list[int]) -> dict[str, dict[str, int]]:
-    """MACs and params the grid spans (the smallest width at the lowest resolution, the full at the highest)."""
+def mutual_range(supernet: Supernet, resolutions: list[int]) -> Ranges:
+    """MACs and params the width x resolution points span (the smallest width at the lowest resolution, the full at the highest)."""
     low, high = at_resolution(supernet, min(resolutions)), at_resolution(supernet, max(resolutions))
     small, full = low.space.uniform(supernet.spec.width_min), high.space.full()
     return {"macs": {"min": count_macs(low.space, small), "max": count_macs(high.space, full)},
             "params": {"min": count_params(low.space, small), "max": count_params(high.space, full)}}
 
 
-def best_under(points: list[GridPoint], budget: Budget) -> GridPoint | None:
+def best_under(points: list[TrajectoryPoint], budget: Budget) -> TrajectoryPoint | None:
     """The most accurate point that fits (ties: lower loss, then fewer MACs)."""
     fitting = [p for p in points if budget.fits(p)]
     return max(fitting, key=lambda p: (p.val_accuracy, -p.val_loss, -p.macs), default=None)

@@ -23,7 +23,8 @@ from typing import Callable
 
 import torch
 
-from engine.calibrate import Batches, Score
+from engine.calibrate import Score
+from engine.data.batches import Batches
 from engine.candidate_scoring import Scorer, make_scorer
 from models.supernet import Supernet
 

@@ -14,13 +14,15 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, replace
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader
 
-from engine.calibrate import Batches, Score, calibrate_bn, evaluate
+from engine.calibrate import Score, calibrate_bn, evaluate
+from engine.data.batches import Batches
 from engine.data import DataSplits, as_batches
 from engine.device import autocast, batch_to, pick_device, to_device
 from engine.optim import make_optimizer, make_schedule
@@ -36,6 +38,11 @@ class Retrained:
     model: nn.Module  # plain slim model, eval mode, on the CPU
     test: Score
     seconds: float
+
+    def record(self, epochs: int, from_scratch: bool) -> dict[str, Any]:
+        """What ``retrain.json`` beside the model holds (a search's work folder and `autoslim retrain` alike)."""
+        return {"test_accuracy": self.test.accuracy, "test_loss": self.test.loss, "epochs": epochs,
+                "from_scratch": from_scratch, "seconds": round(self.seconds, 2)}
 
 
 def initial_model(config: ChannelConfig, supernet: Supernet | None, calib: Batches | None, seed: int = 0) -> nn.Module:

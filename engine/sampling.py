@@ -1,4 +1,6 @@
-"""Which sub-networks one training step trains, for each training mode (US-Net, Slimmable Networks, AutoSlim and MutualNet: ../shared/PAPERS.md).
+"""Which sub-networks one training step trains, for each training mode: Slimmable Networks (Yu et
+al., ICLR 2019), US-Net (Yu & Huang, ICCV 2019), AutoSlim (Yu & Huang, 2019, arXiv:1903.11728) and
+MutualNet (Yang et al., ECCV 2020).
 
 The first member of every step is the full network: it learns from the labels and, with inplace
 distillation, is the teacher of the others in the same step.

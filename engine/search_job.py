@@ -1,7 +1,7 @@
 """`run_search`: one search job end to end, behind one function the worker, CLI and tests share.
 
 data -> budget checks (before any training) -> supernet (trained, or reused from the cache) ->
-greedy slimming (or, for a MutualNet supernet, the width x resolution grid) -> optional retraining
+greedy slimming (or, for a MutualNet supernet, its width x resolution points) -> optional retraining
 -> export: for every budget a channel-config JSON and the slim model files.  Progress goes to
 ``report`` (phases data/train/search/retrain/export/done with the whole job's percent), the cancel
 check runs between steps, and everything is resumable from the work directory: the supernet's
@@ -18,57 +18,57 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import time
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Callable
 
 import torch
 
-from engine.budgets import (KINDS, Budget, budgets_of, check_budgets, check_targets, first_fit, space_range,
+from engine.atomic import write_json
+from engine.budgets import (Budget, budgets_of, check_budgets, check_targets, first_fit, space_range,
                             until_all_met)
 from engine.data import DataSplits, as_batches, load_data
 from engine.distributed import Ranks, current
 from engine.export_results import calibrated_slim, export_answer
 from engine.greedy import GreedySlimmer
 from engine.initial_weights import check_fits, read_state_dict, shapes_of
-from engine.job_progress import JobProgress
 from engine.latency import LatencyTable, cached_table
 from engine.latency_check import check_search, load_table_file
 from engine.latency_runtimes import TorchRuntime
-from engine.mutual_search import at_resolution, best_under, grid_range, resized, search_grid
-from engine.progress import RemainingWork
+from engine.mutual_search import at_resolution, best_under, mutual_range, resized, score_mutual_points
+from engine.progress import JobProgress, RemainingWork
 from engine.retrain import initial_model, retrain
 from engine.sampling import default_resolutions
-from engine.spec import CancelFn, Cancelled, ReportFn, SearchSpec
-from engine.supernet_cache import cache_root, fresh_supernet, obtain_supernet
+from engine.spec import (BUDGET_KINDS, BudgetAnswer, CacheFolders, CancelFn, Cancelled, ReportFn, SearchResult,
+                         SearchSpec, SupernetRef, TrajectoryPoint, UniformPoint)
+from engine.supernet_cache import fresh_supernet, obtain_supernet
 from engine.train import load_supernet, pick_device
 from engine.width_scores import baseline_ratios, score_uniform
 from models import ChannelConfig, Supernet, count_macs, count_params
 
-LATENCY_ENV = "AUTOSLIM_LATENCY_CACHE"
 LATENCY_BATCH = 1
 """Without a named table, latency budgets are single-image inference latency on the worker's device."""
 
 
+@dataclass
+class _Answer:
+    """A budget and the trajectory point chosen for it, on the network (resolution) it was found at."""
+
+    budget: Budget
+    net: Supernet
+    point: TrajectoryPoint
+
+
 def run_search(spec: SearchSpec | dict, workdir: Path, report: ReportFn | None = None,
-               should_cancel: CancelFn | None = None, ranks: Ranks | None = None) -> dict[str, Any]:
-    """Run (or resume) the search ``spec`` in ``workdir``; returns the JSON-able result.
+               should_cancel: CancelFn | None = None, ranks: Ranks | None = None,
+               caches: CacheFolders | None = None) -> dict[str, Any]:
+    """Run (or resume) the search ``spec`` in ``workdir``; returns the result as JSON-able data:
+    `engine.spec.SearchResult.to_dict()` (read it back with ``SearchResult.from_dict``), also
+    written to ``workdir/result.json``.
 
-    The result, also written to ``workdir/result.json``::
-
-        {"budgets": [{"kind", "target", "macs", "params", "latency_ms", "latency_device", "latency_runtime",
-                      "worker_latency_ms", "worker_latency_device", "worker_latency_runtime" (with a
-                      named table: the worker's own device beside it), "val_accuracy", "val_loss",
-                      "test_accuracy" (retrained only), "channels", "files": {"config", "pt", "onnx"}}],
-         "trajectory": [greedy steps, or grid points for MutualNet], "full": {...},
-         "uniform": [{"ratio", "macs", "params", "val_accuracy", "val_loss"}] (greedy only: the
-                    supernet at uniform widths, the baseline the trajectory is compared with),
-         "supernet": {"key", "path", "reused"}, "timings": {...}, "spec": {...}}
-
-    Supernets are cached in ``$AUTOSLIM_SUPERNET_CACHE`` or ``workdir/../supernets``, latency
-    tables in ``$AUTOSLIM_LATENCY_CACHE`` or ``workdir/../latency``.  Latency budgets are for the
+    Supernets and latency tables are cached in ``caches`` (default: `CacheFolders.beside` the work
+    directory).  Latency budgets are for the
     device of ``spec.latency_table`` (a file from `autoslim profile`, checked against the network
     and bins first) when one is named, else for the worker's own device, whose table is measured
     (and cached) either way.  Raises `BudgetError` for
@@ -78,13 +78,15 @@ def run_search(spec: SearchSpec | dict, workdir: Path, report: ReportFn | None =
     seen by any rank's ``should_cancel`` stops them all.
     """
     spec = spec if isinstance(spec, SearchSpec) else SearchSpec.from_dict(spec)
-    return _Job(spec, Path(workdir), report, should_cancel, ranks or current()).run()
+    caches = caches or CacheFolders.beside(workdir)
+    result = _Job(spec, Path(workdir), caches, report, should_cancel, ranks or current()).run()
+    return {} if result is None else result.to_dict()
 
 
 class _Job:
-    def __init__(self, spec: SearchSpec, workdir: Path, report: ReportFn | None, should_cancel: CancelFn | None,
-                 ranks: Ranks) -> None:
-        self.spec, self.workdir, self.ranks = spec, workdir, ranks
+    def __init__(self, spec: SearchSpec, workdir: Path, caches: CacheFolders, report: ReportFn | None,
+                 should_cancel: CancelFn | None, ranks: Ranks) -> None:
+        self.spec, self.workdir, self.caches, self.ranks = spec, workdir, caches, ranks
         self.own_cancel = should_cancel or (lambda: False)  # this rank's: training agrees on it itself
         self.cancel = ranks.agreed(self.own_cancel)  # collective until the search ends (every rank calls it)
         self.progress = JobProgress(report if ranks.is_main else None, retrain=spec.retrain.epochs > 0)
@@ -95,7 +97,8 @@ class _Job:
         self.tables: dict[int, LatencyTable] = {}  # by resolution: the tables latency budgets are predicted with
         self.worker_tables: dict[int, LatencyTable] = {}  # by resolution: the worker's own device
 
-    def run(self) -> dict[str, Any]:
+    def run(self) -> SearchResult | None:
+        """The result; None on the ranks other than 0, which stop once the search is done."""
         done = self._finished()
         if done is not None:
             return done
@@ -103,7 +106,7 @@ class _Job:
         started = time.monotonic()
         self._validate()
         data, budgets = self._prepare()
-        entry = self._timed("train_s", lambda: obtain_supernet(self.spec, data, cache_root(self.workdir),
+        entry = self._timed("train_s", lambda: obtain_supernet(self.spec, data, self.caches.supernets,
                                                                self.progress.sub("train"), self.own_cancel,
                                                                self.ranks))
         if entry.reused:
@@ -114,30 +117,30 @@ class _Job:
                            self.spec.seed, device)
         score = as_batches(data.val, self.spec.search.score_size, self.spec.search.calib_batch_size, self.spec.seed, device)
         if self.mutual and not self.ranks.is_main:
-            return {}  # the width x resolution grid is small: rank 0 scores it alone
+            return None  # the width x resolution points are few: rank 0 scores it alone
         search = self._mutual if self.mutual else self._greedy
         answers, trajectory, full = self._timed("search_s", lambda: search(supernet, calib, score, budgets, entry.key))
         if not self.ranks.is_main:
-            return {}
+            return None
         self.cancel = self.own_cancel  # from here on rank 0 works alone
         uniform = [] if self.mutual else self._timed("search_s", lambda: _uniform_baseline(supernet, calib, score))
         tested = self._timed("retrain_s", lambda: self._retrain(supernet, data, calib, answers))
         results = self._timed("export_s", lambda: self._export(answers, tested, calib))
         self.timings["total_s"] = time.monotonic() - started
-        result = {"budgets": results, "trajectory": trajectory, "full": full, "uniform": uniform,
-                  "supernet": {"key": entry.key, "path": str(entry.path), "reused": entry.reused},
-                  "timings": {k: round(v, 3) for k, v in self.timings.items()}, "spec": self.spec.to_dict(),
-                  "spec_hash": self.spec_hash}
-        _write_json(self.workdir / "result.json", result)
+        result = SearchResult(budgets=results, trajectory=trajectory, full=full, uniform=uniform,
+                              supernet=SupernetRef(entry.key, str(entry.path), entry.reused),
+                              timings={k: round(v, 3) for k, v in self.timings.items()}, spec=self.spec.to_dict(),
+                              spec_hash=self.spec_hash)
+        write_json(self.workdir / "result.json", result.to_dict(), indent=2)
         self.progress("done", 1.0)
         return result
 
     # ---- phases ---------------------------------------------------------------------------------
-    def _finished(self) -> dict[str, Any] | None:
+    def _finished(self) -> SearchResult | None:
         path = self.workdir / "result.json"
         if path.is_file():
-            result = json.loads(path.read_text())
-            if result.get("spec_hash") == self.spec_hash:
+            result = SearchResult.from_dict(json.loads(path.read_text()))
+            if result.spec_hash == self.spec_hash:
                 return result
         return None
 
@@ -156,7 +159,7 @@ class _Job:
 
     def _budgets(self, full: dict[str, float], kinds: tuple[str, ...]) -> list[Budget]:
         """The spec's budgets of ``kinds``, shares taken of the ``full`` network's figures."""
-        given = {kind: getattr(self.spec, kind) if kind in kinds else () for kind in KINDS}
+        given = {kind: getattr(self.spec, kind) if kind in kinds else () for kind in BUDGET_KINDS}
         return budgets_of(**given, full=full) if any(given.values()) else []
 
     def _prepare(self) -> tuple[DataSplits, list[Budget]]:
@@ -169,8 +172,8 @@ class _Job:
         if self.spec.weights:  # a file that does not fit fails before any work
             check_fits(untrained.spec, shapes_of(read_state_dict(Path(self.spec.weights))))
         resolutions = self._resolutions()
-        ranges = grid_range(untrained, resolutions) if self.mutual else space_range(untrained.space)
-        full = {kind: ranges[kind]["max"] for kind in ("macs", "params")}
+        ranges = mutual_range(untrained, resolutions) if self.mutual else space_range(untrained.space)
+        full: dict[str, float] = {kind: ranges[kind]["max"] for kind in ("macs", "params")}
         check_budgets(self._budgets(full, ("macs", "params")), ranges)
         if self.named is not None:
             check_search(self.named, untrained.spec, self.spec.search.bins)
@@ -184,7 +187,7 @@ class _Job:
         full["latency_ms"] = ranges["latency_ms"]["max"]
         check_budgets(self._budgets(full, ("latency_ms",)), ranges)
         self._check_cancel("before training")
-        return data, self._budgets(full, KINDS)
+        return data, self._budgets(full, BUDGET_KINDS)
 
     def _resolutions(self) -> list[int]:
         if not self.mutual:
@@ -192,7 +195,7 @@ class _Job:
         return sorted(self.spec.train.resolutions or default_resolutions(self.spec.input_size), reverse=True)
 
     def _latency_tables(self, untrained: Supernet, resolutions: list[int]) -> dict[int, LatencyTable]:
-        root, runtime = cache_root(self.workdir, LATENCY_ENV, "latency"), TorchRuntime(pick_device(self.spec.device))
+        root, runtime = self.caches.latency, TorchRuntime(pick_device(self.spec.device))
         tables = {}
         for i, resolution in enumerate(resolutions):
             on = lambda f, i=i: self.progress("data", 0.5 + 0.5 * (i + f) / len(resolutions), detail="latency table")  # noqa: E731
@@ -201,7 +204,7 @@ class _Job:
         return tables
 
     def _greedy(self, supernet: Supernet, calib, score, budgets: list[Budget],
-                supernet_key: str) -> tuple[list[dict], list[dict], dict]:
+                supernet_key: str) -> tuple[list[_Answer], list[TrajectoryPoint], TrajectoryPoint]:
         table = self.tables[self.spec.input_size]
         knobs = self.spec.search
         slimmer = GreedySlimmer(supernet, calib, score, knobs.bins, latency=table.predict, budgets=budgets,
@@ -222,34 +225,36 @@ class _Job:
                           eta_s=remaining.eta_s(done))
 
         steps = slimmer.run(until_all_met(budgets), self.workdir / "search_state.json", state_key, self.cancel, on_step)
-        answers = [{"budget": b, "net": supernet, **_point(first_fit(steps, b))} for b in budgets]
-        return answers, [s.to_dict(space) for s in steps], steps[0].to_dict(space)
+        trajectory = [TrajectoryPoint.from_dict(s.to_dict(space)) for s in steps]
+        answers = [_Answer(b, supernet, first_fit(trajectory, b)) for b in budgets]
+        return answers, trajectory, trajectory[0]
 
     def _mutual(self, supernet: Supernet, calib, score, budgets: list[Budget],
-                supernet_key: str) -> tuple[list[dict], list[dict], dict]:
+                supernet_key: str) -> tuple[list[_Answer], list[TrajectoryPoint], TrajectoryPoint]:
         nets = {r: at_resolution(supernet, r) for r in self._resolutions()}
         latency = lambda r, widths: self.tables[r].predict(widths)  # noqa: E731
-        points = search_grid(supernet, calib, score, list(nets), latency, self.cancel,
-                             lambda p, f: self.progress("search", f, trajectory_step=p.to_dict()))
+        points = score_mutual_points(supernet, calib, score, list(nets), latency, self.cancel,
+                                     lambda p, f: self.progress("search", f, trajectory_step=p.to_dict()))
         answers = []
         for budget in budgets:
             best = best_under(points, budget)
             if best is None:
                 raise ValueError(f"no (width, resolution) point fits {budget.describe()}")
-            answers.append({"budget": budget, "net": nets[best.resolution], **_point(best)})
-        trajectory = [{"index": i, **p.to_dict()} for i, p in enumerate(points)]
-        return answers, trajectory, max(trajectory, key=lambda p: p["macs"])
+            assert best.resolution is not None  # a width x resolution point
+            answers.append(_Answer(budget, nets[best.resolution], best))
+        return answers, points, max(points, key=lambda p: p.macs)
 
-    def _retrain(self, supernet: Supernet, data: DataSplits, calib, answers: list[dict]) -> dict[str, dict]:
+    def _retrain(self, supernet: Supernet, data: DataSplits, calib, answers: list[_Answer]) -> dict[str, dict]:
         """Retrained models by budget label (resumable: each finished one is kept in the work directory)."""
-        out, settings = {}, self.spec.retrain
+        out: dict[str, dict[str, Any]] = {}
+        settings = self.spec.retrain
         if settings.epochs < 1:
             return out
         for i, answer in enumerate(answers):
-            folder = self.workdir / "retrain" / answer["budget"].label
+            folder = self.workdir / "retrain" / answer.budget.label
             if not (folder / "retrain.json").is_file():
                 self._check_cancel("before retraining")
-                config = ChannelConfig.from_widths(supernet, answer["widths"])
+                config = ChannelConfig.from_widths(supernet, answer.point.widths)
                 model = initial_model(config, None if settings.from_scratch else supernet, calib, self.spec.seed)
                 sub = self.progress.sub("retrain", i / len(answers), 1 / len(answers))
                 done = retrain(model, data, self.spec.train, settings.epochs, settings.lr,
@@ -257,29 +262,27 @@ class _Job:
                                report=sub, should_cancel=self.cancel)
                 folder.mkdir(parents=True, exist_ok=True)
                 torch.save(done.model, folder / "model.pt")
-                _write_json(folder / "retrain.json", {"test_accuracy": done.test.accuracy, "test_loss": done.test.loss,
-                                                      "seconds": done.seconds, "from_scratch": settings.from_scratch})
-            out[answer["budget"].label] = {**json.loads((folder / "retrain.json").read_text()), "model": folder / "model.pt"}
+                write_json(folder / "retrain.json", done.record(settings.epochs, settings.from_scratch), indent=2)
+            out[answer.budget.label] = {**json.loads((folder / "retrain.json").read_text()), "model": folder / "model.pt"}
         return out
 
-    def _export(self, answers: list[dict], tested: dict[str, dict], calib) -> list[dict]:
+    def _export(self, answers: list[_Answer], tested: dict[str, dict], calib) -> list[BudgetAnswer]:
         results = []
         for i, answer in enumerate(answers):
             self._check_cancel("before export")
-            budget, net, widths = answer["budget"], answer["net"], answer["widths"]
+            budget, net, point = answer.budget, answer.net, answer.point
             retrained = tested.get(budget.label)
-            model = _load_module(retrained["model"]) if retrained else calibrated_slim(net, widths, resized(calib, net.spec.input_size))
-            figures = {k: answer[k] for k in ("latency_ms", "val_accuracy", "val_loss", "step", "ratio", "resolution")
-                       if k in answer}
+            model = (_load_module(retrained["model"]) if retrained
+                     else calibrated_slim(net, point.widths, resized(calib, net.spec.input_size)))
+            figures = _figures(point)
             if retrained:
                 figures["test_accuracy"] = retrained["test_accuracy"]
-            figures.update(self._latency_figures(net, widths))
-            files = export_answer(net, widths, self.workdir / "budgets" / budget.label, self.workdir,
-                                  self.spec.export_formats, model, figures.get("test_accuracy", answer["val_accuracy"]),
+            figures.update(self._latency_figures(net, point.widths))
+            files = export_answer(net, point.widths, self.workdir / "budgets" / budget.label, self.workdir,
+                                  self.spec.export_formats, model, figures.get("test_accuracy", point.val_accuracy),
                                   budget={"kind": budget.kind, "target": budget.target}, **figures)
-            results.append({"kind": budget.kind, "target": budget.target, "macs": answer["macs"],
-                            "params": answer["params"], **figures, "channels": net.space.to_layers(widths),
-                            "files": files})
+            results.append(BudgetAnswer(kind=budget.kind, target=budget.target, macs=point.macs, params=point.params,
+                                        channels=net.space.to_layers(point.widths), files=files, **figures))
             self.progress("export", (i + 1) / len(answers))
         return results
 
@@ -304,12 +307,12 @@ class _Job:
             raise Cancelled(f"search cancelled {where}")
 
 
-def _uniform_baseline(supernet: Supernet, calib, score) -> list[dict[str, Any]]:
+def _uniform_baseline(supernet: Supernet, calib, score) -> list[UniformPoint]:
     """The supernet at evenly spaced uniform width ratios, BN calibrated and scored like the greedy
     candidates: the width-multiplier baseline the trajectory is drawn against."""
     space = supernet.space
-    return [{"ratio": row.ratio, "macs": row.macs, "params": count_params(space, space.uniform(row.ratio)),
-             "val_accuracy": row.score.accuracy, "val_loss": row.score.loss}
+    return [UniformPoint(ratio=row.ratio, macs=row.macs, params=count_params(space, space.uniform(row.ratio)),
+                         val_accuracy=row.score.accuracy, val_loss=row.score.loss)
             for row in score_uniform(supernet, baseline_ratios(supernet), score, calib)]
 
 
@@ -319,15 +322,11 @@ def latency_figures(table: LatencyTable, widths: dict[str, int], prefix: str = "
                                                                       for k, v in table.describe().items()}}
 
 
-def _point(point) -> dict[str, Any]:
-    """The figures of a chosen greedy step or grid point."""
-    out = {"widths": dict(point.widths), "macs": point.macs, "params": point.params, "latency_ms": point.latency_ms,
-           "val_accuracy": point.val_accuracy, "val_loss": point.val_loss}
-    if hasattr(point, "index"):
-        out["step"] = point.index
-    else:
-        out.update(ratio=point.ratio, resolution=point.resolution)
-    return out
+def _figures(point: TrajectoryPoint) -> dict[str, Any]:
+    """The figures of a chosen point that its answer and config file carry: the greedy step it is, or
+    which width x resolution point it is."""
+    where = {"ratio": point.ratio, "resolution": point.resolution} if point.is_mutual else {"step": point.index}
+    return {"latency_ms": point.latency_ms, "val_accuracy": point.val_accuracy, "val_loss": point.val_loss, **where}
 
 
 def _search_fraction(budgets: list[Budget], full: dict[str, float]) -> Callable[[Any], float]:
@@ -344,12 +343,6 @@ def _search_fraction(budgets: list[Budget], full: dict[str, float]) -> Callable[
 
 def _hash(data: dict) -> str:
     return hashlib.sha256(json.dumps(data, sort_keys=True, default=str).encode()).hexdigest()[:24]
-
-
-def _write_json(path: Path, data: dict) -> None:
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(data, indent=2))
-    os.replace(tmp, path)
 
 
 def _load_module(path: Path) -> torch.nn.Module:

@@ -8,11 +8,18 @@ spec without importing the training stack.  Everything here round-trips through 
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
 from typing import Any, Callable, Literal
 
 TrainMode = Literal["snet", "usnet", "usnet-nonuniform", "mutual"]
 TRAIN_MODES: tuple[str, ...] = ("snet", "usnet", "usnet-nonuniform", "mutual")
+MODEL_FORMATS: dict[str, str] = {"pt": ".pt", "onnx": ".onnx", "torchscript": ".ts"}
+"""The formats a slim model is exported and downloaded in, with their file extensions."""
+LEGACY_FORMATS: dict[str, str] = {"ts": "torchscript"}
+"""Format names specs once used (the file extension); read as the format they name."""
 PHASES: tuple[str, ...] = ("data", "train", "search", "retrain", "export", "done")
+BUDGET_KINDS: tuple[str, ...] = ("macs", "latency_ms", "params")
+"""What a budget may limit; each is also the `SearchSpec` field listing such budgets."""
 
 
 @dataclass
@@ -95,7 +102,7 @@ class SearchSpec:
     train: TrainSpec = field(default_factory=TrainSpec)
     search: SearchSettings = field(default_factory=SearchSettings)
     retrain: RetrainSpec = field(default_factory=RetrainSpec)
-    export_formats: list[str] = field(default_factory=lambda: ["pt", "onnx"])
+    export_formats: list[str] = field(default_factory=lambda: ["pt", "onnx"])  # `MODEL_FORMATS` keys
     latency_table: str = ""
     """A latency table (`autoslim profile`) whose device the latency budgets are for: its file for
     `run_search`; the service stores the uploaded table's id and its worker hands the engine the
@@ -104,6 +111,13 @@ class SearchSpec:
     """Trained weights of the full network (a state dict: ``.pt`` or ``.safetensors``) the supernet
     starts from (`engine.initial_weights`): their file for `run_search`; the service stores the
     upload's id and its worker hands the engine the file.  Empty: random initialisation."""
+
+    def network(self, num_classes: int) -> dict[str, Any]:
+        """The supernet's shape, as `models.NetSpec`'s fields: the one place where the spec's
+        architecture fields, ``train.width_min`` (the narrowest width trained, so the narrowest the
+        search may go) and ``search.divisor`` (the channel grid) come together."""
+        return {"arch": self.arch, "num_classes": num_classes, "input_size": self.input_size,
+                "width_mult": self.width_mult, "divisor": self.search.divisor, "width_min": self.train.width_min}
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -114,6 +128,8 @@ class SearchSpec:
 
         With ``weights``, training fields not given take `PRETRAINED_TRAIN`'s values."""
         data = dict(data)
+        if isinstance(data.get("export_formats"), list):
+            data["export_formats"] = [LEGACY_FORMATS.get(f, f) for f in data["export_formats"]]
         if data.get("weights") and isinstance(data.get("train", {}), dict):
             data["train"] = with_pretrained_defaults(data.get("train", {}))
         nested = {"train": TrainSpec, "search": SearchSettings, "retrain": RetrainSpec}
@@ -129,6 +145,156 @@ def _strict(kind: type, data: dict[str, Any], where: str) -> Any:
     if unknown:
         raise ValueError(f"{where}: unknown field(s) {', '.join(unknown)}")
     return kind(**data)
+
+
+# ---- the result ----------------------------------------------------------------------------------
+# What `run_search` returns (as ``SearchResult.to_dict()``, also written to ``workdir/result.json``)
+# and what every reader (worker, dashboard, command line) parses back with ``SearchResult.from_dict``.
+# Optional figures are left out of the JSON when absent, so the files stay as they were.
+
+
+@dataclass
+class TrajectoryPoint:
+    """One recorded point of a search: a greedy step (``removed``, ``channels``) or, for a MutualNet
+    supernet, a width x resolution point (``ratio``, ``resolution``)."""
+
+    index: int
+    widths: dict[str, int]
+    macs: int
+    params: int
+    latency_ms: float | None
+    val_accuracy: float
+    val_loss: float
+    removed: str | None = None  # greedy: the group(s) slimmed to reach it (None for the full network)
+    channels: dict[str, int] | None = None  # greedy: per-layer channels (the config-file form)
+    ratio: float | None = None  # MutualNet: the uniform width ratio
+    resolution: int | None = None  # MutualNet: the input size
+
+    @property
+    def is_mutual(self) -> bool:
+        return self.resolution is not None
+
+    def to_dict(self) -> dict[str, Any]:
+        out = asdict(self)
+        for key in ("removed", "channels") if self.is_mutual else ("ratio", "resolution"):
+            del out[key]
+        if out.get("channels", 0) is None:
+            del out["channels"]
+        return out
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "TrajectoryPoint":
+        return _strict(cls, data, "trajectory point")
+
+
+@dataclass
+class BudgetAnswer:
+    """One budget's answer: the configuration chosen for it, its figures and its files (relative to
+    the work directory: ``config`` and one per export format).  ``latency_*`` describe the device
+    the latency budgets are for; ``worker_latency_*`` the worker's own, beside a named table."""
+
+    kind: str
+    target: float
+    macs: int
+    params: int
+    latency_ms: float | None
+    val_accuracy: float
+    val_loss: float
+    channels: dict[str, int]
+    files: dict[str, str]
+    step: int | None = None  # greedy: the trajectory step it was chosen from
+    ratio: float | None = None  # MutualNet: the point it was chosen from
+    resolution: int | None = None
+    test_accuracy: float | None = None  # retrained only
+    latency_device: str | None = None
+    latency_runtime: str | None = None
+    worker_latency_ms: float | None = None
+    worker_latency_device: str | None = None
+    worker_latency_runtime: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        required = ("kind", "target", "macs", "params", "latency_ms", "val_accuracy", "val_loss", "channels", "files")
+        return {k: v for k, v in asdict(self).items() if k in required or v is not None}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "BudgetAnswer":
+        return _strict(cls, data, "budget answer")
+
+
+@dataclass
+class UniformPoint:
+    """The supernet at one uniform width ratio, BN calibrated and scored like the greedy candidates:
+    a point of the width-multiplier baseline the trajectory is compared with."""
+
+    ratio: float
+    macs: int
+    params: int
+    val_accuracy: float
+    val_loss: float
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "UniformPoint":
+        return _strict(cls, data, "uniform point")
+
+
+@dataclass
+class SupernetRef:
+    """The trained supernet a search used: its cache key, checkpoint, and whether it was reused."""
+
+    key: str
+    path: str
+    reused: bool
+
+
+@dataclass
+class SearchResult:
+    """A finished search: an answer per budget, the trajectory (greedy steps or MutualNet points), the full
+    network's point, the uniform baseline (greedy searches only), the supernet, timings in seconds
+    by phase, and the spec it answers (with its hash, so a finished work directory is recognised)."""
+
+    budgets: list[BudgetAnswer]
+    trajectory: list[TrajectoryPoint]
+    full: TrajectoryPoint
+    uniform: list[UniformPoint]
+    supernet: SupernetRef
+    timings: dict[str, float]
+    spec: dict[str, Any]
+    spec_hash: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"budgets": [b.to_dict() for b in self.budgets], "trajectory": [p.to_dict() for p in self.trajectory],
+                "full": self.full.to_dict(), "uniform": [u.to_dict() for u in self.uniform],
+                "supernet": asdict(self.supernet), "timings": dict(self.timings), "spec": self.spec,
+                "spec_hash": self.spec_hash}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "SearchResult":
+        data = dict(data)
+        data["budgets"] = [BudgetAnswer.from_dict(b) for b in data.get("budgets", [])]
+        data["trajectory"] = [TrajectoryPoint.from_dict(p) for p in data.get("trajectory", [])]
+        data["full"] = TrajectoryPoint.from_dict(data["full"])
+        data["uniform"] = [UniformPoint.from_dict(u) for u in data.get("uniform", [])]
+        data["supernet"] = _strict(SupernetRef, data["supernet"], "supernet")
+        return _strict(cls, data, "result")
+
+
+@dataclass(frozen=True)
+class CacheFolders:
+    """Where trained supernets and measured latency tables are kept between searches.  The caller
+    names them (the worker from its settings, the command line from its environment); shared
+    storage shares them between workers."""
+
+    supernets: Path
+    latency: Path
+
+    @classmethod
+    def beside(cls, workdir: Path | str) -> "CacheFolders":
+        """``supernets/`` and ``latency/`` next to ``workdir``: every job under one folder shares them."""
+        parent = Path(workdir).resolve().parent
+        return cls(parent / "supernets", parent / "latency")
 
 
 ReportFn = Callable[[dict[str, Any]], None]

@@ -8,8 +8,7 @@ a GPU serves a CPU search.  Each key owns a folder holding the trainer's ``last.
 interrupted training resumes, from whichever job picks it up next) and ``final.pt``.  A lock file
 serialises training of one key: a second job asking for the same supernet waits, then reuses it.
 
-Location: ``$AUTOSLIM_SUPERNET_CACHE`` when set, else ``<workdir>/../supernets`` (beside the jobs'
-work directories, so every job of one service shares it).
+Location: the folder the caller names (`engine.spec.CacheFolders.supernets`).
 """
 
 from __future__ import annotations
@@ -17,7 +16,6 @@ from __future__ import annotations
 import fcntl
 import hashlib
 import json
-import os
 from contextlib import contextmanager, nullcontext
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -30,20 +28,11 @@ from engine.spec import CancelFn, ReportFn, SearchSpec
 from engine.train import build_for_mode, train_supernet
 from models import Supernet
 
-ENV_VAR = "AUTOSLIM_SUPERNET_CACHE"
-
-
 @dataclass
 class CachedSupernet:
     key: str
     path: Path  # final.pt
     reused: bool  # True when no training happened in this call
-
-
-def cache_root(workdir: Path, env_var: str = ENV_VAR, name: str = "supernets") -> Path:
-    """``$env_var`` if set, else ``workdir/../name``."""
-    configured = os.environ.get(env_var)
-    return Path(configured).expanduser() if configured else Path(workdir).resolve().parent / name
 
 
 def recipe(spec: SearchSpec, data: DataSplits) -> dict:
@@ -63,8 +52,7 @@ def supernet_key(spec: SearchSpec, data: DataSplits) -> str:
 
 def fresh_supernet(spec: SearchSpec, data: DataSplits) -> Supernet:
     """The untrained supernet of this search (its channel space is known before any training)."""
-    return build_for_mode(spec.arch, spec.train.mode, data.num_classes, spec.input_size, spec.width_mult,
-                          spec.train.width_min, spec.search.divisor, spec.seed)
+    return build_for_mode(mode=spec.train.mode, seed=spec.seed, **spec.network(data.num_classes))
 
 
 def obtain_supernet(spec: SearchSpec, data: DataSplits, root: Path, report: ReportFn | None = None,

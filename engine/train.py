@@ -8,7 +8,7 @@ applies to S-Net too: the Slimmable Networks paper trained every switch on the l
 ``inplace_distill=False``; the authors' later code distils switches the same way, hence one rule.
 
 Runs are reproducible from ``seed``: the data order and every augmentation are functions of
-(seed, epoch, position) (see `engine.datasets`), the sampled widths come from their own generator,
+(seed, epoch, position) (see `engine.data.images`), the sampled widths come from their own generator,
 and all generator states are in each checkpoint, so resuming gives the weights an uninterrupted
 run would have reached.
 
@@ -36,7 +36,7 @@ from torch.utils.data import DataLoader
 
 from engine.checkpoint import CheckpointError, load_checkpoint, restore_rng_states, rng_states, save_checkpoint
 from engine.data import DataSplits
-from engine.datasets import ImageTensors
+from engine.data.images import ImageTensors
 from engine.distributed import Ranks, current
 from engine.device import autocast, batch_to, configure_threads, loader_workers, pick_device, to_device
 from engine.optim import make_optimizer, make_schedule

@@ -10,7 +10,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from engine.calibrate import Batches, Score, calibrate_bn, evaluate
+from engine.calibrate import Score, calibrate_bn, evaluate
+from engine.data.batches import Batches
 from models import Supernet, count_macs
 
 REPORT_RATIOS = (0.25, 0.5, 0.75, 1.0)

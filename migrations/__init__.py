@@ -1,1 +1,1 @@
-"""Alembic migrations for every table in `app.tables` (run by `autoslim migrate` / `autoslim up`)."""
+"""Alembic migrations for every table in `store.tables` (run by `autoslim migrate` / `autoslim up`)."""

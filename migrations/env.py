@@ -8,8 +8,8 @@ from __future__ import annotations
 from alembic import context
 from sqlalchemy import engine_from_config, pool
 
-from app.settings import get_settings
-from app.tables import Base, UTCDateTime
+from store.settings import get_settings
+from store.tables import Base, UTCDateTime
 
 config = context.config
 target_metadata = Base.metadata

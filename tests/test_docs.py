@@ -4,6 +4,7 @@ project path they name is in the tree."""
 
 from __future__ import annotations
 
+import importlib
 import importlib.util
 import re
 import shlex
@@ -15,8 +16,8 @@ from app.cli import build_parser
 
 ROOT = Path(__file__).resolve().parents[1]
 DOCS = [path for path in (ROOT / "README.md", ROOT / "DESIGN.md") if path.is_file()]
-FOLDERS = ("app", "engine", "models", "worker", "bench", "tests", "migrations", ".ci")
-PATH = re.compile(r"(?<![\w/.-])((?:%s)/[\w/.-]*\w)" % "|".join(re.escape(f) for f in FOLDERS))
+FOLDERS = ("app", "engine", "models", "store", "worker", "bench", "tests", "migrations", ".ci")
+PATH = re.compile(rf"(?<![\w/.-])((?:{'|'.join(re.escape(f) for f in FOLDERS)})/[\w/.-]*\w)")
 
 
 def shell_lines(text: str) -> list[str]:
@@ -65,3 +66,31 @@ def test_every_project_path_in_the_docs_exists():
             if not (ROOT / path.rstrip(".")).exists():
                 missing.append(f"{doc.name}: {path}")
     assert not missing, "paths named in the docs that do not exist: " + ", ".join(sorted(missing))
+
+
+DOTTED = re.compile(r"`((?:models|engine|store|worker|app)(?:\.\w+)+)")
+
+
+def resolves(name: str) -> bool:
+    """True when ``name`` is a module, or an attribute (path) of the longest module prefix of it."""
+    parts = name.split(".")
+    for cut in range(len(parts), 0, -1):
+        module = ".".join(parts[:cut])
+        try:
+            found = importlib.util.find_spec(module) is not None
+        except ModuleNotFoundError:
+            found = False
+        if found:
+            value = importlib.import_module(module)
+            for attr in parts[cut:]:
+                if not hasattr(value, attr):
+                    return False
+                value = getattr(value, attr)
+            return True
+    return False
+
+
+def test_every_module_and_name_the_docs_cite_exists():
+    missing = [f"{doc.name}: {name}" for doc in DOCS for name in sorted(set(DOTTED.findall(doc.read_text())))
+               if not resolves(name)]
+    assert not missing, "dotted names in the docs that do not resolve: " + ", ".join(missing)

@@ -21,7 +21,7 @@ from celery import Celery
 from kombu import Queue
 from kombu.exceptions import OperationalError
 
-from app.settings import QUEUES, Settings
+from store.settings import QUEUES, Settings
 
 TASK_NAME = "autoslim.run_search"
 PUBLISH_RETRY = {"max_retries": 2, "interval_start": 0, "interval_step": 0.2, "interval_max": 0.5}

@@ -17,8 +17,8 @@ from celery import Celery
 from sqlalchemy import Engine, select, update
 from sqlalchemy.orm import Session
 
-from app.db import session_scope
-from app.tables import Event, Search, Status, utcnow
+from store.db import session_scope
+from store.tables import Event, Search, Status, utcnow
 from worker.celery_app import BrokerUnavailable, enqueue
 
 log = logging.getLogger(__name__)

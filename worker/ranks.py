@@ -55,21 +55,24 @@ def run_on_ranks(gpus: list[str], spec: dict[str, Any], workdir: Path, claim_inf
 
 def search_rank(spec: dict[str, Any], workdir: str, claim_info: dict[str, Any]) -> dict[str, Any] | None:
     """One rank of the search; rank 0 reports through the claim and returns the result."""
-    from app.db import engine_for
+    from store.db import engine_for
     from engine import run_search
     from engine.distributed import init_from_env, shutdown
+    from engine.spec import CacheFolders
     from models import allow_modules
-    from worker.progress import Claim, ProgressWriter
+    from worker.claims import Claim, ProgressWriter
 
     allow_modules(claim_info["model_modules"])
+    caches = CacheFolders(Path(claim_info["supernet_cache"]), Path(claim_info["latency_cache"]))
     ranks = init_from_env(spec.get("device", "auto"))
     try:
         if not ranks.is_main:
-            run_search(spec, Path(workdir), ranks=ranks)
+            run_search(spec, Path(workdir), ranks=ranks, caches=caches)
             return None
         claim = Claim(engine_for(claim_info["db_url"]), claim_info["search_id"], claim_info["claim_id"])
         writer = ProgressWriter(claim, claim_info["progress_every_s"], claim_info["heartbeat_s"])
         with writer:
-            return run_search(spec, Path(workdir), report=writer, should_cancel=writer.should_cancel, ranks=ranks)
+            return run_search(spec, Path(workdir), report=writer, should_cancel=writer.should_cancel, ranks=ranks,
+                              caches=caches)
     finally:
         shutdown()

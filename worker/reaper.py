@@ -3,7 +3,7 @@
 A killed worker never acknowledges its message; Redis would redeliver it only after the visibility
 timeout (days, since searches are long) and the embedded filesystem queue never does.  So the
 database heartbeat is the source of truth: a stale running search goes back to ``queued`` with a
-fresh message (the old claim is void, see `worker.progress.Claim`) until ``max_attempts`` claims
+fresh message (the old claim is void, see `worker.claims.Claim`) until ``max_attempts`` claims
 have been spent, then it fails with a reason a person can act on.
 """
 
@@ -17,9 +17,9 @@ from datetime import timedelta
 from celery import Celery
 from sqlalchemy import Engine, select, update
 
-from app.db import engine_for, session_scope
-from app.settings import Settings, get_settings
-from app.tables import Event, Search, Status, utcnow
+from store.db import engine_for, session_scope
+from store.settings import Settings, get_settings
+from store.tables import Event, Search, Status, utcnow
 from worker.celery_app import BrokerUnavailable
 from worker.dispatch import send, send_unsent
 

@@ -17,12 +17,12 @@ from pathlib import Path
 from celery import shared_task
 from celery.signals import worker_process_init, worker_ready
 
-from app.db import engine_for, forget_inherited_connections
-from app.settings import Settings, get_settings
-from app.tables import Search
-from engine.spec import Cancelled
+from store.db import engine_for, forget_inherited_connections
+from store.settings import Settings, get_settings
+from store.tables import Search
+from engine.spec import CacheFolders, Cancelled
 from worker.celery_app import TASK_NAME
-from worker.progress import ClaimLost, ProgressWriter, claim
+from worker.claims import ClaimLost, ProgressWriter, claim
 from worker.ranks import RankLost, RanksFailed, parse_gpus, run_on_ranks
 from worker.reaper import start_reaper
 from worker.results import store_cancelled, store_failure, store_success
@@ -54,8 +54,7 @@ def execute(settings: Settings, search_id: str) -> str:
         spec = conn.execute(Search.__table__.select().where(Search.id == search_id)).one().spec
     # The engine reuses trained supernets and latency tables from these folders; shared storage
     # shares them between workers.
-    os.environ["AUTOSLIM_SUPERNET_CACHE"] = str(settings.supernet_root)
-    os.environ["AUTOSLIM_LATENCY_CACHE"] = str(settings.latency_root)
+    caches = CacheFolders(settings.supernet_root, settings.latency_root)
     writer = ProgressWriter(held, settings.progress_every_s, settings.heartbeat_s)
     try:
         with writer:  # heartbeats start now: importing torch can take longer than the reaper waits
@@ -70,9 +69,10 @@ def execute(settings: Settings, search_id: str) -> str:
                 result = run_on_ranks(gpus, files, workdir, {
                     "db_url": settings.db_url, "search_id": search_id, "claim_id": held.claim_id,
                     "progress_every_s": settings.progress_every_s, "heartbeat_s": settings.heartbeat_s,
-                    "model_modules": settings.model_modules})
+                    "model_modules": settings.model_modules, "supernet_cache": str(caches.supernets),
+                    "latency_cache": str(caches.latency)})
             else:
-                result = run_search(files, workdir, report=writer, should_cancel=writer.should_cancel)
+                result = run_search(files, workdir, report=writer, should_cancel=writer.should_cancel, caches=caches)
         store_success(held, result, Path(workdir), spec)
         return "succeeded"
     except ClaimLost:

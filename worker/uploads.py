@@ -14,8 +14,8 @@ from typing import Any, Callable, TypeVar
 
 from sqlalchemy import Engine
 
-from app.db import session_scope
-from app.tables import LatencyTableRow, WeightsRow
+from store.db import session_scope
+from store.tables import LatencyTableRow, WeightsRow
 
 TABLE_FILE = "latency-table.json"
 T = TypeVar("T")

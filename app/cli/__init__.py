@@ -33,7 +33,7 @@ def main(argv: list[str] | None = None) -> int:
     args.argv = list(sys.argv[1:] if argv is None else argv)  # what `--nproc` ranks run again
     try:
         if args.command in NETWORK_COMMANDS:
-            from app.settings import get_settings
+            from store.settings import get_settings
             from models import allow_modules
 
             allow_modules(get_settings().model_modules)

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import argparse
-import json
+import os
 from pathlib import Path
 
 from app.cli.ranks import add_nproc, launched
-from engine.spec import PRETRAINED_TRAIN, TRAIN_MODES, RetrainSpec, SearchSettings, TrainSpec, with_pretrained_defaults
+from engine.spec import (PRETRAINED_TRAIN, TRAIN_MODES, BudgetAnswer, CacheFolders, RetrainSpec, SearchResult,
+                         SearchSettings, SearchSpec, TrainSpec, with_pretrained_defaults)
 
 
 def add_commands(sub: argparse._SubParsersAction) -> None:
@@ -25,6 +26,9 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
                                               f"{PRETRAINED_TRAIN['epochs']} with --weights)")
     p.add_argument("--out", type=Path, required=True, help="work folder: configs, models, result.json (resumable)")
     p.add_argument("--width-mult", type=float, default=1.0, help="width of the full supernet")
+    p.add_argument("--width-min", type=float, default=TrainSpec.width_min,
+                   help="narrowest width ratio trained, and so the narrowest a layer may be slimmed to")
+    p.add_argument("--divisor", type=int, default=SearchSettings.divisor, help="channel counts are multiples of this")
     p.add_argument("--mode", choices=[m for m in TRAIN_MODES if m != "snet"], default=TrainSpec.mode)
     p.add_argument("--input-size", type=int, default=32)
     p.add_argument("--batch-size", type=int, default=TrainSpec.batch_size)
@@ -63,37 +67,56 @@ def cmd_search(args: argparse.Namespace) -> int:
     if status is not None:
         return status
     from engine import run_search
-    from engine.budgets import parse_targets
     from engine.distributed import init_from_env, shutdown
     from engine.progress import ProgressPrinter
-    from engine.spec import SearchSpec
 
-    spec = SearchSpec(
-        arch=args.arch, dataset=args.dataset, macs=_counts(parse_targets(args.macs)),
-        latency_ms=parse_targets(args.latency_ms), params=_counts(parse_targets(args.params)),
-        input_size=args.input_size, width_mult=args.width_mult, seed=args.seed, device=args.device,
-        train=_train_spec(args),
-        search=SearchSettings(bins=args.bins, calib_size=args.calib_size, score_size=args.score_size,
-                              bins_per_step=args.bins_per_step, race_fraction=args.race_fraction),
-        retrain=RetrainSpec(epochs=args.retrain_epochs), latency_table=str(args.latency_table or ""),
-        weights=str(args.weights or ""),
-    )
+    spec = search_spec(args)
     printer = ProgressPrinter()
     ranks = init_from_env(args.device)
     try:
-        result = run_search(spec, args.out, ranks=ranks,
+        result = run_search(spec, args.out, ranks=ranks, caches=_caches(args.out),
                             report=lambda event: printer({k: v for k, v in event.items() if k != "trajectory_step"}))
     finally:
         shutdown()
     if ranks.is_main:
-        print(_table(result, args.out))
+        print(_table(SearchResult.from_dict(result), args.out))
     return 0
+
+
+def search_spec(args: argparse.Namespace) -> SearchSpec:
+    """The job ``autoslim search``'s options describe."""
+    from engine.budgets import parse_targets
+
+    return SearchSpec(
+        arch=args.arch, dataset=args.dataset, macs=_counts(parse_targets(args.macs)),
+        latency_ms=parse_targets(args.latency_ms), params=_counts(parse_targets(args.params)),
+        input_size=args.input_size, width_mult=args.width_mult, seed=args.seed, device=args.device,
+        train=_train_spec(args),
+        search=SearchSettings(bins=args.bins, divisor=args.divisor, calib_size=args.calib_size, score_size=args.score_size,
+                              bins_per_step=args.bins_per_step, race_fraction=args.race_fraction),
+        retrain=RetrainSpec(epochs=args.retrain_epochs), latency_table=str(args.latency_table or ""),
+        weights=str(args.weights or ""),
+    )
+
+
+def _caches(out: Path) -> CacheFolders:
+    """The service's cache folders when its settings name them (``AUTOSLIM_SUPERNET_CACHE``,
+    ``AUTOSLIM_LATENCY_CACHE``), so a search from the shell reuses what the workers trained; else
+    beside the work folder."""
+    beside = CacheFolders.beside(out)
+    return CacheFolders(_env_path("AUTOSLIM_SUPERNET_CACHE", beside.supernets),
+                        _env_path("AUTOSLIM_LATENCY_CACHE", beside.latency))
+
+
+def _env_path(name: str, default: Path) -> Path:
+    value = os.environ.get(name)
+    return Path(value).expanduser() if value else default
 
 
 def _train_spec(args: argparse.Namespace) -> TrainSpec:
     """The options given; the rest from the scratch defaults, or the pretrained recipe with --weights."""
     given = {k: v for k, v in {"mode": args.mode, "epochs": args.epochs, "batch_size": args.batch_size,
-                               "lr": args.lr}.items() if v is not None}
+                               "lr": args.lr, "width_min": args.width_min}.items() if v is not None}
     return TrainSpec(**(with_pretrained_defaults(given) if args.weights else given))
 
 
@@ -102,43 +125,46 @@ def _counts(targets: list) -> list:
     return [t if isinstance(t, str) else int(t) for t in targets]
 
 
-def _table(result: dict, out: Path) -> str:
+def _table(result: SearchResult, out: Path) -> str:
     """One line per budget; MACs and params in millions, accuracy in percent."""
     from engine.budgets import Budget
 
-    retrained = any("test_accuracy" in b for b in result["budgets"])
+    retrained = any(b.test_accuracy is not None for b in result.budgets)
     head = f"{'budget':>16} {'MACs':>9} {'params':>9} {'latency':>10} {'val acc':>8}" + (f" {'test acc':>8}" if retrained else "")
     lines = [head + "  config"]
-    for b in result["budgets"]:
-        latency = "-" if b["latency_ms"] is None else f"{b['latency_ms']:.3f}ms"
-        row = (f"{Budget(b['kind'], b['target']).describe():>16} {b['macs'] / 1e6:>8.3f}M {b['params'] / 1e6:>8.4f}M "
-               f"{latency:>10} {b['val_accuracy']:>7.2f}%")
+    for b in result.budgets:
+        row = (f"{Budget(b.kind, b.target).describe():>16} {b.macs / 1e6:>8.3f}M {b.params / 1e6:>8.4f}M "
+               f"{_ms(b.latency_ms):>10} {b.val_accuracy:>7.2f}%")
         if retrained:
-            row += f" {b['test_accuracy']:>7.2f}%"
-        lines.append(f"{row}  {out / b['files']['config']}")
-    full = result["full"]
-    lines.append(f"{'full network':>16} {full['macs'] / 1e6:>8.3f}M {full['params'] / 1e6:>8.4f}M "
-                 f"{'-' if full.get('latency_ms') is None else format(full['latency_ms'], '.3f') + 'ms':>10} "
-                 f"{full['val_accuracy']:>7.2f}%")
-    lines += _latency_lines(result["budgets"])
-    supernet = result["supernet"]
-    lines.append(f"supernet {supernet['key']} ({'reused' if supernet['reused'] else 'trained'}): {supernet['path']}")
+            row += f" {b.test_accuracy:>7.2f}%"
+        lines.append(f"{row}  {out / b.files['config']}")
+    full = result.full
+    lines.append(f"{'full network':>16} {full.macs / 1e6:>8.3f}M {full.params / 1e6:>8.4f}M "
+                 f"{_ms(full.latency_ms):>10} {full.val_accuracy:>7.2f}%")
+    lines += _latency_lines(result.budgets)
+    supernet = result.supernet
+    lines.append(f"supernet {supernet.key} ({'reused' if supernet.reused else 'trained'}): {supernet.path}")
     return "\n".join(lines)
 
 
-def _latency_lines(budgets: list[dict]) -> list[str]:
+def _ms(latency_ms: float | None) -> str:
+    return "-" if latency_ms is None else f"{latency_ms:.3f}ms"
+
+
+def _latency_lines(budgets: list[BudgetAnswer]) -> list[str]:
     """Which device the latency column is for; with a device table, the worker's own figures too."""
-    if not budgets or "latency_device" not in budgets[0]:
+    if not budgets or budgets[0].latency_device is None:
         return []
     first = budgets[0]
-    lines = [f"latency on {first['latency_device']}, {first['latency_runtime']}"]
-    if "worker_latency_ms" in first:
-        figures = ", ".join(f"{b['worker_latency_ms']:.3f}ms" for b in budgets)
-        lines.append(f"on this worker ({first['worker_latency_device']}, {first['worker_latency_runtime']}): {figures}")
+    lines = [f"latency on {first.latency_device}, {first.latency_runtime}"]
+    if first.worker_latency_ms is not None:
+        figures = ", ".join(f"{b.worker_latency_ms:.3f}ms" for b in budgets)
+        lines.append(f"on this worker ({first.worker_latency_device}, {first.worker_latency_runtime}): {figures}")
     return lines
 
 
 def cmd_retrain(args: argparse.Namespace) -> int:
+    from engine.atomic import write_json
     from engine.data import as_batches, load_data
     from engine.progress import ProgressPrinter
     from engine.retrain import initial_model, retrain
@@ -164,8 +190,6 @@ def cmd_retrain(args: argparse.Namespace) -> int:
     config.extra.update(test_accuracy=done.test.accuracy, retrained_epochs=args.epochs,
                         retrained_from="scratch" if not fine_tune else str(args.checkpoint))
     config.save(args.out / "config.json")
-    (args.out / "retrain.json").write_text(json.dumps({"test_accuracy": done.test.accuracy, "test_loss": done.test.loss,
-                                                       "epochs": args.epochs, "fine_tuned": fine_tune,
-                                                       "seconds": round(done.seconds, 2)}, indent=2) + "\n")
+    write_json(args.out / "retrain.json", done.record(args.epochs, from_scratch=not fine_tune), indent=2)
     print(f"test accuracy: {done.test.accuracy:.2f}% ({len(data.test)} images; model in {args.out / 'model.pt'})")
     return 0

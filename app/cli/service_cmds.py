@@ -1,6 +1,6 @@
 """``autoslim up``, ``serve``, ``worker``, ``migrate`` and ``token create``: running the service.
 
-Settings come from ``AUTOSLIM_*`` environment variables (`app.settings`); with none set, everything
+Settings come from ``AUTOSLIM_*`` environment variables (`store.settings`); with none set, everything
 lives under ``~/.autoslim`` (SQLite file, filesystem queue, work directories).
 """
 
@@ -52,10 +52,10 @@ def _add_bind(p: argparse.ArgumentParser) -> None:
 def _migrated_engine(upgrade: bool = False):  # noqa: ANN202 - (settings, engine)
     """Settings and an engine on a database at the newest migration (upgrading it if asked)."""
     from app.cli import CliError
-    from app.db import engine_for
+    from store.db import engine_for
     from app.migrate import SchemaError, require_current
     from app.migrate import upgrade as run_upgrade
-    from app.settings import get_settings
+    from store.settings import get_settings
 
     settings = get_settings()
     engine = engine_for(settings.db_url)
@@ -78,7 +78,7 @@ def cmd_migrate(args: argparse.Namespace) -> int:
 
 def cmd_token_create(args: argparse.Namespace) -> int:
     from app.auth import create_token
-    from app.db import session_scope
+    from store.db import session_scope
 
     _, engine = _migrated_engine()
     with session_scope(engine) as session:

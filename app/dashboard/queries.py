@@ -13,8 +13,9 @@ from typing import Any, Literal
 from sqlalchemy import ColumnElement, Select, func, select
 from sqlalchemy.orm import Session, selectinload
 
-from app.tables import FINISHED, RETRYABLE, BudgetResult, Search, Status, utcnow
+from store.tables import FINISHED, RETRYABLE, BudgetResult, Search, Status, utcnow
 from engine.budgets import Budget
+from engine.spec import BUDGET_KINDS
 
 SortKey = Literal["created", "arch", "dataset", "owner", "status", "duration"]
 SORT_KEYS: tuple[str, ...] = ("created", "arch", "dataset", "owner", "status", "duration")
@@ -90,9 +91,9 @@ def best_accuracy(result: BudgetResult) -> float | None:
     return result.test_accuracy if result.test_accuracy is not None else result.val_accuracy
 
 
-def requested_budgets(search: Search) -> list[str]:
+def requested_labels(search: Search) -> list[str]:
     """The budgets the search was asked for (known before any result exists)."""
-    return [Budget(kind, float(target)).describe() for kind in ("macs", "latency_ms", "params")
+    return [Budget(kind, float(target)).describe() for kind in BUDGET_KINDS
             for target in search.spec.get(kind) or []]
 
 

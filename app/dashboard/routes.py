@@ -25,7 +25,7 @@ from app.deps import SessionDep, SettingsDep
 from app.listing import MAX_OFFSET
 from app.routes.downloads import ModelFormat, model_response, pick_budget
 from app.search_service import Conflict, QueueUnavailable
-from app.tables import Search, Status
+from store.tables import Search, Status
 
 router = APIRouter(prefix="/admin", tags=["dashboard"], include_in_schema=False)
 STATIC = {"dashboard.css": "text/css", "live.js": "text/javascript"}
@@ -87,7 +87,7 @@ def search_detail(request: Request, search_id: str, session: SessionDep, admin: 
         "chart": search_page.accuracy_chart(search, steps), "steps": len(steps),
         "budgets": search_page.budget_views(search, base) if search.status == Status.succeeded else [],
         "events": service.events(session, search.id, 500), "message": message, "csrf": request.state.csrf,
-        "back": base, "requested": queries.requested_budgets(search)})
+        "back": base, "requested": queries.requested_labels(search)})
 
 
 @router.get("/searches/{search_id}/live", response_class=JSONResponse)

@@ -1,8 +1,7 @@
 """What one search's page shows: live progress, the accuracy curve, channel bars, downloads.
 
-Everything is read from the database rows the worker wrote, except the uniform-width baseline,
-which only the search's ``result.json`` can hold (the engine's result is written there whole, so a
-baseline the engine adds is drawn without any schema change).
+Everything is read from the database rows the worker wrote (the uniform-width baseline included),
+so any API host can draw it without the worker's work folder.
 """
 
 from __future__ import annotations
@@ -10,7 +9,6 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 from functools import lru_cache
-from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
 
@@ -19,7 +17,8 @@ from markupsafe import Markup
 from app.dashboard import charts
 from app.dashboard.queries import budget_label
 from app.routes.downloads import available_formats
-from app.tables import BudgetResult, Search, TrajectoryStep
+from store.tables import BudgetResult, Search, TrajectoryStep
+from engine.spec import UniformPoint
 
 
 @dataclass
@@ -43,8 +42,8 @@ def live_progress(search: Search) -> dict[str, Any]:
 
 def trajectory_points(steps: list[TrajectoryStep]) -> list[charts.Point]:
     """Greedy steps with an accuracy, labelled by the group each one slimmed."""
-    return [charts.Point(s.macs, s.accuracy, _step_label(s)) for s in steps
-            if s.macs is not None and s.accuracy is not None]
+    return [charts.Point(s.macs, s.val_accuracy, _step_label(s)) for s in steps
+            if s.macs is not None and s.val_accuracy is not None]
 
 
 def _step_label(step: TrajectoryStep) -> str:
@@ -58,25 +57,15 @@ def chosen_points(results: list[BudgetResult]) -> list[charts.Point]:
     return [charts.Point(r.macs, r.val_accuracy, budget_label(r)) for r in results if r.val_accuracy is not None]
 
 
-def engine_result(search: Search) -> dict[str, Any]:
-    """The engine's ``result.json`` in the search's work directory ({} when absent or unreadable)."""
-    if not search.workdir:
-        return {}
-    try:
-        return json.loads((Path(search.workdir) / "result.json").read_text())
-    except (OSError, ValueError):
-        return {}
+def uniform_baseline(search: Search) -> list[UniformPoint]:
+    """The uniform baseline the worker stored with the search ([] for a MutualNet search, or one
+    that has not finished)."""
+    return [UniformPoint.from_dict(u) for u in search.uniform or []]
 
 
-def baseline_points(result: dict[str, Any]) -> list[charts.Point]:
-    """The uniform-width baseline of an engine result: ``result["uniform"]``, a list of
-    ``{"ratio", "macs", "val_accuracy"}`` (the supernet, BN calibrated, at uniform width ratios)."""
-    points = []
-    for entry in result.get("uniform") or []:
-        accuracy = entry.get("val_accuracy", entry.get("accuracy")) if isinstance(entry, dict) else None
-        if accuracy is not None and entry.get("macs") is not None:
-            points.append(charts.Point(float(entry["macs"]), float(accuracy), f"uniform x{entry.get('ratio', '?')}"))
-    return points
+def baseline_points(uniform: list[UniformPoint]) -> list[charts.Point]:
+    """The uniform-width baseline (the supernet, BN calibrated, at uniform width ratios) as chart points."""
+    return [charts.Point(float(u.macs), float(u.val_accuracy), f"uniform x{u.ratio}") for u in uniform]
 
 
 def full_channels(search: Search, config: dict[str, Any]) -> dict[str, int]:
@@ -114,4 +103,4 @@ def budget_views(search: Search, base: str) -> list[BudgetView]:
 
 def accuracy_chart(search: Search, steps: list[TrajectoryStep]) -> Markup:
     return charts.accuracy_curve(trajectory_points(steps), chosen_points(list(search.budgets)),
-                                 baseline_points(engine_result(search)))
+                                 baseline_points(uniform_baseline(search)))

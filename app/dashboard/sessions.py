@@ -15,7 +15,7 @@ from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from app.auth import User, hash_token
-from app.tables import AdminSession, Role, Token, utcnow
+from store.tables import AdminSession, Role, Token, utcnow
 
 SESSION_PREFIX = "ads_"
 

@@ -20,16 +20,14 @@ from starlette.background import BackgroundTask
 
 from app import search_service as service
 from app.deps import CurrentUser, SessionDep
-from app.tables import BudgetResult, Search, Status
+from store.tables import BudgetResult, Search, Status
 from engine.budgets import format_amount
+from engine.spec import MODEL_FORMATS
 
 router = APIRouter(prefix="/searches", tags=["searches"])
 
-ModelFormat = Literal["pt", "onnx", "torchscript"]
-EXTENSIONS = {"pt": ".pt", "onnx": ".onnx", "torchscript": ".ts"}
+ModelFormat = Literal["pt", "onnx", "torchscript"]  # `engine.spec.MODEL_FORMATS`
 MEDIA_TYPES = {"pt": "application/octet-stream", "onnx": "application/onnx", "torchscript": "application/octet-stream"}
-FILE_KEYS = {"pt": ("pt",), "onnx": ("onnx",), "torchscript": ("ts", "torchscript")}
-"""The keys a format may have in the engine's ``files`` (its export formats are file extensions)."""
 
 
 def pick_budget(search: Search, asked: dict[str, str | None]) -> BudgetResult:
@@ -43,20 +41,20 @@ def pick_budget(search: Search, asked: dict[str, str | None]) -> BudgetResult:
 def available_formats(result: BudgetResult) -> list[str]:
     """Formats this budget can be downloaded in: all of them from an exported ``.pt``, else the exported ones."""
     files = result.files or {}
-    return list(EXTENSIONS) if "pt" in files else [f for f in EXTENSIONS if any(k in files for k in FILE_KEYS[f])]
+    return list(MODEL_FORMATS) if "pt" in files else [f for f in MODEL_FORMATS if f in files]
 
 
 def download_name(result: BudgetResult, fmt: str) -> str:
     """``mobilenet_v2-x0.35-1.982M-macs.onnx``: the architecture and the model's own MACs."""
     config = result.config or {}
     width = f"-x{config['width_mult']:g}" if config.get("width_mult", 1.0) != 1.0 else ""
-    return f"{config.get('arch', 'model')}{width}-{format_amount(result.macs, 4)}-macs{EXTENSIONS[fmt]}"
+    return f"{config.get('arch', 'model')}{width}-{format_amount(result.macs, 4)}-macs{MODEL_FORMATS[fmt]}"
 
 
 def _exported(search: Search, result: BudgetResult, fmt: str) -> Path | None:
     """The exported file of ``fmt`` inside the work directory, if the engine wrote one and it is there."""
     files = result.files or {}
-    relative = next((files[k] for k in FILE_KEYS[fmt] if files.get(k)), None)
+    relative = files.get(fmt)
     if relative is None or not search.workdir:
         return None
     root = Path(search.workdir).resolve()

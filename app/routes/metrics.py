@@ -29,8 +29,8 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from app.deps import SessionDep
-from app.settings import QUEUES
-from app.tables import Search, Status, utcnow
+from store.settings import QUEUES
+from store.tables import Search, Status, utcnow
 
 router = APIRouter(tags=["metrics"])
 log = logging.getLogger(__name__)

@@ -16,7 +16,7 @@ from app import search_views as views
 from app.deps import CurrentUser, SessionDep, SettingsDep
 from app.listing import MAX_OFFSET
 from app.schemas import (ConfigSet, EventOut, SearchCreate, SearchCreated, SearchDetail, SearchPage, Trajectory)
-from app.tables import Status
+from store.tables import Status
 
 router = APIRouter(prefix="/searches", tags=["searches"])
 

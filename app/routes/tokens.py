@@ -7,7 +7,7 @@ from fastapi import APIRouter, status
 from app.auth import create_token
 from app.deps import AdminUser, SessionDep
 from app.schemas import TokenCreate, TokenCreated
-from app.tables import Role
+from store.tables import Role
 
 router = APIRouter(prefix="/tokens", tags=["tokens"])
 

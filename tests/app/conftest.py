@@ -14,10 +14,10 @@ from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
 from app.auth import create_token
-from app.db import engine_for, session_scope
+from store.db import engine_for, session_scope
 from app.main import create_app
 from app.migrate import upgrade
-from app.settings import Settings
+from store.settings import Settings
 from app.testing import fresh_backend
 
 
@@ -101,19 +101,26 @@ def finished_recipe() -> dict:
 
 
 @pytest.fixture(scope="session")
-def finished_search(app: FastAPI, admin: Client, settings: Settings, cache_root: Path) -> dict:
-    """A real search on the digits: submitted through the API, then run to the end by the worker's
-    own task code (`worker.tasks.execute`: claim, `engine.run_search`, progress and result rows) in
-    this process, on the gpu queue, which no worker of tests/app consumes."""
+def run_here(app: FastAPI, settings: Settings, cache_root: Path):
+    """Submit a search as ``client`` on the gpu queue (which no worker of tests/app consumes) and run
+    it to the end with the worker's own task code (`worker.tasks.execute`: claim, `engine.run_search`,
+    progress and result rows) in this process, with the suite's caches; returns its detail."""
     from worker.tasks import execute
 
-    created = admin.post("/searches", json={**FINISHED_SEARCH, "queue": "gpu"})
-    assert created.status_code == 202, created.text
-    caches = cache_root
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("AUTOSLIM_LATENCY_CACHE", str(caches / "latency"))
-        patch.setenv("AUTOSLIM_SUPERNET_CACHE", str(caches / "supernets"))  # execute sets it; restored after
-        outcome = execute(settings.model_copy(update={"supernet_cache": caches / "supernets"}), created.json()["id"])
-    detail = admin.get(f"/searches/{created.json()['id']}").json()
-    assert outcome == "succeeded", detail.get("error")
-    return detail
+    caches = {"supernet_cache": cache_root / "supernets", "latency_cache": cache_root / "latency"}
+
+    def run(client: Client, body: dict) -> dict:
+        created = client.post("/searches", json={**body, "queue": "gpu"})
+        assert created.status_code == 202, created.text
+        outcome = execute(settings.model_copy(update=caches), created.json()["id"])
+        detail = client.get(f"/searches/{created.json()['id']}").json()
+        assert outcome == "succeeded", detail.get("error")
+        return detail
+
+    return run
+
+
+@pytest.fixture(scope="session")
+def finished_search(admin: Client, run_here) -> dict:
+    """A real search on the digits, submitted through the API and run by the worker's task code."""
+    return run_here(admin, FINISHED_SEARCH)

@@ -12,8 +12,8 @@ from urllib.parse import urlsplit
 import pytest
 from sqlalchemy import delete
 
-from app.db import session_scope
-from app.tables import Search
+from store.db import session_scope
+from store.tables import Search
 
 ROOT = Path(__file__).resolve().parents[2]
 BASE = "http://127.0.0.1:8000"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from sqlalchemy import select
 
-from app.tables import Token
+from store.tables import Token
 
 
 def test_missing_or_wrong_token_is_401(anonymous, app, valid):

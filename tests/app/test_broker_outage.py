@@ -16,8 +16,8 @@ import pytest
 from celery import Celery
 from sqlalchemy import update
 
-from app.db import session_scope
-from app.tables import Search, utcnow
+from store.db import session_scope
+from store.tables import Search, utcnow
 from app.testing import REDIS_URL
 from worker.celery_app import make_celery
 from worker.reaper import reap

@@ -82,8 +82,8 @@ def test_a_session_expires(app, tokens):
     from sqlalchemy import update
 
     from app.auth import hash_token
-    from app.db import session_scope
-    from app.tables import AdminSession, utcnow
+    from store.db import session_scope
+    from store.tables import AdminSession, utcnow
 
     client = TestClient(app, follow_redirects=False)
     client.post("/admin/login", data={"token": tokens["admin"]})
@@ -169,9 +169,9 @@ def test_download_links_serve_the_config_and_each_model_format(browser, admin, f
     assert len(links) == 4 * len(finished_search["results"])  # config, pt, onnx, torchscript each
     budget = finished_search["results"][0]
     target = f"macs={budget['target']:.12g}"
-    config = browser.get(next(l for l in links if "/config?" in l and target in l))
+    config = browser.get(next(link for link in links if "/config?" in link and target in link))
     assert config.json() == admin.get(budget["config"]).json()
-    pt = next(l.replace("&amp;", "&") for l in links if "format=pt" in l and target in l)
+    pt = next(link.replace("&amp;", "&") for link in links if "format=pt" in link and target in link)
     assert browser.get(pt).content == admin.get(f"/searches/{finished_search['id']}/model",
                                                  params={"macs": f"{budget['target']:g}", "format": "pt"}).content
 

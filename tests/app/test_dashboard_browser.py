@@ -14,7 +14,7 @@ import pytest
 import uvicorn
 
 from engine.width_scores import BASELINE_POINTS
-from worker.progress import ProgressWriter, claim
+from worker.claims import ProgressWriter, claim
 from worker.results import store_cancelled
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"

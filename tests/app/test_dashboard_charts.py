@@ -9,8 +9,8 @@ import xml.etree.ElementTree as ET
 import pytest
 
 from app.dashboard import charts
-from app.dashboard.search_page import baseline_points, engine_result
-from app.tables import Search
+from app.dashboard.search_page import baseline_points, uniform_baseline
+from store.tables import Search
 from engine.width_scores import BASELINE_POINTS
 
 SVG = "{http://www.w3.org/2000/svg}"
@@ -55,7 +55,7 @@ def engine_points(app, admin, finished_search):
     trajectory = [charts.Point(s["macs"], s["accuracy"], f"step {s['step']}") for s in steps]
     chosen = [charts.Point(b["macs"], b["val_accuracy"], f"{b['target']:g}") for b in finished_search["results"]]
     with app.state.sessionmaker() as session:
-        baseline = baseline_points(engine_result(session.get(Search, finished_search["id"])))
+        baseline = baseline_points(uniform_baseline(session.get(Search, finished_search["id"])))
     assert len(baseline) == BASELINE_POINTS
     return trajectory, chosen, baseline
 
@@ -89,6 +89,25 @@ def test_the_curve_puts_every_series_on_one_scale(engine_points):
     assert full.macs == max(p.macs for p in trajectory)  # uniform x1.0 is the trajectory's first step
     labels = [t.text for t in svg.iter(f"{SVG}text")]
     assert "MACs" in labels and "accuracy (%)" in labels and "uniform width" in labels
+
+
+def test_the_baseline_is_the_engines_and_is_drawn_from_the_database_alone(app, finished_search, settings):
+    """The worker stores the engine's uniform baseline with the search; the page needs no work folder."""
+    import json
+    from pathlib import Path
+
+    from app.dashboard.search_page import accuracy_chart
+    from store.tables import TrajectoryStep
+
+    result = json.loads((Path(settings.work_root) / finished_search["id"] / "result.json").read_text())
+    with app.state.sessionmaker() as session:
+        search = session.get(Search, finished_search["id"])
+        assert search.uniform == result["uniform"] and len(search.uniform) == BASELINE_POINTS
+        steps = list(session.query(TrajectoryStep).filter(TrajectoryStep.search_id == search.id))
+        search.workdir = "/nonexistent/work/folder"  # an API host without the shared folder; not committed
+        svg = parse(accuracy_chart(search, steps))
+        session.rollback()
+    assert len(marks(svg, "baseline-point")) == BASELINE_POINTS
 
 
 def test_an_empty_curve_says_so():

@@ -14,7 +14,7 @@ import pytest
 import torch
 
 import models
-from app.tables import Search
+from store.tables import Search
 from engine.calibrate import calibrate_bn
 from engine.data import as_batches, load_data
 from engine.train import load_supernet

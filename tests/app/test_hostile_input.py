@@ -15,7 +15,7 @@ def test_overflowing_budgets_are_422(alice, valid):
 
 @pytest.mark.parametrize("number", ["1e999", "NaN", "-Infinity"])
 def test_non_finite_json_numbers_are_422_without_echoing_them(alice, number):
-    body = '{"arch": "mobilenet_v2", "dataset": "digits", "width_mult": %s, "macs": ["2M"]}' % number
+    body = f'{{"arch": "mobilenet_v2", "dataset": "digits", "width_mult": {number}, "macs": ["2M"]}}'
     response = alice.post("/searches", content=body, headers={"content-type": "application/json"})
     assert response.status_code == 422, response.text
     error = response.json()["detail"][0]
@@ -76,7 +76,7 @@ def test_a_large_field_is_not_echoed_back(alice, valid):
 
 def test_bodies_over_the_limit_are_413_before_parsing(alice, app, valid):
     limit = app.state.settings.max_body_bytes
-    big = '{"arch": "%s"}' % ("m" * limit)
+    big = f'{{"arch": "{"m" * limit}"}}'
     response = alice.post("/searches", content=big, headers={"content-type": "application/json"})
     assert response.status_code == 413, response.text
     assert str(limit) in response.json()["detail"]

@@ -8,11 +8,9 @@ step of 4-bin ladders), under a device name of its own, as ``autoslim profile --
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pytest
 
-from app.settings import Settings
 from engine.latency import LatencyTable, measure_table
 from engine.latency_runtimes import Timing, TorchRuntime
 from models import build_supernet
@@ -137,22 +135,10 @@ def test_a_table_in_use_cannot_be_deleted_until_its_searches_end(alice, table_fi
 
 
 @pytest.fixture(scope="module")
-def table_search(app, alice, uploaded, search_body, settings: Settings, cache_root: Path) -> dict:
-    """A search against the uploaded table, run to the end by the worker's task code in this process
-    (on the gpu queue, which no worker of tests/app consumes), with the supernet of ``finished_search``."""
-    from worker.tasks import execute
-
+def table_search(alice, uploaded, search_body, run_here) -> dict:
+    """A search against the uploaded table, run by the worker's task code, with the supernet of ``finished_search``."""
     budget = round(uploaded["min_ms"] + 0.4 * (uploaded["max_ms"] - uploaded["min_ms"]), 4)
-    created = alice.post("/searches", json={**search_body(uploaded["id"], latency_ms=[budget]), "queue": "gpu"})
-    assert created.status_code == 202, created.text
-    caches = cache_root
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("AUTOSLIM_LATENCY_CACHE", str(caches / "latency"))
-        patch.setenv("AUTOSLIM_SUPERNET_CACHE", str(caches / "supernets"))
-        outcome = execute(settings.model_copy(update={"supernet_cache": caches / "supernets"}), created.json()["id"])
-    detail = alice.get(f"/searches/{created.json()['id']}").json()
-    assert outcome == "succeeded", detail.get("error")
-    return detail
+    return run_here(alice, search_body(uploaded["id"], latency_ms=[budget]))
 
 
 def test_answers_carry_latency_on_the_table_device_and_on_the_worker(alice, uploaded, table_search, table_file):

@@ -8,7 +8,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import select
 
 from app.routes.metrics import PHASE_BUCKETS_S, broker_messages
-from app.tables import Search, Status
+from store.tables import Search, Status
 from worker.celery_app import enqueue
 
 

@@ -7,10 +7,10 @@ from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 
-from app.db import engine_for
+from store.db import engine_for
 from app.main import create_app
 from app.migrate import SchemaError, alembic_config, current_revision, head_revision, upgrade
-from app.tables import Base
+from store.tables import Base
 from app.testing import fresh_backend
 
 

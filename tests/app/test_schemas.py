@@ -8,14 +8,15 @@ import pytest
 
 from pydantic import ValidationError
 
-from app.schemas import RetrainSettings, SearchCreate, SearchKnobs, TrainSettings
+from app import schemas
+from app.schemas import SearchCreate
 from app.spec_validation import FieldError, check_request_budgets
 from engine.spec import RetrainSpec, SearchSettings, SearchSpec, TrainSpec
 
 
 @pytest.mark.parametrize(("model", "dataclass", "api_only"), [
-    (SearchCreate, SearchSpec, {"queue"}), (TrainSettings, TrainSpec, set()),
-    (SearchKnobs, SearchSettings, set()), (RetrainSettings, RetrainSpec, set())])
+    (SearchCreate, SearchSpec, {"queue"}), (schemas.TrainSpec, TrainSpec, set()),
+    (schemas.SearchSettings, SearchSettings, set()), (schemas.RetrainSpec, RetrainSpec, set())])
 def test_fields_match_the_engine_spec(model, dataclass, api_only):
     assert set(model.model_fields) - api_only == {f.name for f in fields(dataclass)}
 

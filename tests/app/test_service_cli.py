@@ -11,7 +11,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from app.db import engine_for
+from store.db import engine_for
 from app.testing import fresh_backend, settings_env, wait_for
 
 
@@ -59,7 +59,7 @@ def up(tmp_path):
             process = subprocess.Popen([sys.executable, "-m", "app.cli", "up", "--demo", "--port", str(port)],
                                        env=settings_env(settings), stdout=out, stderr=subprocess.STDOUT)
         try:
-            line = wait_for(lambda: next((l for l in log.read_text().splitlines() if l.startswith("admin token: ")),
+            line = wait_for(lambda: next((row for row in log.read_text().splitlines() if row.startswith("admin token: ")),
                                          None), 60, "the admin token line", on_timeout=log.read_text)
             yield f"http://127.0.0.1:{port}", line.split()[-1], process, log
         finally:

@@ -13,7 +13,7 @@ from safetensors.torch import save
 import models
 from app.search_service import get_visible
 from app.auth import User
-from app.db import session_scope
+from store.db import session_scope
 from engine.spec import PRETRAINED_TRAIN
 
 NET = {"arch": "resnet18", "dataset": "digits", "input_size": 16, "width_mult": 0.25, "macs": ["5M"]}

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from engine.calibrate import Batches
+from engine.data.batches import Batches
 from engine.data import DataSplits, as_batches, load_data
 from engine.spec import SearchSpec
 from engine.supernet_cache import obtain_supernet

@@ -137,3 +137,16 @@ def test_a_truncated_table_file_is_one_line(caches, device_table, tmp_path, caps
     cut.write_bytes(device_table.read_bytes()[:1000])
     assert main(["search", *FLAGS, "--latency-ms", "1", "--latency-table", str(cut), "--out", str(tmp_path / "job")]) == 2
     assert "latency table file: not a complete JSON document" in capsys.readouterr().err
+
+
+def test_search_options_set_the_network_shape_width_min_and_divisor_included():
+    from app.cli import build_parser
+    from app.cli.search_cmds import search_spec
+
+    args = build_parser().parse_args(["search", *FLAGS, "--macs", "50%", "--out", "unused", "--width-min", "0.5",
+                                      "--divisor", "4"])
+    network = search_spec(args).network(num_classes=10)
+    assert network == {"arch": "resnet18", "num_classes": 10, "input_size": 16, "width_mult": 0.25, "divisor": 4,
+                       "width_min": 0.5}
+    groups = build_supernet(**network).space.groups.values()
+    assert [(g.min, g.max, g.divisor) for g in groups][::3] == [(8, 16, 4), (16, 32, 4), (32, 64, 4), (64, 128, 4)]

@@ -11,7 +11,7 @@ import torch
 from PIL import Image
 
 from engine.data import CIFAR10_NORM, DataError, as_batches, load_data, stratified_split
-from engine.datasets import PadCropFlip, ResizedCropFlip
+from engine.data.images import PadCropFlip, ResizedCropFlip
 
 
 def _denormalise(x: torch.Tensor, norm) -> torch.Tensor:
@@ -100,7 +100,7 @@ def test_augmentations_keep_shape_and_stay_in_bounds():
     gen = torch.Generator().manual_seed(0)
     crop = PadCropFlip(pad=2, flip=False)
     padded = torch.nn.functional.pad(img, (2, 2, 2, 2))
-    shifts = [padded[:, t : t + 16, l : l + 16] for t in range(5) for l in range(5)]
+    shifts = [padded[:, top : top + 16, left : left + 16] for top in range(5) for left in range(5)]
     seen = set()
     for _ in range(200):
         out = crop(img, gen)

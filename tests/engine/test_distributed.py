@@ -28,9 +28,9 @@ import pytest
 import torch
 from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
 
-from engine.calibrate import Batches
+from engine.data.batches import Batches
 from engine.data import DataSplits, as_batches, load_data
-from engine.datasets import ImageTensors
+from engine.data.images import ImageTensors
 from engine.distributed import Ranks, init_from_env, launch, shutdown
 from engine.greedy import GreedySlimmer
 from engine.spec import TrainSpec

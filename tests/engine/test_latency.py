@@ -10,7 +10,7 @@ import torch
 
 import engine.latency as latency
 from engine.allocator import steady_allocator
-from engine.latency import LatencyTable, NodeCost, cached_table, grid, measure_model, measure_table
+from engine.latency import LatencyTable, NodeCost, cached_table, greedy_ladder, measure_model, measure_table
 from engine.latency_runtimes import Timing, TorchRuntime
 from engine.partial_forward import PartialForward
 from models import build_supernet, export_slim
@@ -44,16 +44,16 @@ def test_every_op_is_timed_over_the_groups_it_depends_on(net, table):
             assert groups == [[layer.group]]
         for axis, levels in zip(cost.axes, cost.levels):  # one group each: counts are its thinned ladder
             assert axis == {"fixed": 0, "terms": {next(iter(axis["terms"])): 1}}
-            assert levels == grid(space.groups[next(iter(axis["terms"]))], 4, 3)
+            assert levels == greedy_ladder(space.groups[next(iter(axis["terms"]))], 4, 3)
         values = [cost.ms] if not cost.axes else cost.ms if len(cost.axes) == 1 else sum(cost.ms, [])
         assert all(v > 0 for v in values)
 
 
-def test_grid_is_the_greedy_ladder_thinned_with_both_ends(net):
+def test_the_greedy_ladder_is_thinned_with_both_ends(net):
     group = max(net.space.groups.values(), key=lambda g: g.max)
-    ladder = grid(group, 4, 100)
+    ladder = greedy_ladder(group, 4, 100)
     assert ladder[0] == group.min and ladder[-1] == group.max and ladder == sorted(set(ladder))
-    thin = grid(group, 4, 3)
+    thin = greedy_ladder(group, 4, 3)
     assert len(thin) == min(3, len(ladder)) and thin[0] == group.min and thin[-1] == group.max
 
 

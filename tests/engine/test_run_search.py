@@ -18,7 +18,7 @@ from engine.calibrate import calibrate_bn
 from engine.data import as_batches, load_data
 from engine.mutual_search import best_under, width_ratios
 from engine.progress import RemainingWork
-from engine.spec import PHASES
+from engine.spec import PHASES, CacheFolders
 from engine.train import load_supernet
 
 # The same recipe `autoslim search` builds from the flags in test_cli_search.py, so the supernet
@@ -30,20 +30,16 @@ FULL_MACS = 8_762_624  # resnet18 x0.25 at 16 px
 
 
 @pytest.fixture(scope="module")
-def caches(cache_root):
+def caches(cache_root) -> CacheFolders:
     """Supernet and latency caches shared by every test module of the session."""
-    root = cache_root
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("AUTOSLIM_SUPERNET_CACHE", str(root / "supernets"))
-        patch.setenv("AUTOSLIM_LATENCY_CACHE", str(root / "latency"))
-        yield root
+    return CacheFolders(cache_root / "supernets", cache_root / "latency")
 
 
 @pytest.fixture(scope="module")
 def first(caches, tmp_path_factory):
     workdir = tmp_path_factory.mktemp("job") / "first"
     events: list[dict] = []
-    result = run_search({**SPEC, "macs": [6_500_000, 5_000_000], "params": [400_000]}, workdir, report=events.append)
+    result = run_search({**SPEC, "macs": [6_500_000, 5_000_000], "params": [400_000]}, workdir, report=events.append, caches=caches)
     return workdir, result, events
 
 
@@ -125,32 +121,32 @@ def test_remaining_work_extrapolates_the_rate_since_this_run_began(monkeypatch):
     assert remaining.eta_s(0.6) == pytest.approx(30.0 * 0.4 / 0.4)
 
 
-def test_a_second_search_reuses_the_supernet_and_a_finished_one_returns_at_once(first, tmp_path):
+def test_a_second_search_reuses_the_supernet_and_a_finished_one_returns_at_once(first, caches, tmp_path):
     workdir, result, _ = first
     final = Path(result["supernet"]["path"])
     stamp = final.stat().st_mtime_ns
     events: list[dict] = []
-    again = run_search({**SPEC, "macs": [7_500_000]}, tmp_path / "second", report=events.append)
+    again = run_search({**SPEC, "macs": [7_500_000]}, tmp_path / "second", report=events.append, caches=caches)
     assert again["supernet"] == {**result["supernet"], "reused": True}
     assert "train" not in {e["phase"] for e in events} and final.stat().st_mtime_ns == stamp
     # The same supernet and samples: the same full network's score.  (Later steps may differ: how many
     # bins a step removes depends on how far the budgets are, `engine.greedy.GreedySlimmer.bins_this_step`.)
     assert again["trajectory"][0] == result["trajectory"][0]
     events.clear()
-    assert run_search({**SPEC, "macs": [7_500_000]}, tmp_path / "second", report=events.append) == again
+    assert run_search({**SPEC, "macs": [7_500_000]}, tmp_path / "second", report=events.append, caches=caches) == again
     assert events == []
 
 
-def test_cancelled_search_keeps_its_state_and_resumes_to_the_same_answer(first, tmp_path):
+def test_cancelled_search_keeps_its_state_and_resumes_to_the_same_answer(first, caches, tmp_path):
     spec = SearchSpec.from_dict({**SPEC, "macs": [5_500_000]})  # several steps, even with combined moves
     seen: list[dict] = []
     with pytest.raises(Cancelled):
-        run_search(spec, tmp_path, report=seen.append, should_cancel=lambda: sum("trajectory_step" in e for e in seen) >= 3)
+        run_search(spec, tmp_path, report=seen.append, should_cancel=lambda: sum("trajectory_step" in e for e in seen) >= 3, caches=caches)
     saved = json.loads((tmp_path / "search_state.json").read_text())["steps"]
     assert [s["index"] for s in saved] == [0, 1, 2] and not (tmp_path / "result.json").exists()
-    resumed = run_search(spec, tmp_path)
+    resumed = run_search(spec, tmp_path, caches=caches)
     assert len(resumed["trajectory"]) > 3  # it went on from the saved steps, on the uninterrupted path
-    assert resumed["trajectory"] == run_search(spec, tmp_path / "uninterrupted")["trajectory"]
+    assert resumed["trajectory"] == run_search(spec, tmp_path / "uninterrupted", caches=caches)["trajectory"]
 
 
 def test_infeasible_budgets_are_rejected_before_training(caches, tmp_path):
@@ -158,16 +154,16 @@ def test_infeasible_budgets_are_rejected_before_training(caches, tmp_path):
     before = set(supernets.iterdir()) if supernets.exists() else set()
     untrained = {**SPEC, "train": {**SPEC["train"], "epochs": 3}}  # a recipe nobody has trained
     with pytest.raises(BudgetError, match=r"below the smallest configuration; feasible range is"):
-        run_search({**untrained, "macs": [1_000]}, tmp_path / "a")
+        run_search({**untrained, "macs": [1_000]}, tmp_path / "a", caches=caches)
     with pytest.raises(BudgetError, match=r"above the full configuration"):
-        run_search({**untrained, "params": [10_000_000]}, tmp_path / "b")
+        run_search({**untrained, "params": [10_000_000]}, tmp_path / "b", caches=caches)
     with pytest.raises(BudgetError, match=r"ms is below the smallest configuration; feasible range is .* ms"):
-        run_search({**untrained, "latency_ms": [1e-6]}, tmp_path / "c")
+        run_search({**untrained, "latency_ms": [1e-6]}, tmp_path / "c", caches=caches)
     assert (set(supernets.iterdir()) if supernets.exists() else set()) == before
 
 
-def test_retraining_fine_tunes_each_answer_and_exports_the_retrained_model(first, tmp_path):
-    result = run_search({**SPEC, "macs": [7_500_000], "retrain": {"epochs": 1, "lr": 0.01}}, tmp_path)
+def test_retraining_fine_tunes_each_answer_and_exports_the_retrained_model(first, caches, tmp_path):
+    result = run_search({**SPEC, "macs": [7_500_000], "retrain": {"epochs": 1, "lr": 0.01}}, tmp_path, caches=caches)
     (answer,) = result["budgets"]
     assert 0.0 <= answer["test_accuracy"] <= 100.0 and result["timings"]["retrain_s"] > 0
     retrained = torch.load(tmp_path / "retrain" / "macs-7.5M" / "model.pt", weights_only=False)
@@ -189,7 +185,7 @@ MUTUAL = {"arch": "resnet18", "dataset": "digits", "input_size": 16, "width_mult
 def mutual(caches, tmp_path_factory):
     """A MutualNet supernet (two resolutions) searched for two MACs budgets."""
     workdir = tmp_path_factory.mktemp("mutual")
-    return workdir, run_search({**MUTUAL, "macs": [6_000_000, 2_500_000]}, workdir)
+    return workdir, run_search({**MUTUAL, "macs": [6_000_000, 2_500_000]}, workdir, caches=caches)
 
 
 def test_mutual_grid_covers_every_width_and_resolution(mutual):
@@ -217,6 +213,6 @@ def test_mutual_budget_gets_the_most_accurate_point_that_fits(mutual):
     assert best_under([], Budget("macs", 1.0)) is None
 
 
-def test_mutual_search_does_not_retrain(tmp_path):
+def test_mutual_search_does_not_retrain(caches, tmp_path):
     with pytest.raises(ValueError, match="no retraining"):
-        run_search({**MUTUAL, "macs": [5_000_000], "retrain": {"epochs": 1}}, tmp_path)
+        run_search({**MUTUAL, "macs": [5_000_000], "retrain": {"epochs": 1}}, tmp_path, caches=caches)

@@ -11,6 +11,7 @@ import torch
 import models
 from engine import run_search
 from engine.data import as_batches, load_data
+from engine.spec import CacheFolders
 
 USER_MODULE = textwrap.dedent('''
     import torch
@@ -63,9 +64,7 @@ def test_a_module_must_be_on_the_allow_list(tmp_path, monkeypatch):
         models.check_arch(ARCH)
 
 
-def test_user_network_is_searched_on_digits_to_its_budget(installed, tmp_path, monkeypatch):
-    monkeypatch.setenv("AUTOSLIM_SUPERNET_CACHE", str(tmp_path / "supernets"))
-    monkeypatch.setenv("AUTOSLIM_LATENCY_CACHE", str(tmp_path / "latency"))
+def test_user_network_is_searched_on_digits_to_its_budget(installed, tmp_path):
     full = models.build_supernet(ARCH, num_classes=10, input_size=16)
     full_macs = models.count_macs(full.space, full.space.full())
     target = round(0.6 * full_macs)
@@ -74,7 +73,7 @@ def test_user_network_is_searched_on_digits_to_its_budget(installed, tmp_path, m
             # this small network at ~40% (measured), so the students learn from the labels.
             "train": {"epochs": 5, "batch_size": 32, "lr": 0.1, "inplace_distill": False},
             "search": {"bins": 4, "calib_size": 128, "score_size": 200, "calib_batch_size": 64}}
-    result = run_search(spec, tmp_path / "job")
+    result = run_search(spec, tmp_path / "job", caches=CacheFolders(tmp_path / "supernets", tmp_path / "latency"))
     answer = result["budgets"][0]
     assert result["trajectory"][0]["macs"] == full_macs and answer["macs"] <= target
     config = models.ChannelConfig.load(tmp_path / "job" / answer["files"]["config"])

@@ -7,7 +7,8 @@ import pytest
 import torch
 
 import models
-from engine.calibrate import Batches, calibrate_bn
+from engine.calibrate import calibrate_bn
+from engine.data.batches import Batches
 from models.ops import SlimBatchNorm2d, SwitchableBatchNorm2d
 
 

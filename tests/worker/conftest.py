@@ -10,13 +10,13 @@ from fastapi.testclient import TestClient
 from sqlalchemy import update
 
 from app.auth import User, create_token
-from app.db import engine_for, session_scope
+from store.db import engine_for, session_scope
 from app.main import create_app
 from app.migrate import upgrade
 from app.schemas import SearchCreate
 from app.search_service import submit
-from app.settings import Settings
-from app.tables import Search
+from store.settings import Settings
+from store.tables import Search
 from app.testing import WorkerProcess, fresh_backend
 
 

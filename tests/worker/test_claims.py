@@ -9,10 +9,10 @@ from pathlib import Path
 
 from sqlalchemy import func, select, update
 
-from app.db import session_scope
-from app.tables import Event, Search, TrajectoryStep, utcnow
+from store.db import session_scope
+from store.tables import Event, Search, TrajectoryStep, utcnow
 from app.testing import wait_for
-from worker.progress import ClaimLost, ProgressWriter, claim
+from worker.claims import ClaimLost, ProgressWriter, claim
 from worker.reaper import reap
 
 
@@ -145,9 +145,12 @@ def test_a_resumed_search_reports_whole_search_figures(engine, queued, app):
         time.sleep(0.1)
         writer({"phase": "search", "percent": 80.0})
         assert row(engine, search_id).percent == 80.0
-    engine_report = {"budgets": [], "trajectory": [], "full": None,
+    full = {"index": 0, "widths": {"g0": 8}, "removed": None, "macs": 1000, "params": 100, "latency_ms": None,
+            "val_accuracy": 50.0, "val_loss": 1.0}
+    engine_report = {"budgets": [], "trajectory": [], "full": full, "uniform": [],
                      "timings": {"data_s": 0.02, "train_s": 0.01, "search_s": 0.05, "total_s": 0.2},
-                     "supernet": {"key": f"k-{search_id}", "path": "/x", "reused": True}}
+                     "supernet": {"key": f"k-{search_id}", "path": "/x", "reused": True},
+                     "spec": {"arch": "mobilenet_v2", "dataset": "digits"}, "spec_hash": "h"}
     store_success(second, engine_report, Path("/nonexistent"), {"arch": "mobilenet_v2", "dataset": "digits"})
     done = row(engine, search_id)
     assert done.supernet_reused is False

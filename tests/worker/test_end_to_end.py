@@ -24,8 +24,8 @@ from sqlalchemy import select
 from torch import nn
 
 import models
-from app.db import session_scope
-from app.tables import Event, Search, Supernet
+from store.db import session_scope
+from store.tables import Event, Search, Supernet
 from app.testing import wait_for
 from engine.calibrate import calibrate_bn, evaluate
 from engine.data import as_batches, load_data

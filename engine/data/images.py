@@ -18,12 +18,10 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import Dataset
 
+from engine.data.names import DataError
+
 ItemKey = int | tuple[int, int]
 Augment = Callable[[torch.Tensor, torch.Generator | None], torch.Tensor]
-
-
-class DataError(ValueError):
-    """A dataset that cannot be loaded; the message names the spec, folder or file at fault."""
 
 
 def _split_key(key: ItemKey) -> tuple[int, torch.Generator | None]:
@@ -85,7 +83,8 @@ class ResizedCropFlip:
         return (h - side) // 2, (w - side) // 2, side, side
 
     def __call__(self, img: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
-        top, left, ch, cw = self.box(*img.shape[-2:], generator)
+        h, w = img.shape[-2:]
+        top, left, ch, cw = self.box(h, w, generator)
         crop = img[None, :, top : top + ch, left : left + cw]
         out = F.interpolate(crop, size=(self.size, self.size), mode="bilinear", align_corners=False, antialias=True)[0]
         if float(torch.rand((), generator=generator)) < 0.5:

@@ -140,6 +140,7 @@ class Search(Base):
     error: Mapped[str | None] = mapped_column(Text)
     timings: Mapped[dict[str, Any] | None]
     summary: Mapped[dict[str, Any] | None]
+    uniform: Mapped[list[Any] | None]  # the uniform-width baseline: `engine.spec.UniformPoint.to_dict()`s
     supernet_id: Mapped[int | None] = mapped_column(ForeignKey("supernets.id", ondelete="SET NULL"))
     supernet_reused: Mapped[bool | None]
     workdir: Mapped[str | None] = mapped_column(String(1000))
@@ -164,7 +165,7 @@ class TrajectoryStep(Base):
     step: Mapped[int]
     macs: Mapped[int | None] = mapped_column(BigInteger)
     params: Mapped[int | None] = mapped_column(BigInteger)
-    accuracy: Mapped[float | None]
+    val_accuracy: Mapped[float | None]
     data: Mapped[dict[str, Any]]
 
 

@@ -18,8 +18,9 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import Dataset
 
-from engine.calibrate import Batches
-from engine.datasets import DataError, ImageFiles, ImageTensors, PadCropFlip, ResizedCropFlip, ResizeCentre, unchanged
+from engine.data.batches import Batches
+from engine.data.names import DataError, class_folders, parse_dataset
+from engine.data.images import ImageFiles, ImageTensors, PadCropFlip, ResizedCropFlip, ResizeCentre, unchanged
 
 __all__ = ["DataError", "DataSplits", "as_batches", "load_data"]
 
@@ -52,18 +53,15 @@ def load_data(spec: str, input_size: int = 32, val_fraction: float = 0.1, seed: 
     The validation split is stratified by class and depends only on ``seed`` and ``val_fraction``;
     the test split never depends on either.
     """
-    kind, _, arg = spec.partition(":")
     if not 0 < val_fraction < 1:
         raise DataError(f"val_fraction must be in (0, 1), got {val_fraction}")
     if input_size < 8:
         raise DataError(f"input size {input_size} is too small (at least 8 px)")
-    if kind == "digits" and not arg:
+    kind, arg = parse_dataset(spec)
+    if kind == "digits":
         return _digits(input_size, val_fraction, seed)
-    if kind in ("cifar10", "imagefolder") and arg:
-        root = _resolve(arg, data_roots)
-        loader = _cifar10 if kind == "cifar10" else _imagefolder
-        return loader(root, input_size, val_fraction, seed)
-    raise DataError(f"unknown dataset spec {spec!r}; use 'digits', 'cifar10:DIR' or 'imagefolder:DIR'")
+    loader = _cifar10 if kind == "cifar10" else _imagefolder
+    return loader(_resolve(arg, data_roots), input_size, val_fraction, seed)
 
 
 def as_batches(dataset: Dataset, limit: int | None = None, batch_size: int = 200, seed: int = 0,
@@ -73,7 +71,7 @@ def as_batches(dataset: Dataset, limit: int | None = None, batch_size: int = 200
     Calibration and scoring run over the same images for every candidate, so the sample is drawn
     once, by seed, and kept in memory on ``device``.
     """
-    order = torch.randperm(len(dataset), generator=torch.Generator().manual_seed(seed))
+    order = torch.randperm(len(dataset), generator=torch.Generator().manual_seed(seed))  # type: ignore[arg-type]
     if limit is not None:
         order = order[:limit]
     if len(order) == 0:
@@ -230,7 +228,7 @@ def inside(root: Path, path: Path) -> Path:
 
 
 def _scan_classes(folder: Path, root: Path) -> tuple[list[str], list[Path], torch.Tensor]:
-    classes = sorted(p.name for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
+    classes = [p.name for p in class_folders(folder)]
     if not classes:
         raise DataError(f"{folder} has no class folders (expected {folder}/<class>/<image>)")
     paths, labels = [], []

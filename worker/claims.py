@@ -18,8 +18,8 @@ from typing import Any
 from sqlalchemy import Engine, func, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 
-from app.db import session_scope
-from app.tables import Event, Search, Status, TrajectoryStep, utcnow
+from store.db import session_scope
+from store.tables import Event, Search, Status, TrajectoryStep, utcnow
 from worker.search_clock import SearchClock
 
 log = logging.getLogger(__name__)
@@ -97,7 +97,7 @@ class Claim:
 def step_row(search_id: str, step: dict[str, Any]) -> dict[str, Any]:
     """A trajectory step as the engine reports it (`engine.greedy.Step.to_dict`) to a table row."""
     return {"search_id": search_id, "step": int(step["index"]), "macs": step.get("macs"),
-            "params": step.get("params"), "accuracy": step.get("val_accuracy"), "data": step}
+            "params": step.get("params"), "val_accuracy": step.get("val_accuracy"), "data": step}
 
 
 class ProgressWriter:
