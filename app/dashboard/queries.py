@@ -14,7 +14,7 @@ from sqlalchemy import ColumnElement, Select, func, select
 from sqlalchemy.orm import Session, selectinload
 
 from app.tables import FINISHED, RETRYABLE, BudgetResult, Search, Status, utcnow
-from engine.budgets import Budget
+from engine.budgets import Budget, describe_target
 
 SortKey = Literal["created", "arch", "dataset", "owner", "status", "duration"]
 SORT_KEYS: tuple[str, ...] = ("created", "arch", "dataset", "owner", "status", "duration")
@@ -92,7 +92,7 @@ def best_accuracy(result: BudgetResult) -> float | None:
 
 def requested_budgets(search: Search) -> list[str]:
     """The budgets the search was asked for (known before any result exists)."""
-    return [Budget(kind, float(target)).describe() for kind in ("macs", "latency_ms", "params")
+    return [describe_target(kind, target) for kind in ("macs", "latency_ms", "params")
             for target in search.spec.get(kind) or []]
 
 
