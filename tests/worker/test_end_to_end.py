@@ -1,6 +1,7 @@
 """Real searches through real worker processes: submit, finish, download, cancel, kill -9, resume.
 
-The last test uploads trained weights (``POST /weights``) and checks the supernet starts from them.
+The last test uploads weights it trained for torchvision's MobileNetV3-Small (``POST /weights``) and
+searches that network from them.
 
 The engine runs for real (`engine.run_search`) on the digits with a tiny ResNet-18 (x0.25 at the
 digits' own 8 px, one or two epochs, budgets near the full network's 2.19M MACs), so a search
@@ -22,6 +23,7 @@ import torch.nn.functional as F
 from fvcore.nn import FlopCountAnalysis
 from sqlalchemy import select
 from torch import nn
+from torchvision import models as tv
 
 import models
 from app.db import session_scope
@@ -182,43 +184,62 @@ def test_kill_9_mid_training_then_a_new_worker_finishes_without_a_duplicate_run(
 
 
 # ---- starting from trained weights -----------------------------------------------------------------
-def trained_tiny(epochs: int = 3) -> torch.nn.Module:
-    """The plain network of TINY (ResNet-18 x0.25 at 8 px), trained on the digits' training split by the
-    test itself (Adam: it needs no schedule to get far in a few seconds)."""
-    data = load_data("digits", input_size=TINY["input_size"])
+MV3 = {"arch": "torchvision:mobilenet_v3_small", "dataset": "digits", "input_size": 32, "macs": ["1.9M"],
+       "train": {"epochs": 1, "batch_size": 128, "num_sandwich": 2},
+       "search": {"bins": 4, "score_size": 64, "calib_size": 64, "calib_batch_size": 64}, "export_formats": ["pt"]}
+"""torchvision's MobileNetV3-Small (2.17M MACs at 32 px, 10 classes), a network autoslim has no code for,
+searched from weights the test trains; one pretrained-recipe epoch, so the search takes about a minute."""
+
+
+def trained_mobilenet_v3_small() -> nn.Module:
+    """torchvision's own MobileNetV3-Small, trained by the test for one epoch on the digits' training
+    split at 32 px (Adam, batch 32: about 55% held-out accuracy in ~6 s on 2 cores)."""
+    data = load_data("digits", input_size=MV3["input_size"])
     torch.manual_seed(0)
-    model = models.build("resnet18", num_classes=10, input_size=TINY["input_size"], width_mult=TINY["width_mult"])
+    model = tv.mobilenet_v3_small(num_classes=10)
     optimizer = torch.optim.Adam(model.parameters(), 3e-3)
-    loader = torch.utils.data.DataLoader(data.train, batch_size=64, shuffle=True,
+    loader = torch.utils.data.DataLoader(data.train, batch_size=32, shuffle=True,
                                          generator=torch.Generator().manual_seed(0))
     model.train()
-    for _ in range(epochs):
-        for x, y in loader:
-            optimizer.zero_grad()
-            F.cross_entropy(model(x), y).backward()
-            optimizer.step()
+    for x, y in loader:
+        optimizer.zero_grad()
+        F.cross_entropy(model(x), y).backward()
+        optimizer.step()
     # A few dozen steps leave the running BN statistics lagging the weights: estimate them afresh.
     calibrate_bn(model, as_batches(data.train_plain, 512), [m for m in model.modules() if isinstance(m, nn.BatchNorm2d)])
     return model.eval()
 
 
-def test_a_search_starts_its_supernet_from_uploaded_weights(client, engine, cpu_worker):
-    model = trained_tiny()
-    data = load_data("digits", input_size=TINY["input_size"])
-    own = evaluate(model, as_batches(data.val, TINY["search"]["score_size"], TINY["search"]["calib_batch_size"], seed=0))
-    assert own.accuracy > 50  # trained: far from the 10% of a fresh network, so the match below means something
+def test_a_torchvision_search_starts_its_supernet_from_uploaded_weights(client, engine, cpu_worker):
+    """Issue 10's proof through the API: weights trained here, uploaded, named by a search of
+    ``torchvision:mobilenet_v3_small``; the search runs to the end and its downloads agree."""
+    model = trained_mobilenet_v3_small()
+    data = load_data("digits", input_size=MV3["input_size"])
+    own = evaluate(model, as_batches(data.val, MV3["search"]["score_size"], MV3["search"]["calib_batch_size"], seed=0))
+    assert own.accuracy > 40  # trained: far from the 10% of a fresh network, so the match below means something
     raw = io.BytesIO()
     torch.save(model.state_dict(), raw)
     uploaded = client.post("/weights", content=raw.getvalue(), headers={"Content-Type": "application/octet-stream"})
     assert uploaded.status_code == 201, uploaded.text
-    body = {**TINY, "macs": ["2.1M"], "weights": uploaded.json()["id"], "train": {"epochs": 1, "batch_size": 128}}
-    created = client.post("/searches", json=body)
+    created = client.post("/searches", json={**MV3, "weights": uploaded.json()["id"]})
     assert created.status_code == 202, created.text
     done = wait_status(client, created.json()["id"], ("succeeded", "failed"), [cpu_worker])
     assert done["status"] == "succeeded", done["error"]
-    assert done["results"][0]["macs"] <= 2_100_000
+    (answer,) = done["results"]
+    assert answer["kind"] == "macs" and answer["macs"] <= 1_900_000
     started = [e for e in events(engine, done["id"]) if e.kind == "weights"]
     assert len(started) == 1 and started[0].data["sha256"] == hashlib.sha256(raw.getvalue()).hexdigest()
     assert started[0].data["val_accuracy"] == pytest.approx(own.accuracy, abs=1e-9)
     assert started[0].data["val_loss"] == pytest.approx(own.loss, rel=1e-4)
+    assert started[0].data["replaced"] == []
     assert done["spec"]["train"]["lr"] == 0.01 and done["spec"]["train"]["warmup_epochs"] == 0.0
+    config = client.get(f"/searches/{done['id']}/config", params={"macs": "1.9M"}).json()
+    assert config["macs"] == answer["macs"] and config["arch"] == MV3["arch"]
+    rebuilt = models.build(MV3["arch"], channels=models.ChannelConfig.from_dict(config))
+    downloaded = torch.load(io.BytesIO(client.get(f"/searches/{done['id']}/model",
+                                                  params={"macs": "1.9M", "format": "pt"}).content), weights_only=False)
+    assert {k: v.shape for k, v in downloaded.state_dict().items()} == \
+        {k: v.shape for k, v in rebuilt.state_dict().items()}
+    assert plain_macs(downloaded, MV3["input_size"]) == answer["macs"] < plain_macs(model, MV3["input_size"])
+    with torch.no_grad():
+        assert downloaded.eval()(torch.zeros(2, 3, 32, 32)).shape == (2, 10)
