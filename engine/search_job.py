@@ -65,7 +65,8 @@ def run_search(spec: SearchSpec | dict, workdir: Path, report: ReportFn | None =
          "trajectory": [greedy steps, or grid points for MutualNet], "full": {...},
          "uniform": [{"ratio", "macs", "params", "val_accuracy", "val_loss"}] (greedy only: the
                     supernet at uniform widths, the baseline the trajectory is compared with),
-         "supernet": {"key", "path", "reused"}, "timings": {...}, "spec": {...}}
+         "supernet": {"key", "path", "reused"}, "timings": {...}, "spec": {...},
+         "ranks": how many processes ran the search (`engine.distributed`)}
 
     Supernets are cached in ``$AUTOSLIM_SUPERNET_CACHE`` or ``workdir/../supernets``, latency
     tables in ``$AUTOSLIM_LATENCY_CACHE`` or ``workdir/../latency``.  Latency budgets are for the
@@ -127,7 +128,7 @@ class _Job:
         result = {"budgets": results, "trajectory": trajectory, "full": full, "uniform": uniform,
                   "supernet": {"key": entry.key, "path": str(entry.path), "reused": entry.reused},
                   "timings": {k: round(v, 3) for k, v in self.timings.items()}, "spec": self.spec.to_dict(),
-                  "spec_hash": self.spec_hash}
+                  "spec_hash": self.spec_hash, "ranks": self.ranks.world}
         _write_json(self.workdir / "result.json", result)
         self.progress("done", 1.0)
         return result

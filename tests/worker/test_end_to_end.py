@@ -7,7 +7,9 @@ The engine runs for real (`engine.run_search`) on the digits with a tiny ResNet-
 digits' own 8 px, one or two epochs, budgets near the full network's 2.19M MACs), so a search
 takes seconds once the latency table is measured (shared between test sessions, see `app.testing`).  One finished search is shared by the
 download tests; the cancel test reuses its trained supernet; the kill test runs on the ``gpu``
-queue with workers of its own, so the shared worker never picks its search up.
+queue with workers of its own, so the shared worker never picks its search up.  A worker started with
+``--gpus cpu:2`` runs the multi-GPU path with two gloo ranks: the one-rank trajectory, a cancel reaching
+both ranks, a killed rank's attempt resumed by the next claim.
 """
 
 from __future__ import annotations
@@ -15,6 +17,8 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import os
+import signal
 from pathlib import Path
 
 import pytest
@@ -155,8 +159,8 @@ def test_cancel_keeps_progress_and_retry_continues_on_the_cached_supernet(finish
 
 
 def test_kill_9_mid_training_then_a_new_worker_finishes_without_a_duplicate_run(client, engine, settings,
-                                                                                start_worker, cpu_worker):
-    first = start_worker(queue="gpu")
+                                                                                own_workers, cpu_worker):
+    first = own_workers(queue="gpu")
     body = {**TINY, "seed": 1, "queue": "gpu", "train": {**TINY["train"], "epochs": 2}}
     created = client.post("/searches", json=body).json()
 
@@ -168,7 +172,7 @@ def test_kill_9_mid_training_then_a_new_worker_finishes_without_a_duplicate_run(
     wait_for(in_second_epoch, SEARCH_TIMEOUT_S, "training to reach its second epoch", on_timeout=first.tail)
     first.kill()
     assert get(client, created["id"])["status"] == "running"  # nobody has noticed yet
-    second = start_worker(queue="gpu")
+    second = own_workers(queue="gpu")
     done = wait_status(client, created["id"], ("succeeded", "failed"), [first, second])
     assert done["status"] == "succeeded", done["error"]
     log = events(engine, created["id"])
@@ -181,6 +185,85 @@ def test_kill_9_mid_training_then_a_new_worker_finishes_without_a_duplicate_run(
     steps = client.get(f"/searches/{created['id']}/trajectory").json()["steps"]
     result = json.loads((Path(settings.work_root) / created["id"] / "result.json").read_text())
     assert [s["step"] for s in steps] == list(range(len(result["trajectory"])))
+
+
+# ---- one search on two ranks: a worker started with `--gpus cpu:2` (the multi-GPU path, gloo ranks) --
+TWO_RANKS = {"worker_gpus": "cpu:2"}
+
+
+def rank_pids(worker) -> list[int]:
+    """The worker's rank processes: the children torch's elastic launcher spawned (in start order)."""
+    pids = []
+    for proc in Path("/proc").iterdir():
+        try:
+            ppid = int((proc / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            command = (proc / "cmdline").read_bytes()
+        except (OSError, ValueError, IndexError):
+            continue  # not a process, or it ended while being read
+        if ppid == worker.pid and b"spawn_main" in command:
+            pids.append(int(proc.name))
+    return sorted(pids)
+
+
+def test_a_two_rank_worker_finds_the_one_rank_trajectory_and_reports_progress(finished, client, engine, settings,
+                                                                              own_workers):
+    """The search of `finished` again, claimed by a worker whose searches run as two ranks: on the same
+    cached supernet the greedy, spread over the ranks, must take exactly the one-process steps."""
+    worker = own_workers(**TWO_RANKS)
+    created = client.post("/searches", json={**TINY, "queue": "gpu"}).json()
+    done = wait_status(client, created["id"], ("succeeded", "failed"), [worker])
+    assert done["status"] == "succeeded", done["error"]
+    assert json.loads((Path(settings.work_root) / done["id"] / "result.json").read_text())["ranks"] == 2
+    assert done["supernet"]["key"] == finished["supernet"]["key"] and done["attempts"] == 1
+    assert done["percent"] == 100.0 and done["phase"] == "done"
+    steps = client.get(created["links"]["trajectory"]).json()["steps"]
+    alone = client.get(finished["links"]["trajectory"]).json()["steps"]
+    assert len(steps) > 2 and steps == alone
+    assert [(r["macs"], r["val_accuracy"]) for r in done["results"]] == \
+        [(r["macs"], r["val_accuracy"]) for r in finished["results"]]
+    phases = [e.data.get("phase") for e in events(engine, done["id"]) if e.kind == "phase"]
+    assert {"search", "export"} <= set(phases)  # reported by rank 0 as it went
+
+
+def test_a_cancel_stops_every_rank_and_the_search_is_cancelled(client, engine, own_workers):
+    worker = own_workers(**TWO_RANKS)
+    body = {**TINY, "seed": 2, "queue": "gpu", "train": {**TINY["train"], "epochs": 4}}
+    created = client.post("/searches", json=body).json()
+    wait_for(lambda: get(client, created["id"])["phase"] == "train" and len(rank_pids(worker)) == 2,
+             SEARCH_TIMEOUT_S, "both ranks to start training", on_timeout=worker.tail)
+    assert client.post(created["links"]["cancel"]).status_code == 202
+    stopped = wait_status(client, created["id"], ("cancelled", "succeeded", "failed"), [worker])
+    assert stopped["status"] == "cancelled", stopped["error"]
+    # Each rank returned from the cancel at the same step: none failed, none was stopped by the launcher.
+    assert f"search {created['id']}: all 2 ranks stopped on the cancel request" in worker.tail(100_000)
+    assert rank_pids(worker) == []
+    kinds = [e.kind for e in events(engine, created["id"])]
+    assert kinds.count("cancel-requested") == 1 and kinds[-1] == "cancelled"
+
+
+def test_a_dead_rank_loses_the_attempt_and_the_next_claim_resumes_from_the_checkpoint(client, engine, settings,
+                                                                                     own_workers):
+    worker = own_workers(**TWO_RANKS)
+    body = {**TINY, "seed": 3, "queue": "gpu", "train": {**TINY["train"], "epochs": 3}}
+    created = client.post("/searches", json=body).json()
+
+    def training_after_a_checkpoint() -> bool:
+        detail = get(client, created["id"])
+        return detail["phase"] == "train" and (detail["progress"] or {}).get("epoch", 0) >= 1
+
+    wait_for(training_after_a_checkpoint, SEARCH_TIMEOUT_S, "training to reach its second epoch", on_timeout=worker.tail)
+    ranks = rank_pids(worker)
+    assert len(ranks) == 2
+    os.kill(ranks[-1], signal.SIGKILL)  # no clean-up of any kind; the launcher stops the other rank
+    done = wait_status(client, created["id"], ("succeeded", "failed"), [worker])
+    assert done["status"] == "succeeded", done["error"]
+    assert "died (signal 9); the next claim resumes from its checkpoints" in worker.tail(100_000)
+    log = events(engine, created["id"])
+    claims = [e for e in log if e.kind == "claimed"]
+    assert done["attempts"] == 2 and len(claims) == 2 and [e.kind for e in log].count("requeued") == 1
+    resumed = next(e for e in log if e.kind == "phase" and e.id > claims[1].id and e.data.get("phase") == "train")
+    assert resumed.data["epoch"] >= 1  # the second claim continued from the checkpoint, on two ranks again
+    assert json.loads((Path(settings.work_root) / done["id"] / "result.json").read_text())["ranks"] == 2
 
 
 # ---- starting from trained weights -----------------------------------------------------------------
