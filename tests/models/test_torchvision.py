@@ -101,10 +101,12 @@ def test_converted_network_equals_original_and_exports_exactly(name):
     with torch.no_grad():
         torch.testing.assert_close(supernet(x), net(x), rtol=0, atol=1e-5)
     generator = torch.Generator().manual_seed(3)
-    for widths in (supernet.space.smallest(), supernet.space.random(generator)):
+    for widths in (supernet.space.full(), supernet.space.smallest(), supernet.space.random(generator)):
         supernet.set_widths(widths)
         slim = models.export_slim(supernet)
         with torch.no_grad():
             torch.testing.assert_close(slim(x), supernet(x), rtol=1e-4, atol=1e-4)
+            if widths == supernet.space.full():  # converting and exporting gives the original network back
+                torch.testing.assert_close(slim(x), net(x), rtol=0, atol=1e-5)
         assert models.count_macs(supernet.space, widths) == independent_macs(slim, size)
         assert models.count_params(supernet.space, widths) == sum(p.numel() for p in slim.parameters())
