@@ -52,8 +52,9 @@ def test_macs_and_params_match_torchvision_published_figures(arch):
         supernet = models.Supernet(models.NetSpec(arch, 1000, published_size(name)))
     full = supernet.space.full()
     macs = models.count_macs(supernet.space, full) / 1e9
-    # Published GMACs are rounded to 3 decimals: within 1%, or within that rounding for tiny networks.
-    assert abs(macs - meta["_ops"]) <= max(0.01 * meta["_ops"], 0.0005), (macs, meta["_ops"])
+    # Published GMACs are rounded to 3 decimals: the count must round to them (the issue asked for 1%;
+    # ShuffleNetV2 x0.5's 0.04048 against 0.040 is 1.2% off, all of it that rounding).
+    assert abs(macs - meta["_ops"]) <= 0.0005, (macs, meta["_ops"])
     params = models.count_params(supernet.space, full)
     if name == "inception_v3":  # torchvision counts the training-only auxiliary classifier; autoslim drops it
         with zoo.meta_parameters():
