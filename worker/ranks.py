@@ -99,7 +99,9 @@ def search_rank(spec: dict[str, Any], workdir: str, claim_info: dict[str, Any]) 
         if not ranks.is_main:
             run_search(spec, Path(workdir), ranks=ranks)
             return None
-        claim = Claim(engine_for(claim_info["db_url"]), claim_info["search_id"], claim_info["claim_id"])
+        # the task's claim, with what earlier attempts reached and took (a resumed bar never goes back)
+        claim = Claim(engine_for(claim_info["db_url"]), claim_info["search_id"], claim_info["claim_id"],
+                      claim_info["percent"], claim_info["timings"])
         writer = ProgressWriter(claim, claim_info["progress_every_s"], claim_info["heartbeat_s"])
         with writer:
             return run_search(spec, Path(workdir), report=writer, should_cancel=writer.should_cancel, ranks=ranks)
