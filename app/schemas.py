@@ -203,7 +203,8 @@ class SearchSummary(BaseModel):
     status: str
     phase: str | None
     percent: float
-    budgets: dict[str, list[float]] = Field(description="Requested targets by kind.")
+    budgets: dict[str, list[float | str]] = Field(
+        description="Requested targets by kind: amounts, or shares of the full network such as `40%`.")
     created_at: datetime
     finished_at: datetime | None
     links: Links

@@ -21,6 +21,8 @@ from engine.spec import BUDGET_KINDS
 from models import build_supernet, count_macs, count_params
 from models.space import ChannelSpace
 
+UNITS = {"macs": "MACs", "params": "params", "latency_ms": "latency"}
+"""What a budget of each kind counts, as written after its figure."""
 _SUFFIX = {"": 1, "k": 1e3, "m": 1e6, "g": 1e9, "t": 1e12}
 _PERCENT = re.compile(r"^\s*([0-9]*\.?[0-9]+)\s*%\s*$")
 _AMOUNT = re.compile(r"^\s*([0-9]*\.?[0-9]+(?:e[+-]?[0-9]+)?)\s*([kmgt]?)\s*$", re.IGNORECASE)
@@ -56,7 +58,7 @@ class Budget:
     def describe(self) -> str:
         if self.kind == "latency_ms":
             return f"{self.target:g} ms"
-        return f"{format_amount(self.target)} {'MACs' if self.kind == 'macs' else 'params'}"
+        return f"{format_amount(self.target)} {UNITS[self.kind]}"
 
 
 def parse_amount(text: str | float | int) -> float:
@@ -177,6 +179,14 @@ def check_budgets(budgets: list[Budget], ranges: Ranges) -> None:
 
 def _describe(kind: str, value: float) -> str:
     return Budget(kind, value).describe()
+
+
+def describe_target(kind: str, value: Target) -> str:
+    """A budget as requested, for people: ``"60% MACs"`` for a share, ``"2M MACs"`` for an amount."""
+    percent = percent_of(value)
+    if percent is None:
+        return _describe(kind, parse_amount(value))
+    return f"{percent:g}% {UNITS[kind]}"
 
 
 def until_all_met(budgets: list[Budget]) -> Callable[[Sequence[Measured]], bool]:

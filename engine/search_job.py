@@ -130,7 +130,7 @@ class _Job:
         result = SearchResult(budgets=results, trajectory=trajectory, full=full, uniform=uniform,
                               supernet=SupernetRef(entry.key, str(entry.path), entry.reused),
                               timings={k: round(v, 3) for k, v in self.timings.items()}, spec=self.spec.to_dict(),
-                              spec_hash=self.spec_hash)
+                              spec_hash=self.spec_hash, ranks=self.ranks.world)
         write_json(self.workdir / "result.json", result.to_dict(), indent=2)
         self.progress("done", 1.0)
         return result

@@ -253,7 +253,8 @@ class SupernetRef:
 class SearchResult:
     """A finished search: an answer per budget, the trajectory (greedy steps or MutualNet points), the full
     network's point, the uniform baseline (greedy searches only), the supernet, timings in seconds
-    by phase, and the spec it answers (with its hash, so a finished work directory is recognised)."""
+    by phase, the spec it answers (with its hash, so a finished work directory is recognised), and
+    how many processes ran it (`engine.distributed`)."""
 
     budgets: list[BudgetAnswer]
     trajectory: list[TrajectoryPoint]
@@ -263,12 +264,13 @@ class SearchResult:
     timings: dict[str, float]
     spec: dict[str, Any]
     spec_hash: str
+    ranks: int = 1
 
     def to_dict(self) -> dict[str, Any]:
         return {"budgets": [b.to_dict() for b in self.budgets], "trajectory": [p.to_dict() for p in self.trajectory],
                 "full": self.full.to_dict(), "uniform": [u.to_dict() for u in self.uniform],
                 "supernet": asdict(self.supernet), "timings": dict(self.timings), "spec": self.spec,
-                "spec_hash": self.spec_hash}
+                "spec_hash": self.spec_hash, "ranks": self.ranks}
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "SearchResult":

@@ -38,7 +38,8 @@ class Settings(BaseSettings):
     max_epochs: int = Field(default=1000, description="Training epochs above this are rejected as absurd.")
     max_attempts: int = Field(default=3, description="Worker claims per search before the reaper fails it.")
     worker_gpus: str = Field(default="", description="GPUs one search of this worker runs on, one rank each "
-                                                     "(e.g. 0,1,2,3); empty = one device.")
+                                                     "(e.g. 0,1,2,3), or cpu:N for N ranks on the CPU; "
+                                                     "empty = one device.")
     heartbeat_s: float = Field(default=5.0, description="Seconds between worker heartbeats.")
     progress_every_s: float = Field(default=2.0, description="Progress is written at most this often.")
     stale_after_s: float = Field(default=120.0, description="A running search with an older heartbeat is reaped.")

@@ -70,7 +70,8 @@ def execute(settings: Settings, search_id: str) -> str:
                     "db_url": settings.db_url, "search_id": search_id, "claim_id": held.claim_id,
                     "progress_every_s": settings.progress_every_s, "heartbeat_s": settings.heartbeat_s,
                     "model_modules": settings.model_modules, "supernet_cache": str(caches.supernets),
-                    "latency_cache": str(caches.latency)})
+                    "latency_cache": str(caches.latency), "percent": held.percent_before,
+                    "timings": held.clock.prior})
             else:
                 result = run_search(files, workdir, report=writer, should_cancel=writer.should_cancel, caches=caches)
         store_success(held, result, Path(workdir), spec)

@@ -27,7 +27,8 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--queue", choices=("cpu", "gpu"), default=None, help="default AUTOSLIM_DEFAULT_QUEUE")
     p.add_argument("--loglevel", default="INFO")
     p.add_argument("--gpus", default=None, metavar="0,1,...",
-                   help="run each search on all of these GPUs, one rank each (default AUTOSLIM_WORKER_GPUS)")
+                   help="run each search on all of these GPUs, one rank each, or cpu:N for N ranks on the CPU "
+                        "(default AUTOSLIM_WORKER_GPUS)")
     p.add_argument("--max-tasks-per-child", type=int, default=0, metavar="N",
                    help="run each search in a child process replaced after N searches, so the GPU memory "
                         "(CUDA context included) is handed back; 0 = the solo pool (default)")
@@ -95,7 +96,8 @@ def cmd_worker(args: argparse.Namespace) -> int:
 
     settings, _ = _migrated_engine()
     if args.gpus is not None:
-        settings = settings.model_copy(update={"worker_gpus": ",".join(parse_gpus(args.gpus))})
+        parse_gpus(args.gpus)  # a bad list is a one-line error now, not a failure of every search
+        settings = settings.model_copy(update={"worker_gpus": args.gpus})
     queue = args.queue or settings.default_queue
     # solo pool: the search runs in this process.  One search uses a whole GPU (or every core), so
     # there is nothing to gain from a pool; a kill of the worker kills its search too (no orphaned

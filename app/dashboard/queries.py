@@ -13,9 +13,9 @@ from typing import Any, Literal
 from sqlalchemy import ColumnElement, Select, func, select
 from sqlalchemy.orm import Session, selectinload
 
-from store.tables import FINISHED, RETRYABLE, BudgetResult, Search, Status, utcnow
-from engine.budgets import Budget
+from engine.budgets import Budget, describe_target
 from engine.spec import BUDGET_KINDS
+from store.tables import FINISHED, RETRYABLE, BudgetResult, Search, Status, utcnow
 
 SortKey = Literal["created", "arch", "dataset", "owner", "status", "duration"]
 SORT_KEYS: tuple[str, ...] = ("created", "arch", "dataset", "owner", "status", "duration")
@@ -93,7 +93,7 @@ def best_accuracy(result: BudgetResult) -> float | None:
 
 def requested_labels(search: Search) -> list[str]:
     """The budgets the search was asked for (known before any result exists)."""
-    return [Budget(kind, float(target)).describe() for kind in BUDGET_KINDS
+    return [describe_target(kind, target) for kind in BUDGET_KINDS
             for target in search.spec.get(kind) or []]
 
 

@@ -134,6 +134,13 @@ def test_filters_and_sorting(browser, admin, alice, finished_search, valid):
     assert browser.get("/admin", params={"sort": "bogus"}).status_code == 422
 
 
+def test_budgets_given_as_shares_are_shown_as_shares(browser, alice, valid):
+    queued = alice.post("/searches", json={**valid, "macs": ["40%", "2M"], "params": ["50%"]}).json()["id"]
+    row = re.search(rf'<tr class="search-row" data-search-id="{queued}".*?</tr>', browser.get("/admin").text, re.S)
+    assert "40% MACs, 2M MACs, 50% params" in row.group(0)
+    assert "budgets 40% MACs, 2M MACs, 50% params;" in browser.get(f"/admin/searches/{queued}").text
+
+
 def test_the_search_page_draws_the_trajectory_and_marks_each_budget(browser, admin, finished_search):
     page = browser.get(f"/admin/searches/{finished_search['id']}")
     assert page.status_code == 200

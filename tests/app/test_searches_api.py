@@ -40,6 +40,9 @@ def test_idempotency_key_returns_the_same_search(alice, bob, valid):
 
 @pytest.mark.parametrize(("change", "loc", "says"), [
     ({"arch": "vgg99"}, ["body", "arch"], "unknown architecture 'vgg99'"),
+    ({"arch": "os:system"}, ["body", "arch"], "module 'os' is not on the allow-list of network modules"),
+    ({"arch": "torchvision:vit_b_16"}, ["body", "arch"], "not one of torchvision's conv/BN classification networks"),
+    ({"arch": "timm:no_such_net"}, ["body", "arch"], "unknown timm network 'no_such_net'"),
     ({"dataset": "mnist"}, ["body", "dataset"], "unknown dataset"),
     ({"dataset": "imagefolder:/etc"}, ["body", "dataset"], "outside the data roots"),
     ({"dataset": "imagefolder:../../etc"}, ["body", "dataset"], "outside the data roots"),
@@ -69,6 +72,31 @@ def test_bad_input_is_422_naming_the_field(alice, valid, change, loc, says):
     error = response.json()["detail"][0]
     assert error["loc"] == loc
     assert says in error["msg"]
+
+
+NETWORK_MODULE = """
+from torch import nn
+
+
+def tiny(num_classes=10):
+    return nn.Sequential(nn.Conv2d(3, 16, 3, padding=1, bias=False), nn.BatchNorm2d(16), nn.ReLU(),
+                         nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(16, num_classes))
+"""
+
+
+def test_a_network_module_is_accepted_once_the_operator_allows_it(alice, valid, app, tmp_path, monkeypatch):
+    """``MODULE:FUNCTION`` names code installed on the workers; only modules in AUTOSLIM_MODEL_MODULES."""
+    (tmp_path / "operator_nets.py").write_text(NETWORK_MODULE)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    body = {**valid, "arch": "operator_nets:tiny", "width_mult": 1.0, "macs": ["60%"]}
+    refused = alice.post("/searches", json=body)
+    assert refused.status_code == 422 and refused.json()["detail"][0]["loc"] == ["body", "arch"]
+    assert "'operator_nets' is not on the allow-list" in refused.json()["detail"][0]["msg"]
+    monkeypatch.setattr(app.state.settings, "model_modules", ["operator_nets"])
+    created = submit(alice, body)
+    detail = alice.get(created["links"]["self"]).json()
+    assert detail["spec"]["arch"] == "operator_nets:tiny"
+    assert detail["budgets"] == {"macs": ["60%"]}  # a share stays a share until the worker knows the full network
 
 
 def test_imagefolder_under_a_data_root_is_accepted_with_its_path_made_absolute(alice, valid, data_root):

@@ -18,9 +18,10 @@ from torchvision import models as tv
 import models
 from engine.initial_weights import (WeightsError, check_fits, file_sha256, load_initial_weights, network_keys,
                                     network_shapes, read_state_dict, shapes_of, start_from_weights)
+from engine.sampling import Member
 from engine.spec import PRETRAINED_TRAIN, SearchSpec, TrainSpec
 from engine.supernet_cache import supernet_key
-from engine.train import build_for_mode
+from engine.train import build_for_mode, sandwich_step
 
 TV = "torchvision:mobilenet_v3_small"
 
@@ -163,3 +164,29 @@ def test_a_pretrained_start_defaults_to_the_short_recipe():
     scratch = SearchSpec.from_dict({"arch": "resnet18", "dataset": "digits"})
     assert scratch.train == TrainSpec() and PRETRAINED_TRAIN["lr"] < TrainSpec.lr
     assert PRETRAINED_TRAIN["epochs"] < TrainSpec.epochs
+
+
+def test_the_loaded_network_teaches_the_narrower_widths_from_the_first_step():
+    """Inplace distillation's teacher is the full width, so from the first sandwich step the
+    students learn the user's trained model's predictions (not a fresh network's)."""
+    model = user_model("resnet18").train()  # BN on the batch's statistics, as in a training step
+    supernet = build_for_mode("resnet18", "usnet-nonuniform", 10, 16, 0.25)
+    load_initial_weights(supernet, model.state_dict())
+    gen = torch.Generator().manual_seed(0)
+    x, y = torch.randn(8, 3, 16, 16, generator=gen), torch.randint(10, (8,), generator=gen)
+    outputs = []
+
+    def keep(_module, _inputs, out):
+        outputs.append(out)
+        out.register_hook(lambda grad: outputs.append(grad.clone()))
+
+    supernet.register_forward_hook(keep)
+    sandwich_step(supernet, [Member(supernet.space.full()), Member(supernet.space.smallest())], x, y,
+                  TrainSpec(), torch.device("cpu"))
+    teacher, student, student_grad = outputs[0], outputs[2], outputs[3]  # each member: forward, then backward
+    with torch.no_grad():
+        expected = model(x)
+    torch.testing.assert_close(teacher.detach(), expected, rtol=1e-5, atol=1e-5)
+    # soft cross-entropy against the user's model: d/dlogits = (softmax(student) - softmax(teacher)) / N
+    torch.testing.assert_close(student_grad, (student.detach().softmax(1) - expected.softmax(1)) / len(y),
+                               rtol=1e-4, atol=1e-6)

@@ -52,8 +52,9 @@ def test_macs_and_params_match_torchvision_published_figures(arch):
         supernet = models.Supernet(models.NetSpec(arch, 1000, published_size(name)))
     full = supernet.space.full()
     macs = models.count_macs(supernet.space, full) / 1e9
-    # Published GMACs are rounded to 3 decimals: within 1%, or within that rounding for tiny networks.
-    assert abs(macs - meta["_ops"]) <= max(0.01 * meta["_ops"], 0.0005), (macs, meta["_ops"])
+    # Published GMACs are rounded to 3 decimals: the count must round to them (the issue asked for 1%;
+    # ShuffleNetV2 x0.5's 0.04048 against 0.040 is 1.2% off, all of it that rounding).
+    assert abs(macs - meta["_ops"]) <= 0.0005, (macs, meta["_ops"])
     params = models.count_params(supernet.space, full)
     if name == "inception_v3":  # torchvision counts the training-only auxiliary classifier; autoslim drops it
         with zoo.meta_parameters():
@@ -101,10 +102,12 @@ def test_converted_network_equals_original_and_exports_exactly(name):
     with torch.no_grad():
         torch.testing.assert_close(supernet(x), net(x), rtol=0, atol=1e-5)
     generator = torch.Generator().manual_seed(3)
-    for widths in (supernet.space.smallest(), supernet.space.random(generator)):
+    for widths in (supernet.space.full(), supernet.space.smallest(), supernet.space.random(generator)):
         supernet.set_widths(widths)
         slim = models.export_slim(supernet)
         with torch.no_grad():
             torch.testing.assert_close(slim(x), supernet(x), rtol=1e-4, atol=1e-4)
+            if widths == supernet.space.full():  # converting and exporting gives the original network back
+                torch.testing.assert_close(slim(x), net(x), rtol=0, atol=1e-5)
         assert models.count_macs(supernet.space, widths) == independent_macs(slim, size)
         assert models.count_params(supernet.space, widths) == sum(p.numel() for p in slim.parameters())

@@ -71,11 +71,28 @@ def start_worker(settings: Settings,
     started: list[WorkerProcess] = []
     logs = tmp_path_factory.mktemp("worker-logs")
 
-    def start(queue: str = "cpu") -> WorkerProcess:
-        worker = WorkerProcess(settings, Path(logs) / f"worker-{len(started)}-{queue}.log", queue)
+    def start(queue: str = "cpu", **overrides) -> WorkerProcess:
+        """A worker on ``queue``; ``overrides`` change its settings (e.g. ``worker_gpus="cpu:2"``)."""
+        worker = WorkerProcess(settings.model_copy(update=overrides),
+                               Path(logs) / f"worker-{len(started)}-{queue}.log", queue)
         started.append(worker)
         return worker
 
     yield start
     for worker in started:
+        worker.stop()
+
+
+@pytest.fixture
+def own_workers(start_worker: Callable[..., WorkerProcess]) -> Iterator[Callable[..., WorkerProcess]]:
+    """Workers for one test only, stopped when it ends: a later test's workers on the same queue
+    (``gpu``, which the session's shared worker does not serve) are then alone on it."""
+    mine: list[WorkerProcess] = []
+
+    def start(queue: str = "gpu", **overrides) -> WorkerProcess:
+        mine.append(start_worker(queue, **overrides))
+        return mine[-1]
+
+    yield start
+    for worker in mine:
         worker.stop()
