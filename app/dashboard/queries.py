@@ -92,9 +92,10 @@ def best_accuracy(result: BudgetResult) -> float | None:
 
 
 def requested_labels(search: Search) -> list[str]:
-    """The budgets the search was asked for (known before any result exists)."""
-    return [Budget(kind, float(target)).describe() for kind in BUDGET_KINDS
-            for target in search.spec.get(kind) or []]
+    """The budgets the search was asked for (known before any result exists); a share of the full
+    network (``"40%"``) as it was given, since its amount is known only once the search has run."""
+    return [f"{target} of the full {kind}" if isinstance(target, str) else Budget(kind, float(target)).describe()
+            for kind in BUDGET_KINDS for target in search.spec.get(kind) or []]
 
 
 def duration(search: Search, now: datetime | None = None) -> float | None:
