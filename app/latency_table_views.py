@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-from datetime import datetime
-
 from pydantic import BaseModel, ConfigDict, Field
 
-from app.schemas import Page
+from app.schemas import Page, UploadOut
 from store.tables import LatencyTableRow
 
 
@@ -15,7 +13,7 @@ class LatencyTableLinks(BaseModel):
     file: str
 
 
-class LatencyTableOut(BaseModel):
+class LatencyTableOut(UploadOut):
     """An uploaded table: the network it describes, the device and runtime it was measured on, and
     the range of latencies it predicts (what a search's ``latency_ms`` budgets may ask for)."""
 
@@ -26,9 +24,6 @@ class LatencyTableOut(BaseModel):
         "min_ms": 0.21, "max_ms": 0.46, "size_bytes": 61234, "created_at": "2026-12-01T09:00:00Z",
         "links": {"self": "/latency-tables/9b1f...", "file": "/latency-tables/9b1f.../file"}}]})
 
-    id: str
-    owner: str
-    name: str | None
     arch: str
     input_size: int
     width_mult: float
@@ -39,8 +34,6 @@ class LatencyTableOut(BaseModel):
     nodes: int
     min_ms: float = Field(description="Predicted latency of the smallest configuration.")
     max_ms: float = Field(description="Predicted latency of the full network.")
-    size_bytes: int
-    created_at: datetime
     links: LatencyTableLinks
 
 

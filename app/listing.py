@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any, Callable, TypeVar
 
+from fastapi import Query
 from sqlalchemy import Select, func, select
 from sqlalchemy.orm import Session
 
@@ -11,6 +12,13 @@ from app.auth import User
 
 MAX_OFFSET = 10**9
 """The largest page offset taken: beyond any real table, and far inside every database's integer."""
+
+Owner = Annotated[str | None, Query(max_length=100, description="Admins only.")]
+Limit = Annotated[int, Query(ge=1, le=100)]
+Offset = Annotated[int, Query(ge=0, le=MAX_OFFSET)]
+"""The query parameters of every listing (searches, latency tables, weights)."""
+
+PageT = TypeVar("PageT")
 
 
 def visible(query: Select, owner_column: Any, user: User, owner: str | None) -> Select:
@@ -28,6 +36,13 @@ def page(session: Session, query: Select, order: tuple, limit: int, offset: int)
 
 class NotFound(LookupError):
     """No such row, or not one this user may see (the two are not told apart): a 404."""
+
+
+def page_out(kind: Callable[..., PageT], found: tuple[list[Any], int], out: Callable[[Any], Any], limit: int,
+             offset: int) -> PageT:
+    """The response of a listing: the rows `page` found, each shaped by ``out``, in a ``kind`` page."""
+    rows, total = found
+    return kind(items=[out(r) for r in rows], total=total, limit=limit, offset=offset)
 
 
 def owned(session: Session, model: type, row_id: str, user: User) -> Any | None:

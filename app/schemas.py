@@ -242,6 +242,16 @@ class SearchPage(Page[SearchSummary]):
     pass
 
 
+class UploadOut(BaseModel):
+    """What every upload (a latency table, weights) shows: who owns it, its label, size and age."""
+
+    id: str
+    owner: str
+    name: str | None
+    size_bytes: int
+    created_at: datetime
+
+
 class BudgetConfig(BaseModel):
     kind: str
     target: float

@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from pydantic import ConfigDict, Field
 
-from pydantic import BaseModel, ConfigDict, Field
-
-from app.schemas import Page
+from app.schemas import Page, UploadOut
 from store.tables import WeightsRow
 
 
-class WeightsOut(BaseModel):
+class WeightsOut(UploadOut):
     """Uploaded weights: what a search's ``weights`` field names (by ``id``)."""
 
     model_config = ConfigDict(json_schema_extra={"examples": [{
@@ -19,15 +17,10 @@ class WeightsOut(BaseModel):
         "size_bytes": 6236441, "tensors": 244, "parameters": 1528106, "created_at": "2026-12-01T09:00:00Z",
         "links": {"self": "/weights/5c0d7e1a2b3c4d5e6f708192a3b4c5d6"}}]})
 
-    id: str
-    owner: str
-    name: str | None
     sha256: str = Field(description="Of the file as uploaded; the same bytes uploaded again return this upload.")
     format: str = Field(description="`pt` (torch.save of a state dict) or `safetensors`.")
-    size_bytes: int
     tensors: int = Field(description="Entries of the state dict (parameters and buffers).")
     parameters: int = Field(description="Floating-point numbers in it (parameters and BN statistics).")
-    created_at: datetime
     links: dict[str, str]
 
 

@@ -176,10 +176,9 @@ class TrajectoryPoint:
 
     def to_dict(self) -> dict[str, Any]:
         out = asdict(self)
-        for key in ("removed", "channels") if self.is_mutual else ("ratio", "resolution"):
+        unused = ("removed", "channels") if self.is_mutual else ("ratio", "resolution")
+        for key in unused + (("channels",) if self.channels is None and not self.is_mutual else ()):
             del out[key]
-        if out.get("channels", 0) is None:
-            del out["channels"]
         return out
 
     @classmethod

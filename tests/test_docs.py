@@ -90,7 +90,12 @@ def resolves(name: str) -> bool:
     return False
 
 
+def current(text: str) -> str:
+    """The docs without their "Renamed" section, whose left column names what no longer exists."""
+    return re.sub(r"\n## Renamed.*?(?=\n## |\Z)", "", text, flags=re.S)
+
+
 def test_every_module_and_name_the_docs_cite_exists():
-    missing = [f"{doc.name}: {name}" for doc in DOCS for name in sorted(set(DOTTED.findall(doc.read_text())))
-               if not resolves(name)]
+    missing = [f"{doc.name}: {name}" for doc in DOCS
+               for name in sorted(set(DOTTED.findall(current(doc.read_text())))) if not resolves(name)]
     assert not missing, "dotted names in the docs that do not resolve: " + ", ".join(missing)

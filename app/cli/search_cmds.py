@@ -70,8 +70,7 @@ def cmd_search(args: argparse.Namespace) -> int:
     from engine.distributed import init_from_env, shutdown
     from engine.progress import ProgressPrinter
 
-    spec = search_spec(args)
-    printer = ProgressPrinter()
+    spec, printer = search_spec(args), ProgressPrinter()
     ranks = init_from_env(args.device)
     try:
         result = run_search(spec, args.out, ranks=ranks, caches=_caches(args.out),

@@ -15,7 +15,7 @@ from fastapi.responses import JSONResponse
 from app import latency_table_service as service
 from app.body_limit import SELF_LIMITED
 from app.deps import CurrentUser, SessionDep, SettingsDep
-from app.listing import MAX_OFFSET
+from app.listing import Limit, Offset, Owner, page_out
 from app.latency_table_views import LatencyTableOut, LatencyTablePage, table_out
 from app.uploads import body_bytes
 
@@ -49,12 +49,10 @@ def upload_table(raw: Annotated[bytes, Depends(table_file)], session: SessionDep
 
 @router.get("", response_model=LatencyTablePage)
 def list_tables(session: SessionDep, settings: SettingsDep, user: CurrentUser,
-                owner: Annotated[str | None, Query(max_length=100, description="Admins only.")] = None,
-                limit: Annotated[int, Query(ge=1, le=100)] = 20,
-                offset: Annotated[int, Query(ge=0, le=MAX_OFFSET)] = 0) -> LatencyTablePage:
+                owner: Owner = None, limit: Limit = 20, offset: Offset = 0) -> LatencyTablePage:
     """Tables newest first, paginated; users see their own, admins everyone's."""
-    rows, total = service.list_visible(session, user, owner, min(limit, settings.page_size_max), offset)
-    return LatencyTablePage(items=[table_out(r) for r in rows], total=total, limit=limit, offset=offset)
+    found = service.list_visible(session, user, owner, min(limit, settings.page_size_max), offset)
+    return page_out(LatencyTablePage, found, table_out, limit, offset)
 
 
 @router.get("/{table_id}", response_model=LatencyTableOut, responses=UNKNOWN)

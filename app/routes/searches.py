@@ -14,7 +14,7 @@ from fastapi import APIRouter, Header, Query, Request, Response, status
 from app import search_service as service
 from app import search_views as views
 from app.deps import CurrentUser, SessionDep, SettingsDep
-from app.listing import MAX_OFFSET
+from app.listing import Limit, Offset, Owner, page_out
 from app.schemas import (ConfigSet, EventOut, SearchCreate, SearchCreated, SearchDetail, SearchPage, Trajectory)
 from store.tables import Status
 
@@ -40,12 +40,10 @@ def create_search(request: Request, body: SearchCreate, session: SessionDep, set
 @router.get("", response_model=SearchPage)
 def list_searches(session: SessionDep, settings: SettingsDep, user: CurrentUser,
                   status_: Annotated[Status | None, Query(alias="status")] = None,
-                  owner: Annotated[str | None, Query(max_length=100, description="Admins only.")] = None,
-                  limit: Annotated[int, Query(ge=1, le=100)] = 20,
-                  offset: Annotated[int, Query(ge=0, le=MAX_OFFSET)] = 0) -> SearchPage:
+                  owner: Owner = None, limit: Limit = 20, offset: Offset = 0) -> SearchPage:
     """Searches newest first, paginated; users see their own, admins everyone's."""
-    rows, total = service.list_visible(session, user, status_, owner, min(limit, settings.page_size_max), offset)
-    return SearchPage(items=[views.summary(s) for s in rows], total=total, limit=limit, offset=offset)
+    found = service.list_visible(session, user, status_, owner, min(limit, settings.page_size_max), offset)
+    return page_out(SearchPage, found, views.summary, limit, offset)
 
 
 @router.get("/{search_id}", response_model=SearchDetail, responses=UNKNOWN)

@@ -14,6 +14,7 @@ from fastapi import APIRouter, Depends, Query, Request, Response, status
 from app import weights_service as service
 from app.body_limit import SELF_LIMITED
 from app.deps import CurrentUser, SessionDep, SettingsDep
+from app.listing import Limit, Offset, Owner, page_out
 from app.uploads import SpooledUpload, body_to_file
 from app.weights_views import WeightsOut, WeightsPage, weights_out
 
@@ -54,12 +55,11 @@ def upload_weights(upload: Annotated[SpooledUpload, Depends(weights_file)], sess
 
 @router.get("", response_model=WeightsPage)
 def list_weights(session: SessionDep, settings: SettingsDep, user: CurrentUser,
-                 owner: Annotated[str | None, Query(max_length=100, description="Admins only.")] = None,
-                 limit: Annotated[int, Query(ge=1, le=100)] = 20,
-                 offset: Annotated[int, Query(ge=0)] = 0) -> WeightsPage:
-    """Uploads newest first, paginated; users see their own, admins everyone's."""
-    rows, total = service.list_visible(session, user, owner, min(limit, settings.page_size_max), offset)
-    return WeightsPage(items=[weights_out(r) for r in rows], total=total, limit=limit, offset=offset)
+                 owner: Owner = None, limit: Limit = 20, offset: Offset = 0) -> WeightsPage:
+    """Uploads newest first, paginated; users see their own, admins everyone's; an offset past
+    `app.listing.MAX_OFFSET` is a 422 like the other listings'."""
+    found = service.list_visible(session, user, owner, min(limit, settings.page_size_max), offset)
+    return page_out(WeightsPage, found, weights_out, limit, offset)
 
 
 @router.get("/{weights_id}", response_model=WeightsOut,

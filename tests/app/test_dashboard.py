@@ -207,3 +207,11 @@ def test_cancel_and_retry_forms_need_the_login_form_token(browser, alice, tokens
     assert browser.post(f"{back}/retry", data=form).status_code == 303
     assert alice.get(f"/searches/{queued}").json()["status"] == "queued"
     assert browser.post(f"{back}/delete", data=form).status_code == 404
+
+
+def test_requested_budgets_are_labelled_whether_amounts_or_shares():
+    from app.dashboard.queries import requested_labels
+    from store.tables import Search
+
+    search = Search(spec={"macs": ["40%", 2_000_000], "latency_ms": [1.5], "params": ["50%"]})
+    assert requested_labels(search) == ["40% MACs", "2M MACs", "1.5 ms", "50% params"]

@@ -150,7 +150,7 @@ def test_cancelled_search_keeps_its_state_and_resumes_to_the_same_answer(first, 
 
 
 def test_infeasible_budgets_are_rejected_before_training(caches, tmp_path):
-    supernets = caches / "supernets"
+    supernets = caches.supernets
     before = set(supernets.iterdir()) if supernets.exists() else set()
     untrained = {**SPEC, "train": {**SPEC["train"], "epochs": 3}}  # a recipe nobody has trained
     with pytest.raises(BudgetError, match=r"below the smallest configuration; feasible range is"):
