@@ -56,10 +56,20 @@ def loader_workers(in_memory: bool) -> int:
     return 0 if in_memory else min(8, max(0, available_cores() - 1))
 
 
-def configure_threads(workers: int) -> None:
-    """Give torch the cores the loader workers leave, so the two do not fight over a small machine.
+def compute_threads(workers: int = 0) -> int:
+    """The CPU threads torch computes with: ``OMP_NUM_THREADS`` when set (the way to share a machine
+    with other jobs), else the cores ``workers`` loader processes leave.
 
-    An explicit ``OMP_NUM_THREADS`` wins (the way to share a machine with other jobs).
+    A function of the machine and its settings, never of what the process ran before: a latency
+    table is keyed by its thread count, so reading it from torch's current state would make the
+    same search measure a second table after training changed that state.
     """
-    if not os.environ.get("OMP_NUM_THREADS"):
-        torch.set_num_threads(max(1, available_cores() - workers))
+    try:
+        return max(1, int(os.environ["OMP_NUM_THREADS"]))
+    except (KeyError, ValueError):
+        return max(1, available_cores() - workers)
+
+
+def configure_threads(workers: int) -> None:
+    """Give torch the cores the loader workers leave, so the two do not fight over a small machine."""
+    torch.set_num_threads(compute_threads(workers))

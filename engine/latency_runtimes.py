@@ -30,6 +30,7 @@ import torch
 from torch import nn
 
 from engine.allocator import steady_allocator
+from engine.device import compute_threads
 
 RUNTIMES = ("torch", "onnxruntime")
 
@@ -127,14 +128,14 @@ def cpu_threads(threads: int) -> Iterator[None]:
 class TorchRuntime:
     """Eager PyTorch on ``device``, in inference mode, with a steady allocator (`engine.allocator`).
 
-    ``threads`` None takes torch's thread count when the runtime is made (and records it).
+    ``threads`` None takes `engine.device.compute_threads` (and records it).
     """
 
     fuses = False  # eager mode runs every module on its own
 
     def __init__(self, device: torch.device | str = "cpu", threads: int | None = None) -> None:
         self.device = torch.device(device)
-        self.threads = threads or torch.get_num_threads()
+        self.threads = threads or compute_threads()
 
     def describe(self) -> dict[str, Any]:
         device = torch.cuda.get_device_name(self.device) if self.device.type == "cuda" else cpu_model()
