@@ -28,7 +28,7 @@ from typing import Any, Callable, Iterable, Iterator, Sequence
 import torch
 import torch.distributed as dist
 
-from engine.device import available_cores, pick_device
+from engine.device import pick_device
 
 TIMEOUT_ENV = "AUTOSLIM_DIST_TIMEOUT_S"
 DEFAULT_TIMEOUT_S = 3600.0
@@ -188,8 +188,10 @@ def launch(nproc: int, entrypoint: Callable[..., Any] | str, args: Sequence[Any]
     ``entrypoint`` is a module-level function (its return values come back by rank) or a program
     (``sys.executable`` with ``args``).  ``devices`` pins the ranks to those GPUs
     (``CUDA_VISIBLE_DEVICES``); ``"cpu"`` ones hide every GPU, so the ranks run on the CPU with gloo.
-    Unless ``OMP_NUM_THREADS`` says otherwise, the ranks share this machine's cores (torchrun gives
-    each one thread).  When any rank fails, the agent stops the others and this raises
+    Each rank computes with the threads one process would (`engine.device.compute_threads`): a sum
+    split over another number of threads rounds differently, and the greedy's scores must be the
+    one-process ones to the last bit (``OMP_NUM_THREADS`` shares the cores out instead, as torchrun
+    does with one thread each).  When any rank fails, the agent stops the others and this raises
     `torch.distributed.elastic.multiprocessing.errors.ChildFailedError` naming the failed ranks.
     ``start_method`` ``fork`` saves each rank importing torch again (seconds), and is safe only in a
     process that has not touched CUDA nor run OpenMP work; ``spawn`` always is.
@@ -199,8 +201,6 @@ def launch(nproc: int, entrypoint: Callable[..., Any] | str, args: Sequence[Any]
     if nproc < 1:
         raise ValueError(f"nproc must be at least 1, got {nproc}")
     env = {"CUDA_VISIBLE_DEVICES": ",".join(d for d in devices if d != "cpu")} if devices else {}
-    if "OMP_NUM_THREADS" not in os.environ:
-        env["OMP_NUM_THREADS"] = str(max(1, available_cores() // nproc))
     config = LaunchConfig(min_nodes=1, max_nodes=1, nproc_per_node=nproc, run_id=uuid.uuid4().hex,
                           rdzv_backend="c10d", rdzv_endpoint="localhost:0", max_restarts=max_restarts,
                           monitor_interval=0.1, start_method=start_method)

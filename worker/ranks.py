@@ -11,8 +11,8 @@ reporting it (`RanksCancelled`), not with a rank failure.  The task's own writer
 heartbeat while the ranks start.
 
 How an attempt ends when something goes wrong:
-- a rank raises (a bad spec, `Cancelled`): the launcher stops the others and reports the error,
-  which is stored like a one-process failure (or cancel);
+- a rank raises (a bad spec): the launcher stops the others and reports the error, which is
+  stored like a one-process failure (or as a cancel, when one was requested meanwhile);
 - a rank dies (killed, out of memory): the launcher stops the others; the attempt is recorded as
   lost and its heartbeat stops, so the reaper hands the search to the next claim, which resumes
   from the last checkpoint and the saved greedy state (on any number of GPUs).
@@ -49,11 +49,15 @@ class RankLost(RuntimeError):
 
 
 class RanksFailed(RuntimeError):
-    """A rank raised (its message is this one's): the search failed, or stopped on a cancel."""
+    """A rank raised (its message is this one's): the search failed."""
 
 
 class RanksCancelled(Cancelled):
     """Every rank stopped on the cancel request, at the same step."""
+
+
+CANCELLED = "cancelled"
+"""What a rank returns when it stopped on the cancel request."""
 
 
 def run_on_ranks(gpus: list[str], spec: dict[str, Any], workdir: Path, claim_info: dict[str, Any]) -> dict[str, Any]:
@@ -73,15 +77,12 @@ def run_on_ranks(gpus: list[str], spec: dict[str, Any], workdir: Path, claim_inf
         rank, failure = min(err.failures.items())
         message = failure.message if isinstance(failure.message, str) else (failure.message or {}).get("message", "")
         raise RanksFailed(f"rank {rank}: {str(message).strip() or f'exit status {failure.exitcode}'}") from None
-    if all(outcome == CANCELLED for outcome in outcomes.values()):
-        message = f"all {len(outcomes)} ranks stopped on the cancel request"
+    cancelled = [rank for rank, outcome in outcomes.items() if outcome == CANCELLED]
+    if cancelled:  # the cancel check is collective: all of them, unless a rank is broken
+        message = f"{len(cancelled)} of {len(outcomes)} ranks stopped on the cancel request"
         log.info("search %s: %s", claim_info["search_id"], message)
         raise RanksCancelled(message)
     return outcomes[0]
-
-
-CANCELLED = "cancelled"
-"""What a rank returns when it stopped on the cancel request."""
 
 
 def search_rank(spec: dict[str, Any], workdir: str, claim_info: dict[str, Any]) -> dict[str, Any] | str | None:

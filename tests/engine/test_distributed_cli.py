@@ -4,7 +4,10 @@ data-parallel and search to the end, and one process searching that supernet fin
 trajectory and the same answer; so does the README's multi-node command, ``torchrun ... -m app.cli
 search``, run here as one node of two ranks.  (The supernet itself is compared with one process's
 in float64 in test_distributed.py; in float32 the two trainings round differently, so the comparison
-here is of the search on one trained supernet.)"""
+here is of the search on one trained supernet.)  Every process computes with the same number of
+threads (torchrun would give each rank one: here it is told the machine's count, as ``--nproc`` and
+one process take it), since a sum split over another number of threads rounds differently.
+"""
 
 from __future__ import annotations
 
@@ -14,6 +17,7 @@ import subprocess
 import sys
 
 from app.cli import main
+from engine.device import compute_threads
 
 FLAGS = ["--arch", "resnet18", "--dataset", "digits", "--width-mult", "0.25", "--input-size", "8", "--epochs", "1",
          "--batch-size", "64", "--bins", "4", "--calib-size", "64", "--score-size", "64", "--macs", "1.95M",
@@ -36,7 +40,8 @@ def test_search_on_two_ranks_runs_to_the_end_with_the_one_process_answer(tmp_pat
     assert one["budgets"] == two["budgets"] and two["budgets"][0]["macs"] <= 1.95e6
     torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
                 "-m", "app.cli", "search", *FLAGS, "--out", str(tmp_path / "torchrun")]
-    run = subprocess.run(torchrun, env=os.environ, capture_output=True, text=True, timeout=600, check=False)
+    env = {**os.environ, "OMP_NUM_THREADS": str(compute_threads())}
+    run = subprocess.run(torchrun, env=env, capture_output=True, text=True, timeout=600, check=False)
     assert run.returncode == 0, run.stderr[-3000:]
     under_torchrun = json.loads((tmp_path / "torchrun" / "result.json").read_text())
     assert under_torchrun["ranks"] == 2 and under_torchrun["supernet"]["reused"] is True
