@@ -6,11 +6,13 @@
 
 plus training images/s of one sandwich step (4 widths) against one full-width step, timed on
 the same batch in the same process, with the ratio of their times, its MAC-proportional ideal, and
-each member's time alone against its share of the MACs (``--throughput-only`` stops there).  Accuracies are on the dataset's test split, which neither
+each member's time alone against its share of the MACs, for every network of ``--throughput-nets``
+(ResNet-18 x0.25 and MobileNetV2 x1.0 by default; ``--throughput-only`` stops there).  Accuracies are on the dataset's test split, which neither
 training nor calibration sees.
 
     python -m bench.bench_training                                   # digits, resnet18 0.25x, 16 px, 30 epochs
     python -m bench.bench_training --dataset cifar10:../shared/data/cifar10-subset --input-size 32 --epochs 6
+    python -m bench.bench_training --input-size 32 --throughput-only     # issue 14's sandwich / full-width ratio
 """
 
 from __future__ import annotations
@@ -46,7 +48,8 @@ def main() -> None:
           f"{args.arch} {args.width_mult}x at {args.input_size} px, {spec.epochs} epochs, batch {spec.batch_size}, "
           f"lr {spec.lr}, warm-up {spec.warmup_epochs} epochs, inplace distillation {spec.inplace_distill}, calibration on {args.calib_size} training images, "
           f"torch threads {torch.get_num_threads()}")
-    _throughput(args, data, spec)
+    for arch, width_mult in args.throughput_nets:
+        _throughput(args, data, spec, arch, width_mult)
     if args.throughput_only:
         return
     test = as_batches(data.test)
@@ -76,15 +79,16 @@ def _train_alone(args: argparse.Namespace, data: DataSplits, spec: TrainSpec, ra
     return score_uniform(net, [ratio], test, None)[0].score.accuracy
 
 
-def _throughput(args: argparse.Namespace, data: DataSplits, spec: TrainSpec, steps: int = 8) -> None:
+def _throughput(args: argparse.Namespace, data: DataSplits, spec: TrainSpec, arch: str, width_mult: float,
+                steps: int = 8) -> None:
     """Images/s of a sandwich step vs a full-width step, alternating on one batch (same conditions),
     and where the sandwich's time goes: each member's step alone against its share of the MACs (the
     MAC-proportional ideal of the ratio is the sum of the members' shares)."""
-    net = build_for_mode(args.arch, spec.mode, data.num_classes, args.input_size, args.width_mult).train()
+    net = build_for_mode(arch, spec.mode, data.num_classes, args.input_size, width_mult).train()
     sampler = WidthSampler(net, spec.mode, spec.num_sandwich, seed=0)
     optimizer = make_optimizer(net, spec)
     batch = as_batches(data.train, limit=spec.batch_size, batch_size=spec.batch_size)
-    layout = torch.contiguous_format if args.nchw else torch.channels_last  # training's CPU layout by default
+    layout = torch.channels_last if args.channels_last else torch.contiguous_format  # training's CPU layout: NCHW
     net.to(memory_format=layout)
     x, y = batch.x.contiguous(memory_format=layout), batch.y
     full_macs = count_macs(net.space, net.space.full())
@@ -110,7 +114,8 @@ def _throughput(args: argparse.Namespace, data: DataSplits, spec: TrainSpec, ste
                 alone[j] += timed_step([member])
                 shares[j] += count_macs(net.space, member.widths) / full_macs
     rates = {name: steps * len(y) / seconds for name, seconds in timings.items()}
-    print(f"training throughput ({'NCHW' if args.nchw else 'channels-last'}, batch {len(y)}, {steps} timed steps each, interleaved): "
+    print(f"{arch} x{width_mult} training throughput ({'channels-last' if args.channels_last else 'NCHW'}, batch {len(y)}, "
+          f"{args.input_size} px, {steps} timed steps each, interleaved): "
           f"sandwich step ({spec.num_sandwich} widths) {rates['sandwich']:.0f} img/s, "
           f"full-width step {rates['full']:.0f} img/s, ratio {rates['full'] / rates['sandwich']:.2f} "
           f"(MAC-proportional ideal {sum(shares) / steps:.2f}, members timed alone {sum(alone) / timings['full']:.2f})")
@@ -143,11 +148,17 @@ def _parse() -> argparse.Namespace:
     p.add_argument("--warmup-epochs", type=float, default=1.0)
     p.add_argument("--calib-size", type=int, default=2000)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--nchw", action="store_true", help="time the steps in NCHW layout (training runs channels-last)")
+    p.add_argument("--channels-last", action="store_true", help="time the steps in channels-last layout (training runs NCHW on the CPU)")
+    p.add_argument("--throughput-nets", type=_nets, default=[("resnet18", 0.25), ("mobilenet_v2", 1.0)],
+                   help="networks whose sandwich / full-width step ratio is timed, e.g. resnet18:0.25,mobilenet_v2:1")
     p.add_argument("--throughput-only", action="store_true", help="only the sandwich / full-width step ratio")
     p.add_argument("--no-inplace-distill", action="store_true",
                    help="students learn the labels (on short schedules the early teacher's soft targets slow training)")
     return p.parse_args()
+
+
+def _nets(text: str) -> list[tuple[str, float]]:
+    return [(arch, float(width)) for arch, width in (item.split(":") for item in text.split(","))]
 
 
 if __name__ == "__main__":

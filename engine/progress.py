@@ -46,30 +46,6 @@ class Meter:
         return {"loss": loss, "images_per_s": rate, "eta_s": per_step * (self.total - done_steps)}
 
 
-class RemainingWork:
-    """ETA of a phase measured as a fraction of its work done, from the rate since this run began.
-
-    The greedy search's fraction is the share of the MACs (or params, latency) between the full
-    network and the budgets already removed: steps cost less as the network shrinks, but each
-    removes less too, so the removed amount is what its time follows.  A resumed search starts its
-    clock and its fraction where it resumes, so the work done before does not make it look fast.
-    """
-
-    def __init__(self) -> None:
-        self.origin: tuple[float, float] | None = None
-
-    def eta_s(self, fraction: float) -> float | None:
-        """Seconds left at ``fraction`` done (None until some work has been timed)."""
-        now = time.monotonic()
-        if self.origin is None:
-            self.origin = (now, fraction)
-            return None
-        started, start_fraction = self.origin
-        if fraction <= start_fraction:
-            return None
-        return (now - started) * max(0.0, 1.0 - fraction) / (fraction - start_fraction)
-
-
 def format_seconds(seconds: float) -> str:
     seconds = int(round(seconds))
     hours, rest = divmod(seconds, 3600)

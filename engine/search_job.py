@@ -37,8 +37,9 @@ from engine.latency import LatencyTable, cached_table
 from engine.latency_check import check_search, load_table_file
 from engine.latency_runtimes import TorchRuntime
 from engine.mutual_search import at_resolution, best_under, mutual_range, resized, score_mutual_points
-from engine.progress import JobProgress, RemainingWork
+from engine.progress import JobProgress
 from engine.retrain import initial_model, retrain
+from engine.search_eta import SearchEta
 from engine.sampling import default_resolutions
 from engine.spec import (BUDGET_KINDS, BudgetAnswer, CacheFolders, CancelFn, Cancelled, ReportFn, SearchResult,
                          SearchSpec, SupernetRef, TrajectoryPoint, UniformPoint)
@@ -217,12 +218,11 @@ class _Job:
         track = _search_fraction(budgets, {"macs": count_macs(space, full), "params": count_params(space, full),
                                            "latency_ms": table.predict(full)})
 
-        remaining = RemainingWork()
+        eta = SearchEta(budgets, slimmer.full_cost, slimmer.bins_this_step)
 
         def on_step(step) -> None:
-            done = track(step)
-            self.progress("search", done, trajectory_step=step.to_dict(space), steps_done=step.index,
-                          eta_s=remaining.eta_s(done))
+            self.progress("search", track(step), trajectory_step=step.to_dict(space), steps_done=step.index,
+                          eta_s=eta.update(step))
 
         steps = slimmer.run(until_all_met(budgets), self.workdir / "search_state.json", state_key, self.cancel, on_step)
         trajectory = [TrajectoryPoint.from_dict(s.to_dict(space)) for s in steps]

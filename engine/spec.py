@@ -302,8 +302,8 @@ ReportFn = Callable[[dict[str, Any]], None]
 """Progress callback.  Receives plain dicts, always with `phase` (one of PHASES) and `percent`
 (0-100 over the whole job); training adds `epoch`, `epochs`, `step`, `loss`, `lr`, `images_per_s`,
 `eta_s`; the greedy search adds `trajectory_step` (one recorded greedy step, see `run_search`),
-`steps_done` and `eta_s` (None until a step has been timed; from the MACs, params or latency still to
-remove, `engine.progress.RemainingWork`); a notice for the search's log comes as `event`
+`steps_done` and `eta_s` (None until a step has been timed; from the steps still to take to the last
+budget, `engine.search_eta.SearchEta`); a notice for the search's log comes as `event`
 (``{"kind", "message", "level"?, "data"?}``)."""
 
 CancelFn = Callable[[], bool]

@@ -191,13 +191,11 @@ class _Trainer:
         self.workers = loader_workers(isinstance(data.train, ImageTensors))
         self.steps_per_epoch = steps_per_epoch(len(data.train), spec.batch_size)
         self.total_steps = spec.epochs * self.steps_per_epoch
+        # The layout is the device's (`engine.device`): channels-last on CUDA, NCHW on the CPU.  There
+        # channels-last makes a sandwich step of MobileNetV2 at 32 px 1.3x faster
+        # (bench/bench_training.py --channels-last) but rounds differently, and a 5-epoch digits
+        # supernet of tests/engine/test_user_network.py then ends below its 80% bound (79.7%).
         to_device(supernet, device)
-        # NCHW.  Channels-last makes a CPU sandwich step of MobileNetV2 at 32 px 1.3x faster
-        # (bench/bench_training.py) but rounds differently, and a 5-epoch digits supernet of
-        # tests/engine/test_user_network.py then ends below its 80% bound (79.7%): not the default
-        # until a bench shows it trains as well.  `fit` hands the supernet back in the default layout.
-        self.layout = torch.contiguous_format
-        supernet.to(memory_format=self.layout)
         self.sampler = WidthSampler(supernet, spec.mode, spec.num_sandwich, spec.resolutions or None, seed)
         self.optimizer = make_optimizer(supernet, spec)
         self.schedule = make_schedule(self.optimizer, spec, self.steps_per_epoch)
@@ -218,8 +216,6 @@ class _Trainer:
                     self._loop(report, should_cancel, checkpoint_every_s)
         finally:
             self.supernet.set_full()  # whatever width the last step sampled, callers get the full network
-            if self.device.type == "cpu":
-                self.supernet.to(memory_format=torch.contiguous_format)
         if not self.final.exists():
             self._save(self.final, finished=True)
         self.ranks.barrier()  # no rank returns (and loads final.pt) before rank 0 has written it
@@ -255,7 +251,7 @@ class _Trainer:
         self._save(self.last, finished=True)
 
     def _step(self, x: torch.Tensor, y: torch.Tensor) -> float:
-        x, y = batch_to(x, self.device).contiguous(memory_format=self.layout), y.to(self.device)
+        x, y = batch_to(x, self.device), y.to(self.device)
         self.optimizer.zero_grad(set_to_none=True)
         share = len(y) / self.global_batch
         loss = sandwich_step(self.supernet, self.sampler.members(), x, y, self.spec, self.device, share)

@@ -17,7 +17,6 @@ from engine.budgets import Budget, BudgetError
 from engine.calibrate import calibrate_bn
 from engine.data import as_batches, load_data
 from engine.mutual_search import best_under, width_ratios
-from engine.progress import RemainingWork
 from engine.spec import PHASES, CacheFolders
 from engine.train import load_supernet
 
@@ -110,15 +109,6 @@ def test_progress_moves_forward_through_the_phases(first):
     assert [e["steps_done"] for e in search] == [s["index"] for s in result["trajectory"]]
     etas = [e["eta_s"] for e in search]
     assert etas[0] is None and all(eta >= 0 for eta in etas[1:]) and etas[-1] == 0.0  # the last meets every budget
-
-
-def test_remaining_work_extrapolates_the_rate_since_this_run_began(monkeypatch):
-    clock = iter([100.0, 110.0, 130.0])
-    monkeypatch.setattr("engine.progress.time.monotonic", lambda: next(clock))
-    remaining = RemainingWork()
-    assert remaining.eta_s(0.2) is None  # resumed at 20%: nothing timed yet
-    assert remaining.eta_s(0.3) == pytest.approx(10.0 * 0.7 / 0.1)  # 10 s for 10%: 70 s for the 70% left
-    assert remaining.eta_s(0.6) == pytest.approx(30.0 * 0.4 / 0.4)
 
 
 def test_a_second_search_reuses_the_supernet_and_a_finished_one_returns_at_once(first, caches, tmp_path):
