@@ -86,6 +86,9 @@ class TrainSettings(Strict):
     inplace_distill: bool = TrainSpec.inplace_distill
     width_min: float = Field(TrainSpec.width_min, gt=0, le=1, description="Narrowest width ratio trained.")
     resolutions: list[Annotated[int, Field(ge=8, le=1024)]] = Field(default_factory=list, max_length=8)
+    teacher: Literal["full", "original"] = Field(TrainSpec.teacher, description=(
+        "Who narrower widths distil from: the supernet's moving full width, or the frozen network training "
+        "started from (`original`, needs weights; the default with weights)."))
 
 
 class SearchKnobs(Strict):
@@ -103,6 +106,9 @@ class SearchKnobs(Strict):
                                  description="Share of the data a first scoring round uses to drop clear losers (0: off).")
     race_z: float = Field(SearchSettings.race_z, gt=0, le=10, description="Standard errors a dropped candidate trails by.")
     channels_last: bool = Field(SearchSettings.channels_last, description="Search in NHWC memory layout (faster on CPU).")
+    criterion: Literal["accuracy", "loss"] = Field(SearchSettings.criterion,
+                                                   description="What ranks a greedy step's candidates first.")
+    fill: bool = Field(SearchSettings.fill, description="Widen each answer while it still fits its budget.")
 
 
 class RetrainSettings(Strict):
