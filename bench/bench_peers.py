@@ -217,6 +217,14 @@ def _distil_rows(args: argparse.Namespace) -> list[bool]:
     return [False, True] if args.distil else [False]
 
 
+def _shared_data() -> Path:
+    """``shared/data/cifar10-subset`` beside the checkout, or beside a folder above it (a worktree's)."""
+    for folder in Path(__file__).resolve().parents[1].parents:
+        if (folder / "shared/data/cifar10-subset").is_dir():
+            return folder / "shared/data/cifar10-subset"
+    return Path("../shared/data/cifar10-subset")
+
+
 def _all_labels(root: str) -> torch.Tensor:
     with np.load(Path(root) / "train.npz") as arrays:
         return torch.from_numpy(arrays["y"].astype(np.int64))
@@ -231,7 +239,7 @@ def _write(path: Path, data: dict) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--data", default=str(Path(__file__).resolve().parents[1].parent / "shared/data/cifar10-subset"))
+    parser.add_argument("--data", default=str(_shared_data()), help="the CIFAR-10 subset (default: ../shared/data's)")
     parser.add_argument("--out", default="runs/bench_peers")
     parser.add_argument("--arms", nargs="+", default=list(ARMS), choices=ARMS)
     parser.add_argument("--budgets", nargs="+", type=int, default=[25, 50, 70], help="percent of the full MACs")
