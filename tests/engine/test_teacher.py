@@ -9,7 +9,6 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from engine.data import DataSplits
 from engine.retrain import DISTILL_WEIGHT, distillation_loss, retrain
 from engine.sampling import Member
 from engine.spec import SearchSpec, TrainSpec
@@ -18,13 +17,6 @@ from engine.train import build_for_mode, frozen_copy, sandwich_step, soft_cross_
 from models import export_slim
 
 SPEC = TrainSpec(mode="usnet-nonuniform", epochs=1, batch_size=32, lr=0.05, warmup_epochs=0.0)
-
-
-@pytest.fixture(scope="module")
-def tiny(digits16) -> DataSplits:
-    keep = torch.arange(128)
-    return replace(digits16, train=digits16.train.subset(keep, digits16.train.augment),
-                   train_plain=digits16.train_plain.subset(keep, None))
 
 
 def _net():
