@@ -12,6 +12,7 @@ and reuses its supernet, so that costs only the tail of the search).
 from __future__ import annotations
 
 import json
+import os
 import time
 from pathlib import Path
 
@@ -23,11 +24,18 @@ from engine.spec import SearchSpec
 from models import count_macs
 
 ATTEMPTS = 5
+VARIANTS = {
+    "autoslim": {},
+    "autoslim-teacher-full": {"train": {"teacher": "full"}},
+    "autoslim-loss": {"search": {"criterion": "loss"}},
+    "autoslim-nofill": {"search": {"fill": False}},
+}
+"""The product's defaults, and each lever set back (or forward) alone: the ablation rows."""
 
 
-def autoslim_answer(bench, percent: int, seed: int) -> Answer:
+def autoslim_answer(bench, arm: str, percent: int, seed: int) -> Answer:
     """The answer of the seed's search job for ``percent`` of the full MACs, under the budget by Torch-Pruning's counter."""
-    folder = bench.out / "autoslim" / f"s{seed}"
+    folder = bench.out / arm / f"s{seed}"
     folder.mkdir(parents=True, exist_ok=True)
     targets_path = folder / "targets.json"
     user_macs = bench.user()[1]["macs"]
@@ -37,7 +45,7 @@ def autoslim_answer(bench, percent: int, seed: int) -> Answer:
                else {str(p): int(bench.budget(p) * scale) for p in bench.args.budgets})
     budget = bench.budget(percent)
     for _ in range(ATTEMPTS):
-        result = _search(bench, folder, seed, targets)
+        result = _search(bench, folder, seed, targets, VARIANTS[arm])
         entry = result["budgets"][sorted(targets).index(str(percent))]
         model = torch.load(folder / "job" / entry["files"]["pt"], weights_only=False)
         macs, params = tp_cost(model)
@@ -50,9 +58,11 @@ def autoslim_answer(bench, percent: int, seed: int) -> Answer:
     raise ValueError(f"autoslim found nothing under {budget:.0f} MACs by Torch-Pruning's counter")
 
 
-def _search(bench, folder: Path, seed: int, targets: dict[str, int]) -> dict:
-    """The seed's search job with these budgets (the first run's supernet + search time is kept as the arm's)."""
-    spec = SearchSpec.from_dict({
+def _search(bench, folder: Path, seed: int, targets: dict[str, int], overrides: dict) -> dict:
+    """The seed's search job with these budgets (the first run's supernet + search time is kept as the arm's).
+    Supernets are cached beside every variant's jobs, so variants that train alike share one."""
+    os.environ["AUTOSLIM_SUPERNET_CACHE"] = str((bench.out / "supernets").resolve())
+    spec = SearchSpec.from_dict({**overrides,
         "arch": "resnet18", "dataset": bench.dataset, "width_mult": 0.25, "input_size": 32, "seed": seed,
         "device": "cpu", "macs": [targets[p] for p in sorted(targets)], "export_formats": ["pt"],
         "weights": str((bench.out / "user" / "weights.pt").resolve()),

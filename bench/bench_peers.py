@@ -47,9 +47,12 @@ from models import build
 ARCH, WIDTH, CLASSES, INPUT = "resnet18", 0.25, 10, 32
 PEERS = ("width", "tp-l1-uniform", "tp-l1-global", "tp-taylor-global", "fastnas")
 ARMS = (*PEERS, "autoslim")
+ABLATIONS = ("autoslim-teacher-full", "autoslim-loss", "autoslim-nofill")
 LABELS = {"width": "width multiplier (first channels)", "tp-l1-uniform": "Torch-Pruning L1, uniform ratio",
           "tp-l1-global": "Torch-Pruning L1, global", "tp-taylor-global": "Torch-Pruning Taylor, global",
-          "fastnas": "modelopt FastNAS (divisor 8)", "autoslim": "autoslim (pretrained start, default recipe)"}
+          "fastnas": "modelopt FastNAS (divisor 8)", "autoslim": "autoslim (pretrained start, default recipe)",
+          "autoslim-teacher-full": "autoslim, moving full width as teacher", "autoslim-loss": "autoslim, loss criterion",
+          "autoslim-nofill": "autoslim, no budget fill"}
 USER_EPOCHS, USER_LR = 10, 0.1
 VAL_FRACTION = 0.1
 SCORE_SIZE, CALIB_SIZE = 1000, 2000
@@ -144,10 +147,10 @@ class Bench:
             folder = self.out / "fastnas"
             folder.mkdir(parents=True, exist_ok=True)
             return fastnas(user, budget, self.calib(seed), self.val(seed), folder / f"s{seed}.pth")
-        if arm == "autoslim":
+        if arm.startswith("autoslim"):
             from bench.autoslim_arm import autoslim_answer
 
-            return autoslim_answer(self, percent, seed)
+            return autoslim_answer(self, arm, percent, seed)
         raise ValueError(f"unknown arm {arm!r}")
 
     def user_supernet(self):
@@ -168,9 +171,10 @@ class Bench:
 
 
 # ---- the table -------------------------------------------------------------------------------------
-def table(bench: Bench, rows: list[dict], command: str) -> str:
+def table(bench: Bench, command: str) -> str:
+    """Every cached result (this run's and earlier runs'), one row per arm and fine-tuning, per budget."""
+    rows = [json.loads(p.read_text()) for p in sorted((bench.out / "results").glob("*.json"))]
     user = bench.user()[1]
-    seeds = bench.args.seeds
     lines = [f"# autoslim vs its peers, from one trained network\n",
              f"Produced by `{command}` (`bench/bench_peers.py`; its docstring says how to install the peers).\n",
              f"ResNet-18 x{WIDTH} (CIFAR stem), CIFAR-10 subset (`../shared/data/cifar10-subset`), trained "
@@ -178,38 +182,32 @@ def table(bench: Bench, rows: list[dict], command: str) -> str:
              f"{user['macs'] / 1e6:.2f}M MACs, {user['params'] / 1e3:.0f}k params (Torch-Pruning's counter, "
              f"the one counter every arm is held to).  Every answer fine-tuned {bench.args.finetune_epochs} epochs "
              f"at peak lr {bench.args.finetune_lr} (`engine.retrain`, cosine, no warm-up); test accuracy on the "
-             f"2,000 test images, mean over seeds {', '.join(map(str, seeds))} (± half the spread between "
-             f"seeds).  Margin: autoslim's row against the best peer's, a peer's against autoslim's.  Search s: "
-             f"wall time of the tool's own search on 2 shared CPU cores (autoslim: supernet training + greedy "
-             f"trajectory, one per seed, serving all three budgets; FastNAS: its first budget includes the "
-             f"sensitivity pass the others reuse).\n"]
+             f"2,000 test images, mean over the seeds (± half the spread between seeds).  Margin: an autoslim "
+             f"row against the best peer's, a peer's against autoslim's.  Search s: wall time of the tool's own "
+             f"search on 2 shared CPU cores (autoslim: supernet training + greedy trajectory + fill, one job per "
+             f"seed serving all three budgets; FastNAS: its first budget includes the sensitivity pass the "
+             f"others reuse).\n"]
     for percent in bench.args.budgets:
         lines += [f"\n## {percent}% of the MACs ({bench.budget(percent) / 1e6:.2f}M)\n",
-                  "| arm | fine-tune | MACs | params | test % | ± | margin | search s |",
-                  "| --- | --- | --- | --- | --- | --- | --- | --- |"]
-        means = {}
-        for distil in _distil_rows(bench.args):
-            for arm in ARMS:
-                got = [r for r in rows if r["arm"] == arm and r["percent"] == percent and r["distil"] == distil]
-                if len(got) == len(seeds):
-                    means[(arm, distil)] = statistics.mean(r["test_accuracy"] for r in got)
-        for distil in _distil_rows(bench.args):
+                  "| arm | fine-tune | seeds | MACs | params | test % | ± | margin | search s |",
+                  "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+        groups = {(arm, distil): [r for r in rows if (r["arm"], r["distil"], r["percent"]) == (arm, distil, percent)]
+                  for distil in (False, True) for arm in ARMS + ABLATIONS}
+        means = {key: statistics.mean(r["test_accuracy"] for r in got) for key, got in groups.items() if got}
+        for (arm, distil), got in groups.items():
+            if not got:
+                continue
+            acc = [r["test_accuracy"] for r in got]
             peers = [means[(a, distil)] for a in PEERS if (a, distil) in means]
-            for arm in ARMS:
-                got = [r for r in rows if r["arm"] == arm and r["percent"] == percent and r["distil"] == distil]
-                if len(got) < len(seeds):
-                    lines.append(f"| {LABELS[arm]} | {'distil' if distil else 'plain'} | missing | | | | | |")
-                    continue
-                acc = [r["test_accuracy"] for r in got]
-                own = means[(arm, distil)]
-                other = max(peers) if arm == "autoslim" else means.get(("autoslim", distil))
-                margin = "" if other is None or (arm == "autoslim" and not peers) else f"{own - other:+.2f}"
-                lines.append(f"| {LABELS[arm]} | {'distil' if distil else 'plain'} | "
-                             f"{statistics.mean(r['macs'] for r in got) / 1e6:.2f}M | "
-                             f"{statistics.mean(r['params'] for r in got) / 1e3:.0f}k | "
-                             f"{'**' if arm == 'autoslim' else ''}{own:.2f}{'**' if arm == 'autoslim' else ''} | "
-                             f"{(max(acc) - min(acc)) / 2:.2f} | {margin} | "
-                             f"{statistics.mean(r['search_s'] for r in got):.0f} |")
+            other = (max(peers) if peers else None) if arm.startswith("autoslim") else means.get(("autoslim", distil))
+            margin = "" if other is None else f"{means[(arm, distil)] - other:+.2f}"
+            bold = "**" if arm == "autoslim" else ""
+            lines.append(f"| {LABELS[arm]} | {'distil' if distil else 'plain'} | "
+                         f"{','.join(str(r['seed']) for r in got)} | "
+                         f"{statistics.mean(r['macs'] for r in got) / 1e6:.2f}M | "
+                         f"{statistics.mean(r['params'] for r in got) / 1e3:.0f}k | "
+                         f"{bold}{means[(arm, distil)]:.2f}{bold} | {(max(acc) - min(acc)) / 2:.2f} | {margin} | "
+                         f"{statistics.mean(r['search_s'] for r in got):.0f} |")
     return "\n".join(lines) + "\n"
 
 
@@ -241,7 +239,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", default=str(_shared_data()), help="the CIFAR-10 subset (default: ../shared/data's)")
     parser.add_argument("--out", default="runs/bench_peers")
-    parser.add_argument("--arms", nargs="+", default=list(ARMS), choices=ARMS)
+    parser.add_argument("--arms", nargs="+", default=list(ARMS), choices=ARMS + ABLATIONS)
     parser.add_argument("--budgets", nargs="+", type=int, default=[25, 50, 70], help="percent of the full MACs")
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1])
     parser.add_argument("--finetune-epochs", type=int, default=3)
@@ -253,18 +251,18 @@ def main() -> None:
     parser.add_argument("--table", type=Path, help="write the markdown table here once every result is in")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    bench, rows = Bench(args), []
+    bench = Bench(args)
     try:
         print(f"user's network: {bench.user()[1]}", flush=True)
         for distil in _distil_rows(args):
             for seed in args.seeds:
                 for arm in args.arms:
                     for percent in args.budgets:
-                        rows.append(bench.result(arm, percent, seed, distil))
+                        bench.result(arm, percent, seed, distil)
     except SliceOver as over:
         print(over)
         return
-    text = table(bench, rows, "python -m bench.bench_peers " + " ".join(_given(args)))
+    text = table(bench, "python -m bench.bench_peers " + " ".join(_given(args)))
     print(text)
     if args.table:
         args.table.write_text(text)
