@@ -271,6 +271,10 @@ def main() -> None:
 def _given(args: argparse.Namespace) -> list[str]:
     """The options that differ from the defaults, for the table's "produced by" line."""
     out = []
+    if args.arms != list(ARMS):
+        out.append("--arms " + " ".join(args.arms))
+    if args.seeds != [0, 1]:
+        out.append("--seeds " + " ".join(map(str, args.seeds)))
     if args.distil:
         out.append("--distil")
     if args.finetune_epochs != 3:
