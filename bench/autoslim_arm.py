@@ -18,9 +18,10 @@ from pathlib import Path
 
 import torch
 
+from bench.bench_peers import SliceOver
 from bench.peer_arms import Answer, tp_cost
 from engine import run_search
-from engine.spec import SearchSpec
+from engine.spec import Cancelled, SearchSpec
 from models import count_macs
 
 ATTEMPTS = 5
@@ -59,7 +60,8 @@ def autoslim_answer(bench, arm: str, percent: int, seed: int) -> Answer:
 
 
 def _search(bench, folder: Path, seed: int, targets: dict[str, int], overrides: dict) -> dict:
-    """The seed's search job with these budgets (the first run's supernet + search time is kept as the arm's).
+    """The seed's search job with these budgets; the wall time until its first result (over slices) is the arm's
+    search time (supernet training, latency table, greedy trajectory, fill, uniform baseline, export).
     Supernets are cached beside every variant's jobs, so variants that train alike share one."""
     os.environ["AUTOSLIM_SUPERNET_CACHE"] = str((bench.out / "supernets").resolve())
     spec = SearchSpec.from_dict({**overrides,
@@ -67,13 +69,17 @@ def _search(bench, folder: Path, seed: int, targets: dict[str, int], overrides: 
         "device": "cpu", "macs": [targets[p] for p in sorted(targets)], "export_formats": ["pt"],
         "weights": str((bench.out / "user" / "weights.pt").resolve()),
     })
+    spent_path = folder / "spent.json"  # wall time of earlier slices' runs of this job
+    spent = json.loads(spent_path.read_text())["seconds"] if spent_path.is_file() else 0.0
     started = time.monotonic()
-    result = run_search(spec, folder / "job", report=_printer())
+    try:
+        result = run_search(spec, folder / "job", report=_printer(), should_cancel=bench.overtime)
+    except Cancelled as stop:  # the job keeps its progress (supernet checkpoint, search state)
+        spent_path.write_text(json.dumps({"seconds": spent + time.monotonic() - started}))
+        raise SliceOver(f"autoslim {folder.name}: {stop}; rerun to continue") from None
     if not (folder / "timing.json").is_file():
-        timings = result["timings"]
-        (folder / "timing.json").write_text(json.dumps({
-            "search_s": timings.get("train_s", 0.0) + timings.get("search_s", 0.0), "wall_s": time.monotonic() - started,
-            "timings": timings}))
+        (folder / "timing.json").write_text(json.dumps({"search_s": spent + time.monotonic() - started,
+                                                        "timings": result["timings"]}))
     return result
 
 

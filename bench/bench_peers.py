@@ -56,6 +56,9 @@ LABELS = {"width": "width multiplier (first channels)", "tp-l1-uniform": "Torch-
 USER_EPOCHS, USER_LR = 10, 0.1
 VAL_FRACTION = 0.1
 SCORE_SIZE, CALIB_SIZE = 1000, 2000
+OVERTIME_S = 120
+"""A piece of work started before the slice ended may run this long past it (autoslim's search job
+then stops and resumes in the next slice): a slice holds the heavy lock for ``--minutes`` + 2 at most."""
 
 
 class SliceOver(Exception):
@@ -163,6 +166,9 @@ class Bench:
 
     def val(self, seed: int) -> Batches:
         return as_batches(self.data(seed).val, SCORE_SIZE, 200, seed)
+
+    def overtime(self) -> bool:
+        return time.monotonic() > self.deadline + OVERTIME_S
 
     def _tick(self, what: str) -> None:
         if time.monotonic() > self.deadline:
