@@ -141,7 +141,7 @@ class Bench:
     def search(self, arm: str, percent: int, seed: int) -> Answer:
         user, budget, data = self.user()[0], self.budget(percent), self.data(seed)
         if arm == "width":
-            return width_multiplier(self.user_supernet(), budget)
+            return width_multiplier(self.user_supernet(divisor=1), budget)
         if arm.startswith("tp-"):
             _, importance, scope = arm.split("-")
             grads = as_batches(data.train_plain, 640, 64, seed)
@@ -156,8 +156,10 @@ class Bench:
             return autoslim_answer(self, arm, percent, seed)
         raise ValueError(f"unknown arm {arm!r}")
 
-    def user_supernet(self):
-        supernet = build_for_mode(ARCH, "usnet-nonuniform", CLASSES, INPUT, WIDTH)
+    def user_supernet(self, divisor: int = 8):
+        """The user's network as a supernet (its full width computes what the network computes) on a channel
+        grid of ``divisor``."""
+        supernet = build_for_mode(ARCH, "usnet-nonuniform", CLASSES, INPUT, WIDTH, divisor=divisor)
         load_initial_weights(supernet, self.user()[0].state_dict())
         return supernet.eval()
 

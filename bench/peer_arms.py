@@ -7,8 +7,9 @@ MACs and params by the one counter every arm is held to (Torch-Pruning's ``count
 
 Peers (install: ``pip install -e '.[bench]'``, see `bench.bench_peers`):
 
-- width multiplier: the first channels of every layer, the widest uniform ratio under the budget
-  (channels on autoslim's grid of 8);
+- width multiplier: the first ``round(c * ratio)`` channels of every layer, the widest ratio (steps
+  of 0.01) under the budget.  Not on autoslim's grid of 8: there the 16-channel layers at full
+  resolution (28% of the MACs) can only halve, and no ratio lands between 27% and 54% of the MACs;
 - Torch-Pruning (Fang et al., "DepGraph", CVPR 2023): L1-norm importance with one ratio for every
   layer ("uniform") or one threshold over all layers ("global"), and first-order Taylor importance
   (global); the pruning ratio is bisected until the pruned network's MACs meet the budget;
@@ -103,7 +104,7 @@ def torch_pruning(user: nn.Module, budget: float, importance: str, global_prunin
 
 
 def width_multiplier(user_supernet, budget: float) -> Answer:
-    """The first channels of every layer at the widest uniform ratio (divisor grid) whose MACs fit ``budget``."""
+    """The first channels of every layer at the widest uniform ratio (on ``user_supernet``'s grid) whose MACs fit ``budget``."""
     from models import export_slim
 
     started = time.monotonic()
