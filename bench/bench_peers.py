@@ -257,12 +257,13 @@ def main() -> None:
     parser.add_argument("--minutes", type=float, default=13, help="start no new work after this long (a slice)")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--table", type=Path, help="write the markdown table here once every result is in")
+    parser.add_argument("--report", action="store_true", help="run nothing: the table of the results cached so far")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     bench = Bench(args)
     try:
         print(f"user's network: {bench.user()[1]}", flush=True)
-        for distil in _distil_rows(args):
+        for distil in [] if args.report else _distil_rows(args):
             for seed in args.seeds:
                 for arm in args.arms:
                     for percent in args.budgets:
