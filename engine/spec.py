@@ -47,7 +47,8 @@ are for random weights.  A trained full network already sits in a good minimum: 
 learning rate keeps it there while the narrower sub-networks, distilled from it (the teacher is
 right from the first step), catch up in a few epochs; warm-up protects random weights from large
 early steps, which trained ones do not need.  The narrower widths distil from the frozen trained
-network itself (``teacher="original"``; `bench/bench_peers.md` has the evidence)."""
+network itself (``teacher="original"``): an earlier session measured it ahead of the moving full
+width (its code was lost); `bench/bench_peers.py`'s ``autoslim-teacher-full`` row re-measures it."""
 
 
 def with_pretrained_defaults(train: dict[str, Any]) -> dict[str, Any]:
