@@ -93,6 +93,9 @@ class TrainSpec(Strict):
     inplace_distill: bool = engine_spec.TrainSpec.inplace_distill
     width_min: float = Field(engine_spec.TrainSpec.width_min, gt=0, le=1, description="Narrowest width ratio trained.")
     resolutions: list[Annotated[int, Field(ge=8, le=1024)]] = Field(default_factory=list, max_length=8)
+    teacher: Literal["full", "original"] = Field(engine_spec.TrainSpec.teacher, description=(
+        "Who narrower widths distil from: the supernet's moving full width, or the frozen network training "
+        "started from (`original`, needs weights; the default with weights)."))
 
 
 class SearchSettings(Strict):
@@ -110,6 +113,9 @@ class SearchSettings(Strict):
                                  description="Share of the data a first scoring round uses to drop clear losers (0: off).")
     race_z: float = Field(engine_spec.SearchSettings.race_z, gt=0, le=10, description="Standard errors a dropped candidate trails by.")
     channels_last: bool = Field(engine_spec.SearchSettings.channels_last, description="Search in NHWC memory layout (faster on CPU).")
+    criterion: Literal["accuracy", "loss"] = Field(engine_spec.SearchSettings.criterion,
+                                                   description="What ranks a greedy step's candidates first.")
+    fill: bool = Field(engine_spec.SearchSettings.fill, description="Widen each answer while it still fits its budget.")
 
 
 class RetrainSpec(Strict):

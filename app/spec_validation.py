@@ -42,6 +42,9 @@ def validated_spec(body: SearchCreate, settings: Settings) -> SearchSpec:
         epochs = getattr(getattr(body, part), field)
         if epochs > settings.max_epochs:
             raise FieldError(("body", part, field), f"{epochs:g} epochs is more than the limit of {settings.max_epochs}")
+    if body.train.teacher == "original" and not body.weights:
+        raise FieldError(("body", "train", "teacher"), "teacher 'original' distils from the trained network the "
+                                                        "supernet starts from: give weights")
     dataset, num_classes = check_dataset(body.dataset, settings.resolved_data_roots)
     check_request_budgets(body, num_classes)
     data = body.model_dump(exclude={"queue"})

@@ -67,6 +67,8 @@ class Score:
     correct: torch.Tensor | None = field(default=None, compare=False, repr=False)
     """Per scored image, 1.0 where the prediction was right (kept on request: racing compares
     candidates image by image, `engine.racing`)."""
+    losses: torch.Tensor | None = field(default=None, compare=False, repr=False)
+    """Per scored image, its cross-entropy (kept with ``correct``)."""
 
     def better_than(self, other: "Score | None") -> bool:
         """Higher accuracy wins; lower loss breaks ties (AutoSlim keeps the removal that hurts least)."""
@@ -81,19 +83,23 @@ class ScoreSum:
         self.correct: float = 0
         self.loss, self.count = 0.0, 0
         self.hits: list[torch.Tensor] | None = [] if per_image else None
+        self.losses: list[torch.Tensor] = []
 
     def add(self, logits: torch.Tensor, y: torch.Tensor) -> None:
         logits = logits.float()
         hit = logits.argmax(1) == y
-        self.loss += F.cross_entropy(logits, y, reduction="sum").item()
+        losses = F.cross_entropy(logits, y, reduction="none")
+        self.loss += losses.sum().item()
         self.correct += hit.sum().item()
         self.count += len(y)
         if self.hits is not None:
             self.hits.append(hit.float().cpu())
+            self.losses.append(losses.cpu())
 
     def score(self) -> Score:
         hits = None if self.hits is None else torch.cat(self.hits)
-        return Score(100.0 * self.correct / self.count, self.loss / self.count, hits)
+        losses = None if self.hits is None else torch.cat(self.losses)
+        return Score(100.0 * self.correct / self.count, self.loss / self.count, hits, losses)
 
 
 @torch.no_grad()

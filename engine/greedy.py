@@ -124,7 +124,8 @@ class GreedySlimmer:
     reference); both give the same trajectory.  ``latency`` predicts a configuration's latency
     (`engine.latency.LatencyTable.predict`) for the record; None leaves it out.  ``budgets`` tell
     combined moves (``bins_per_step`` > 1) how far away the next budget is; ``race_fraction`` and
-    ``race_z`` turn racing on (see the module docstring).  With ``ranks`` each rank scores its share
+    ``race_z`` turn racing on (see the module docstring); ``criterion`` ranks candidates by held-out
+    accuracy or loss (`engine.racing.ranked`).  With ``ranks`` each rank scores its share
     of a step's candidates (`engine.distributed.ShardedScorer`); every rank then makes the same
     choice, and rank 0 alone writes the state.
     """
@@ -132,7 +133,7 @@ class GreedySlimmer:
     def __init__(self, supernet: Supernet, calib: Batches, score: Batches, bins: int = 10, scorer: str = "shared",
                  latency: Callable[[Widths], float] | None = None, budgets: list[Budget] | tuple = (),
                  bins_per_step: int = 1, race_fraction: float = 0.0, race_z: float = 2.0,
-                 channels_last: bool = False, ranks: Ranks | None = None) -> None:
+                 channels_last: bool = False, ranks: Ranks | None = None, criterion: str = "accuracy") -> None:
         if supernet.spec.switches:
             raise ValueError("greedy slimming needs a shared-BN supernet (US-Net modes); an S-Net runs only at its switches")
         if bins_per_step < 1:
@@ -146,7 +147,8 @@ class GreedySlimmer:
         self.budgets, self.bins_per_step = list(budgets), bins_per_step
         shard = lambda inner: shard_scorer(inner, ranks)  # noqa: E731
         self.scorer = shard(make_scorer(scorer, supernet, calib, score))
-        self.racer = (RacingScorer(supernet, calib, score, race_fraction, race_z, scorer, shard)
+        self.criterion = criterion
+        self.racer = (RacingScorer(supernet, calib, score, race_fraction, race_z, scorer, shard, criterion)
                       if race_fraction > 0 else None)
         self.writes = ranks is None or ranks.is_main
         self.full_cost = self.cost(self.space.full())
@@ -202,7 +204,7 @@ class GreedySlimmer:
         """The candidates best first: raced when racing is on, else all scored exactly."""
         if self.racer is not None:
             return self.racer.rank(parent, options)
-        return exact_rank(self.scorer, parent, options)
+        return exact_rank(self.scorer, parent, options, self.criterion)
 
     def bins_this_step(self, parent: Cost) -> int:
         """How many bins a move from ``parent`` may remove: more the further the nearest unmet budget."""

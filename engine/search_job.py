@@ -26,6 +26,7 @@ from typing import Any, Callable
 import torch
 
 from engine.atomic import write_json
+from engine.budget_fill import fill_budget
 from engine.budgets import (Budget, budgets_of, check_budgets, check_targets, first_fit, space_range,
                             until_all_met)
 from engine.data import DataSplits, as_batches, load_data
@@ -149,6 +150,9 @@ class _Job:
         if self.spec.train.mode == "snet":
             raise ValueError("an S-Net supernet runs only at its switches and cannot be slimmed per layer; "
                              "train it in usnet-nonuniform (AutoSlim), usnet or mutual mode")
+        if self.spec.train.teacher == "original" and not self.spec.weights:
+            raise ValueError("train.teacher 'original' distils from the network the supernet starts from: "
+                             "it needs trained weights (weights)")
         if self.mutual and self.spec.retrain.epochs > 0:
             raise ValueError("MutualNet search picks (width, resolution) points of the trained supernet: no retraining")
         if self.spec.latency_table:
@@ -210,7 +214,7 @@ class _Job:
         knobs = self.spec.search
         slimmer = GreedySlimmer(supernet, calib, score, knobs.bins, latency=table.predict, budgets=budgets,
                                 bins_per_step=knobs.bins_per_step, race_fraction=knobs.race_fraction, race_z=knobs.race_z,
-                                channels_last=knobs.channels_last, ranks=self.ranks)
+                                channels_last=knobs.channels_last, ranks=self.ranks, criterion=knobs.criterion)
         state_key = _hash({"supernet": supernet_key, "search": asdict(self.spec.search), "seed": self.spec.seed,
                            "latency": table.key, "latency_fit": [table.scale, table.overhead_ms],
                            "device": self.spec.device})
@@ -226,7 +230,13 @@ class _Job:
 
         steps = slimmer.run(until_all_met(budgets), self.workdir / "search_state.json", state_key, self.cancel, on_step)
         trajectory = [TrajectoryPoint.from_dict(s.to_dict(space)) for s in steps]
-        answers = [_Answer(b, supernet, first_fit(trajectory, b)) for b in budgets]
+        if knobs.fill and self.ranks.is_main:  # the other ranks return after the search
+            fills = [fill_budget(supernet, calib, score, first_fit(steps, b), b, slimmer.cost, knobs.criterion)
+                     for b in budgets]
+            chosen = [TrajectoryPoint.from_dict(step.to_dict(space)) for step in fills]
+        else:
+            chosen = [first_fit(trajectory, b) for b in budgets]
+        answers = [_Answer(b, supernet, point) for b, point in zip(budgets, chosen)]
         return answers, trajectory, trajectory[0]
 
     def _mutual(self, supernet: Supernet, calib, score, budgets: list[Budget],

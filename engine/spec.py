@@ -17,6 +17,8 @@ MODEL_FORMATS: dict[str, str] = {"pt": ".pt", "onnx": ".onnx", "torchscript": ".
 """The formats a slim model is exported and downloaded in, with their file extensions."""
 LEGACY_FORMATS: dict[str, str] = {"ts": "torchscript"}
 """Format names specs once used (the file extension); read as the format they name."""
+TEACHERS: tuple[str, ...] = ("full", "original")
+CRITERIA: tuple[str, ...] = ("accuracy", "loss")
 PHASES: tuple[str, ...] = ("data", "train", "search", "retrain", "export", "done")
 BUDGET_KINDS: tuple[str, ...] = ("macs", "latency_ms", "params")
 """What a budget may limit; each is also the `SearchSpec` field listing such budgets."""
@@ -38,15 +40,22 @@ class TrainSpec:
     inplace_distill: bool = True
     width_min: float = 0.25
     resolutions: list[int] = field(default_factory=list)  # mutual mode; empty = derived from input size
+    teacher: str = "full"
+    """Who the narrower widths distil from (with ``inplace_distill``): ``"full"``, the supernet's own
+    full width in the same step (US-Net), or ``"original"``, a frozen copy of the network as training
+    started: the user's trained network when the supernet starts from weights.  The moving full width
+    drifts as the shared weights serve every width; the original stays the network the user trusts."""
 
 
-PRETRAINED_TRAIN: dict[str, Any] = {"epochs": 3, "lr": 0.01, "warmup_epochs": 0.0}
+PRETRAINED_TRAIN: dict[str, Any] = {"epochs": 3, "lr": 0.01, "warmup_epochs": 0.0, "teacher": "original"}
 """The training defaults of a supernet that starts from trained weights (`SearchSpec.weights`);
 fields the user sets still win.  The scratch defaults (10 epochs, peak lr 0.1, one warm-up epoch)
 are for random weights.  A trained full network already sits in a good minimum: a tenth of the
 learning rate keeps it there while the narrower sub-networks, distilled from it (the teacher is
 right from the first step), catch up in a few epochs; warm-up protects random weights from large
-early steps, which trained ones do not need."""
+early steps, which trained ones do not need.  The narrower widths distil from the frozen trained
+network itself (``teacher="original"``): an earlier session measured it ahead of the moving full
+width (its code was lost); `bench/bench_peers.py`'s ``autoslim-teacher-full`` row re-measures it."""
 
 
 def with_pretrained_defaults(train: dict[str, Any]) -> dict[str, Any]:
@@ -71,6 +80,14 @@ class SearchSettings:
     race_fraction: float = 0.0  # racing pays only with a large scoring set: off until measured (issue 14)
     race_z: float = 2.0
     channels_last: bool = True
+    criterion: str = "accuracy"
+    """What ranks a step's candidates first (`engine.racing.ranked`): held-out ``"accuracy"`` (AutoSlim;
+    loss breaks ties) or cross-entropy ``"loss"`` (accuracy breaks ties), which sees a candidate's
+    confidence on every image, not only the images whose prediction flips."""
+    fill: bool = True
+    """After the greedy pass, widen each budget's answer one divisor at a time, best candidate first,
+    while it still fits its budget (`engine.budget_fill`): a step removes a whole bin, so the first
+    step under a budget can stop well below it."""
 
 
 @dataclass

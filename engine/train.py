@@ -22,6 +22,7 @@ Dropout is the one exception to "same as one process": each rank draws its own m
 
 from __future__ import annotations
 
+import copy
 import time
 from contextlib import nullcontext
 from dataclasses import asdict
@@ -42,7 +43,7 @@ from engine.device import autocast, batch_to, configure_threads, loader_workers,
 from engine.optim import make_optimizer, make_schedule
 from engine.progress import Meter
 from engine.sampling import Member, WidthSampler, check_mode, snet_switches
-from engine.spec import TRAIN_MODES, CancelFn, Cancelled, ReportFn, TrainSpec
+from engine.spec import TEACHERS, TRAIN_MODES, CancelFn, Cancelled, ReportFn, TrainSpec
 from models import NetSpec, Supernet, build_supernet
 from models.ops import at_least_float32, synchronised_batch_norm
 
@@ -105,7 +106,7 @@ def soft_cross_entropy(logits: torch.Tensor, target_probs: torch.Tensor) -> torc
 
 
 def sandwich_step(supernet: Supernet, members: list[Member], x: torch.Tensor, y: torch.Tensor, spec: TrainSpec,
-                  device: torch.device, share: float = 1.0) -> float:
+                  device: torch.device, share: float = 1.0, teacher: nn.Module | None = None) -> float:
     """Forward and backward every member, accumulating gradients; returns the full network's loss.
 
     ``share`` is this rank's part of the global batch (``len(y) / global batch``): each loss is
@@ -114,10 +115,15 @@ def sandwich_step(supernet: Supernet, members: list[Member], x: torch.Tensor, y:
 
     The teacher's soft targets are detached: the students' losses send no gradient through the
     teacher's output (the shared weights still receive the students' gradients through the
-    students' own forward passes, which is the point).
+    students' own forward passes, which is the point).  With a ``teacher`` network (frozen, see
+    `TrainSpec.teacher`) the students learn from its predictions instead; the first member still
+    learns from the labels.
     """
     targets = None
     full_loss = float("nan")
+    if teacher is not None and spec.inplace_distill:
+        with torch.no_grad(), autocast(device):
+            teacher_targets = at_least_float32(teacher(x)).softmax(dim=1)
     for member in members:
         supernet.set_widths(member.widths)
         inputs = x
@@ -131,10 +137,21 @@ def sandwich_step(supernet: Supernet, members: list[Member], x: torch.Tensor, y:
         else:
             loss = soft_cross_entropy(logits, targets)
         if targets is None:
-            targets = logits.detach().softmax(dim=1)
+            targets = logits.detach().softmax(dim=1) if teacher is None or not spec.inplace_distill else teacher_targets
             full_loss = loss.item()
         (loss * share if share != 1.0 else loss).backward()
     return full_loss
+
+
+def frozen_copy(supernet: Supernet) -> Supernet:
+    """The full width of ``supernet`` as it is now, as a fixed teacher: eval mode (its BN statistics),
+    no gradients.  Taken before a resumed run loads its checkpoint, so it is always the network
+    training started from."""
+    teacher = copy.deepcopy(supernet)
+    teacher.set_full()
+    for parameter in teacher.parameters():
+        parameter.requires_grad_(False)
+    return teacher.eval()
 
 
 def steps_per_epoch(num_images: int, batch_size: int) -> int:
@@ -176,6 +193,8 @@ class _Trainer:
     def __init__(self, supernet: Supernet, data: DataSplits, spec: TrainSpec, out_dir: Path, seed: int,
                  device: torch.device, ranks: Ranks) -> None:
         check_mode(spec.mode, supernet)
+        if spec.teacher not in TEACHERS:
+            raise ValueError(f"unknown teacher {spec.teacher!r}; choose from {', '.join(TEACHERS)}")
         if seed < 0 or spec.epochs < 1 or spec.batch_size < 1:
             raise ValueError(f"seed must be >= 0 and epochs, batch size >= 1 (got {seed}, {spec.epochs}, {spec.batch_size})")
         if spec.width_min != supernet.spec.width_min:
@@ -196,6 +215,7 @@ class _Trainer:
         # (bench/bench_training.py --channels-last) but rounds differently, and a 5-epoch digits
         # supernet of tests/engine/test_user_network.py then ends below its 80% bound (79.7%).
         to_device(supernet, device)
+        self.teacher = frozen_copy(supernet) if spec.teacher == "original" else None
         self.sampler = WidthSampler(supernet, spec.mode, spec.num_sandwich, spec.resolutions or None, seed)
         self.optimizer = make_optimizer(supernet, spec)
         self.schedule = make_schedule(self.optimizer, spec, self.steps_per_epoch)
@@ -254,7 +274,7 @@ class _Trainer:
         x, y = batch_to(x, self.device), y.to(self.device)
         self.optimizer.zero_grad(set_to_none=True)
         share = len(y) / self.global_batch
-        loss = sandwich_step(self.supernet, self.sampler.members(), x, y, self.spec, self.device, share)
+        loss = sandwich_step(self.supernet, self.sampler.members(), x, y, self.spec, self.device, share, self.teacher)
         if self.ranks.distributed:  # the whole batch's gradient and mean loss, the same on every rank
             (loss,) = self.ranks.sum_gradients(self.supernet.parameters(), [loss * share])
         if not np.isfinite(loss):

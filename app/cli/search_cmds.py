@@ -7,8 +7,8 @@ import os
 from pathlib import Path
 
 from app.cli.ranks import add_nproc, launched
-from engine.spec import (PRETRAINED_TRAIN, TRAIN_MODES, BudgetAnswer, CacheFolders, RetrainSpec, SearchResult,
-                         SearchSettings, SearchSpec, TrainSpec, with_pretrained_defaults)
+from engine.spec import (CRITERIA, PRETRAINED_TRAIN, TEACHERS, TRAIN_MODES, BudgetAnswer, CacheFolders, RetrainSpec,
+                         SearchResult, SearchSettings, SearchSpec, TrainSpec, UniformPoint, with_pretrained_defaults)
 
 
 def add_commands(sub: argparse._SubParsersAction) -> None:
@@ -41,6 +41,13 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
                    help="most bins a greedy step removes far from a budget (1 with --race-fraction 0: the exact search)")
     p.add_argument("--race-fraction", type=float, default=SearchSettings.race_fraction,
                    help="share of the images a first round scores candidates on to drop clear losers (0: no racing)")
+    p.add_argument("--criterion", choices=CRITERIA, default=SearchSettings.criterion,
+                   help="what ranks a greedy step's candidates first: held-out accuracy or loss")
+    p.add_argument("--no-fill", dest="fill", action="store_false",
+                   help="keep each budget's first greedy step as it is (default: widen it while it fits the budget)")
+    p.add_argument("--teacher", choices=TEACHERS, help="who narrower widths distil from: the moving full width "
+                                                       "(default) or the frozen network training started from "
+                                                       "('original', the default with --weights)")
     p.add_argument("--retrain-epochs", type=int, default=0, help="fine-tune each answer for this many epochs")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
@@ -92,7 +99,8 @@ def search_spec(args: argparse.Namespace) -> SearchSpec:
         input_size=args.input_size, width_mult=args.width_mult, seed=args.seed, device=args.device,
         train=_train_spec(args),
         search=SearchSettings(bins=args.bins, divisor=args.divisor, calib_size=args.calib_size, score_size=args.score_size,
-                              bins_per_step=args.bins_per_step, race_fraction=args.race_fraction),
+                              bins_per_step=args.bins_per_step, race_fraction=args.race_fraction,
+                              criterion=args.criterion, fill=args.fill),
         retrain=RetrainSpec(epochs=args.retrain_epochs), latency_table=str(args.latency_table or ""),
         weights=str(args.weights or ""),
     )
@@ -115,7 +123,8 @@ def _env_path(name: str, default: Path) -> Path:
 def _train_spec(args: argparse.Namespace) -> TrainSpec:
     """The options given; the rest from the scratch defaults, or the pretrained recipe with --weights."""
     given = {k: v for k, v in {"mode": args.mode, "epochs": args.epochs, "batch_size": args.batch_size,
-                               "lr": args.lr, "width_min": args.width_min}.items() if v is not None}
+                               "lr": args.lr, "width_min": args.width_min, "teacher": args.teacher}.items()
+             if v is not None}
     return TrainSpec(**(with_pretrained_defaults(given) if args.weights else given))
 
 
@@ -125,15 +134,19 @@ def _counts(targets: list) -> list:
 
 
 def _table(result: SearchResult, out: Path) -> str:
-    """One line per budget; MACs and params in millions, accuracy in percent."""
+    """One line per budget; MACs and params in millions, accuracy in percent.  Beside each answer, the
+    width multiplier's supernet accuracy at the same MACs and the answer's margin over it."""
     from engine.budgets import Budget
 
     retrained = any(b.test_accuracy is not None for b in result.budgets)
-    head = f"{'budget':>16} {'MACs':>9} {'params':>9} {'latency':>10} {'val acc':>8}" + (f" {'test acc':>8}" if retrained else "")
+    head = (f"{'budget':>16} {'MACs':>9} {'params':>9} {'latency':>10} {'val acc':>8} {'width x':>8} {'margin':>7}"
+            + (f" {'test acc':>8}" if retrained else ""))
     lines = [head + "  config"]
     for b in result.budgets:
+        width = width_accuracy(result.uniform, b.macs)
+        versus = ("-", "-") if width is None else (f"{width:.2f}%", f"{b.val_accuracy - width:+.2f}")
         row = (f"{Budget(b.kind, b.target).describe():>16} {b.macs / 1e6:>8.3f}M {b.params / 1e6:>8.4f}M "
-               f"{_ms(b.latency_ms):>10} {b.val_accuracy:>7.2f}%")
+               f"{_ms(b.latency_ms):>10} {b.val_accuracy:>7.2f}% {versus[0]:>8} {versus[1]:>7}")
         if retrained:
             row += f" {b.test_accuracy:>7.2f}%"
         lines.append(f"{row}  {out / b.files['config']}")
@@ -141,9 +154,23 @@ def _table(result: SearchResult, out: Path) -> str:
     lines.append(f"{'full network':>16} {full.macs / 1e6:>8.3f}M {full.params / 1e6:>8.4f}M "
                  f"{_ms(full.latency_ms):>10} {full.val_accuracy:>7.2f}%")
     lines += _latency_lines(result.budgets)
+    if any(width_accuracy(result.uniform, b.macs) is not None for b in result.budgets):
+        lines.append("width x: the supernet at a uniform width multiplier of the same MACs (interpolated between "
+                     "the two nearest measured widths), scored like the answers; margin: the answer's val acc less it")
     supernet = result.supernet
     lines.append(f"supernet {supernet.key} ({'reused' if supernet.reused else 'trained'}): {supernet.path}")
     return "\n".join(lines)
+
+
+def width_accuracy(uniform: list[UniformPoint], macs: float) -> float | None:
+    """The width multiplier's supernet accuracy at ``macs``, linear between the two measured uniform widths
+    around it (None outside their range, and for a MutualNet search, which has none)."""
+    points = sorted((u.macs, u.val_accuracy) for u in uniform)
+    for (low_macs, low_acc), (high_macs, high_acc) in zip(points, points[1:]):
+        if low_macs <= macs <= high_macs:
+            share = 0.0 if high_macs == low_macs else (macs - low_macs) / (high_macs - low_macs)
+            return low_acc + share * (high_acc - low_acc)
+    return None
 
 
 def _ms(latency_ms: float | None) -> str:

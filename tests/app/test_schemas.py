@@ -10,7 +10,8 @@ from pydantic import ValidationError
 
 from app import schemas
 from app.schemas import SearchCreate
-from app.spec_validation import FieldError, check_request_budgets
+from app.spec_validation import FieldError, check_request_budgets, validated_spec
+from store.settings import Settings
 from engine.spec import RetrainSpec, SearchSettings, SearchSpec, TrainSpec
 
 
@@ -42,3 +43,12 @@ def test_a_share_below_the_smallest_configuration_names_the_field():
     with pytest.raises(FieldError, match="below the smallest configuration") as err:
         check_request_budgets(body, num_classes=10)
     assert err.value.loc == ("body", "macs", 1)
+
+
+def test_the_original_teacher_without_weights_names_the_field():
+    body = SearchCreate(arch="resnet18", dataset="digits", macs=["50%"], train={"teacher": "original"})
+    with pytest.raises(FieldError, match="give weights") as err:
+        validated_spec(body, Settings())
+    assert err.value.loc == ("body", "train", "teacher")
+    with pytest.raises(ValidationError, match="teacher"):
+        SearchCreate(arch="resnet18", dataset="digits", train={"teacher": "ema"})

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
+import torch
 
 from engine.data.batches import Batches
 from engine.data import DataSplits, as_batches, load_data
@@ -28,6 +30,14 @@ def trained(digits16: DataSplits, cache_root: Path):
                                  "train": {"epochs": 1, "batch_size": 16, "lr": 0.05}})
     entry = obtain_supernet(spec, digits16, cache_root / "supernets")
     return load_supernet(entry.path)
+
+
+@pytest.fixture(scope="module")
+def tiny(digits16: DataSplits) -> DataSplits:
+    """256 training images (8 steps of 32) so a training run takes about a second."""
+    keep = torch.arange(256)
+    return replace(digits16, train=digits16.train.subset(keep, digits16.train.augment),
+                   train_plain=digits16.train_plain.subset(keep, None))
 
 
 @pytest.fixture(scope="module")

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from app.cli import main
+from app.cli.search_cmds import width_accuracy
 from engine.latency import LatencyTable, measure_table
 from engine.latency_runtimes import Timing, TorchRuntime
 from models import build_supernet
@@ -35,6 +36,8 @@ def test_search_prints_a_table_and_writes_configs_the_other_commands_accept(cach
         config = out / budget["files"]["config"]
         row = next(line for line in printed.splitlines() if line.strip().startswith(label))
         assert f"{budget['macs'] / 1e6:.3f}M" in row and f"{budget['val_accuracy']:.2f}%" in row and str(config) in row
+        width = width_accuracy(result["uniform"], budget["macs"])  # the width multiplier beside each answer
+        assert f"{width:.2f}% {budget['val_accuracy'] - width:+7.2f}" in row
         assert main(["macs", "--config", str(config), "--json"]) == 0
         counted = json.loads(capsys.readouterr().out)
         assert counted == {"macs": budget["macs"], "params": budget["params"]}
@@ -50,6 +53,14 @@ def test_search_prints_a_table_and_writes_configs_the_other_commands_accept(cach
     accuracy = json.loads((retrained / "retrain.json").read_text())["test_accuracy"]
     assert f"test accuracy: {accuracy:.2f}%" in capsys.readouterr().out
     assert json.loads((retrained / "config.json").read_text())["accuracy"] == accuracy
+
+
+def test_width_accuracy_is_interpolated_between_the_measured_uniform_widths():
+    uniform = [{"macs": 4e6, "val_accuracy": 80.0}, {"macs": 1e6, "val_accuracy": 50.0}, {"macs": 2e6, "val_accuracy": 70.0}]
+    assert width_accuracy(uniform, 1.5e6) == pytest.approx(60.0)
+    assert width_accuracy(uniform, 3e6) == pytest.approx(75.0)
+    assert width_accuracy(uniform, 2e6) == pytest.approx(70.0)
+    assert width_accuracy(uniform, 0.5e6) is None and width_accuracy([], 2e6) is None
 
 
 def test_budgets_as_shares_of_the_full_network(caches, tmp_path, capsys):

@@ -52,9 +52,10 @@ def test_every_answer_fits_its_budget_and_its_config_rebuilds_it(first):
         config = models.ChannelConfig.load(workdir / answer["files"]["config"])  # MACs recounted from channels
         assert config.channels == answer["channels"] and config.macs == answer["macs"]
         assert answer[answer["kind"]] <= answer["target"]
-        step = trajectory[answer["step"]]
-        assert step["channels"] == answer["channels"]
-        assert all(s[answer["kind"]] > answer["target"] for s in trajectory[: answer["step"]])  # the first that fits
+        step = trajectory[answer["step"]]  # the first step that fits, widened while it fits (the budget fill)
+        assert all(answer["channels"][layer] >= count for layer, count in step["channels"].items())
+        assert step[answer["kind"]] <= answer[answer["kind"]] <= answer["target"]
+        assert all(s[answer["kind"]] > answer["target"] for s in trajectory[: answer["step"]])
         slim = models.build("resnet18", channels=config)
         assert sum(p.numel() for p in slim.parameters()) == config.params == answer["params"]
         assert (workdir / answer["files"]["pt"]).is_file() and (workdir / answer["files"]["onnx"]).is_file()

@@ -9,21 +9,12 @@ import torch
 import torch.nn.functional as F
 
 from engine.checkpoint import CheckpointError, load_checkpoint
-from engine.data import DataSplits
 from engine.optim import lr_factor, make_optimizer
 from engine.sampling import Member, WidthSampler, default_resolutions, snet_switches
 from engine.spec import Cancelled, TrainSpec
 from engine.train import build_for_mode, epoch_batches, load_supernet, sandwich_step, train_supernet
 
 SPEC = TrainSpec(mode="usnet-nonuniform", epochs=2, batch_size=32, lr=0.05, warmup_epochs=1.0)
-
-
-@pytest.fixture(scope="module")
-def tiny(digits16) -> DataSplits:
-    """256 training images (8 steps of 32) so a run takes about a second."""
-    keep = torch.arange(256)
-    return replace(digits16, train=digits16.train.subset(keep, digits16.train.augment),
-                   train_plain=digits16.train_plain.subset(keep, None))
 
 
 def _net(mode: str = "usnet-nonuniform", arch: str = "resnet18"):
