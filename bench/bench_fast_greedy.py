@@ -11,8 +11,9 @@ budget), its validation accuracy (the search's own score), its held-out accuracy
 fine-tuned test accuracy per seed, and the time of both searches with the ratio.  Both wall time
 and this process's CPU time are given: on a shared machine the CPU time is the steadier figure.
 
-On 2 cores the exact search of MobileNetV2 alone takes hours, so the benchmark works in slices of
-at most ``--slice-minutes``: each search saves its state after every step and each fine-tuning its
+On 2 cores the whole benchmark takes longer than one turn at the shared machine, so it works in
+slices: after ``--slice-minutes`` it starts nothing new (a search stops after its current step, a
+fine-tuning under way runs to its end), each search saves its state after every step and each fine-tuning its
 result (under ``runs/bench-supernets/fast-greedy-KEY/``, KEY from the arguments), the times of the
 slices add up, and running the same command again continues where the last slice stopped.
 
@@ -180,7 +181,8 @@ def _parse() -> argparse.Namespace:
     p.add_argument("--channels-last", action="store_true", help="the fast search in channels-last layout too")
     p.add_argument("--finetune-epochs", type=int, default=5, help="fine-tuning of every answer from the supernet")
     p.add_argument("--seeds", type=lambda s: [int(v) for v in s.split(",")], default=[0, 1], help="fine-tuning seeds")
-    p.add_argument("--slice-minutes", type=float, default=14.0, help="stop (resumably) after this long")
+    p.add_argument("--slice-minutes", type=float, default=12.0,
+                   help="start nothing new after this long (a fine-tuning under way takes 1-3 minutes more)")
     p.add_argument("--threads", type=int, default=1, help="torch threads of the searches")
     p.add_argument("--train-threads", type=int, default=2)
     return p.parse_args()
