@@ -65,17 +65,16 @@ class SearchEta:
             unmet = [b for b in self.budgets if b.kind in at and at[b.kind] > b.target]
             if not unmet or any(per_bin[b.kind] <= 0 for b in unmet):
                 return work
-            cost = Cost(*(at.get(kind) for kind in ("macs", "params", "latency_ms")))
+            cost = Cost(int(at.get("macs", 0)), int(at.get("params", 0)), at.get("latency_ms"))
             work += self._share(cost)
             bins = self.move_size(cost)
-            after = lambda n: {kind: value * (1 - per_bin[kind]) ** n for kind, value in at.items()}  # noqa: E731
-            while bins > 1 and any(after(bins)[b.kind] <= b.target for b in unmet):
+            while bins > 1 and any(_after(at, per_bin, bins)[b.kind] <= b.target for b in unmet):
                 bins -= 1  # a combined move never crosses a budget (`GreedySlimmer._combined_move`)
-            at = after(bins)
+            at = _after(at, per_bin, bins)
 
     def _observe(self, parent: Step, step: Step) -> None:
         """What ``step``'s bins removed, in MACs and every budget metric, against what there was."""
-        bins = len(step.removed.split(","))
+        bins = len((step.removed or "").split(","))
         for kind in {"macs", *(b.kind for b in self.budgets)}:
             before, after = getattr(parent, kind), getattr(step, kind)
             if before is not None and after is not None:
@@ -85,3 +84,8 @@ class SearchEta:
     def _share(self, cost: Cost | Step) -> float:
         """The share of the full network a configuration runs: its MACs over the full network's."""
         return cost.macs / self.full.macs
+
+
+def _after(at: dict[str, float], per_bin: dict[str, float], bins: int) -> dict[str, float]:
+    """Each metric after ``bins`` more bins, each removing its mean share of what is left."""
+    return {kind: value * (1 - per_bin[kind]) ** bins for kind, value in at.items()}
