@@ -65,7 +65,8 @@ class SearchEta:
             unmet = [b for b in self.budgets if b.kind in at and at[b.kind] > b.target]
             if not unmet or any(per_bin[b.kind] <= 0 for b in unmet):
                 return work
-            cost = Cost(int(at.get("macs", 0)), int(at.get("params", 0)), at.get("latency_ms"))
+            # a projected network: fractional counts, which the move rule compares like whole ones
+            cost = Cost(at["macs"], at.get("params", 0.0), at.get("latency_ms"))
             work += self._share(cost)
             bins = self.move_size(cost)
             while bins > 1 and any(_after(at, per_bin, bins)[b.kind] <= b.target for b in unmet):
