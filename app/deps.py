@@ -47,13 +47,15 @@ SettingsDep = Annotated[Settings, Depends(get_settings_dep)]
 SessionDep = Annotated[Session, Depends(get_session)]
 
 
-def get_current_user(session: SessionDep,
-                     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]) -> User:
+def get_current_user(
+    session: SessionDep, credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]
+) -> User:
     """401 without a valid bearer token."""
     user = authenticate(session, credentials.credentials) if credentials else None
     if user is None:
-        raise HTTPException(status.HTTP_401_UNAUTHORIZED, "missing or invalid bearer token",
-                            headers={"WWW-Authenticate": "Bearer"})
+        raise HTTPException(
+            status.HTTP_401_UNAUTHORIZED, "missing or invalid bearer token", headers={"WWW-Authenticate": "Bearer"}
+        )
     return user
 
 

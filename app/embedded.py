@@ -17,14 +17,18 @@ from pathlib import Path
 from sqlalchemy import Engine, select
 
 from app.auth import User, create_token, hash_token
-from store.db import session_scope
 from app.schemas import SearchCreate
+from store.db import session_scope
 from store.settings import Settings
 from store.tables import Role, Token
 
 PR_SET_PDEATHSIG = 1
 DEMO_SEARCH = {
-    "arch": "resnet18", "dataset": "digits", "input_size": 16, "width_mult": 0.25, "macs": ["6M", "5M"],
+    "arch": "resnet18",
+    "dataset": "digits",
+    "input_size": 16,
+    "width_mult": 0.25,
+    "macs": ["6M", "5M"],
     "train": {"epochs": 3, "batch_size": 64, "num_sandwich": 3, "warmup_epochs": 0.5},
     "search": {"bins": 6, "score_size": 200, "calib_size": 200, "calib_batch_size": 100},
     "export_formats": ["pt", "onnx"],
@@ -39,8 +43,11 @@ def admin_token(engine: Engine, home: Path) -> str:
     with session_scope(engine) as session:
         if path.is_file():
             secret = path.read_text().strip()
-            known = session.scalar(select(Token.id).where(Token.token_hash == hash_token(secret),
-                                                          Token.role == Role.admin, Token.revoked_at.is_(None)))
+            known = session.scalar(
+                select(Token.id).where(
+                    Token.token_hash == hash_token(secret), Token.role == Role.admin, Token.revoked_at.is_(None)
+                )
+            )
             if known is not None:
                 return secret
         secret = create_token(session, "admin", admin=True)
@@ -59,8 +66,9 @@ def die_with_parent() -> None:
 
 def start_worker(queue: str) -> subprocess.Popen:
     """A worker process with this process's environment (so the same settings)."""
-    return subprocess.Popen([sys.executable, "-m", "app.cli", "worker", "--queue", queue], env=dict(os.environ),
-                            preexec_fn=die_with_parent)
+    return subprocess.Popen(
+        [sys.executable, "-m", "app.cli", "worker", "--queue", queue], env=dict(os.environ), preexec_fn=die_with_parent
+    )
 
 
 def exit_on_sigterm() -> None:

@@ -47,9 +47,11 @@ def validation_error(_: Request, err: RequestValidationError) -> JSONResponse:
 
 def safe_error(error: dict[str, Any]) -> dict[str, Any]:
     """One pydantic error as JSON: type, loc, msg, and the input only when it is small and finite."""
-    out: dict[str, Any] = {"type": str(error.get("type", "value_error")),
-                           "loc": [p if isinstance(p, (int, str)) else str(p) for p in error.get("loc", ())],
-                           "msg": _short(str(error.get("msg", "")), 500)}
+    out: dict[str, Any] = {
+        "type": str(error.get("type", "value_error")),
+        "loc": [p if isinstance(p, (int, str)) else str(p) for p in error.get("loc", ())],
+        "msg": _short(str(error.get("msg", "")), 500),
+    }
     value = error.get("input")
     if value is None or isinstance(value, bool) or (isinstance(value, int) and abs(value) < 10**18):
         out["input"] = value
@@ -74,8 +76,11 @@ def conflict(_: Request, err: Conflict) -> JSONResponse:
 
 def queue_unavailable(_: Request, err: QueueUnavailable) -> JSONResponse:
     """The search is stored; only its message could not be sent (a worker's dispatcher sends it later)."""
-    return JSONResponse({"detail": str(err), "id": err.search_id}, status.HTTP_503_SERVICE_UNAVAILABLE,
-                        headers={"Retry-After": RETRY_AFTER_S, "Location": f"/searches/{err.search_id}"})
+    return JSONResponse(
+        {"detail": str(err), "id": err.search_id},
+        status.HTTP_503_SERVICE_UNAVAILABLE,
+        headers={"Retry-After": RETRY_AFTER_S, "Location": f"/searches/{err.search_id}"},
+    )
 
 
 def database_unavailable(request: Request, err: DBAPIError) -> JSONResponse:
@@ -84,6 +89,9 @@ def database_unavailable(request: Request, err: DBAPIError) -> JSONResponse:
     if isinstance(err, OperationalError) or err.connection_invalidated:
         request.state.autoslim_db_dropped = True  # `app.read_retry.RetryReads` runs a GET once more
         log.warning("database unavailable during %s %s: %s", request.method, request.url.path, err.orig)
-        return JSONResponse({"detail": "the database is unavailable; try again in a moment"},
-                            status.HTTP_503_SERVICE_UNAVAILABLE, headers={"Retry-After": RETRY_AFTER_S})
+        return JSONResponse(
+            {"detail": "the database is unavailable; try again in a moment"},
+            status.HTTP_503_SERVICE_UNAVAILABLE,
+            headers={"Retry-After": RETRY_AFTER_S},
+        )
     raise err

@@ -20,12 +20,12 @@ from app.auth import User
 from app.listing import get_owned, newest_first, owned
 from app.search_service import Conflict
 from app.spec_validation import FieldError
-from store.tables import LatencyTableRow, Search, Status
 from engine.budgets import Budget, BudgetError, check_budgets, resolve_target
 from engine.latency import LatencyTable
 from engine.latency_check import TableError, check_graph, check_search, read_table, table_network
 from engine.spec import SearchSpec
 from models.supernet import NetSpec
+from store.tables import LatencyTableRow, Search, Status
 
 MAX_TABLE_BYTES = 32 * 1024 * 1024
 """A profiled ResNet-50 at 224 px with 10 bins is about 1 MB; anything 30 times larger is not a table."""
@@ -40,11 +40,22 @@ def upload(session: Session, user: User, raw: bytes, name: str | None) -> Latenc
     except TableError as err:
         raise FieldError(("body", *err.loc), err.message) from None
     space, net = supernet.space, supernet.spec
-    row = LatencyTableRow(id=uuid.uuid4().hex, owner=user.name, name=name, arch=net.arch, input_size=net.input_size,
-                          width_mult=net.width_mult, num_classes=net.num_classes, bins=table.key["bins"],
-                          nodes=len(table.nodes), min_ms=table.predict(space.smallest()),
-                          max_ms=table.predict(space.full()), size_bytes=len(raw), data=table.to_dict(),
-                          **table.describe())
+    row = LatencyTableRow(
+        id=uuid.uuid4().hex,
+        owner=user.name,
+        name=name,
+        arch=net.arch,
+        input_size=net.input_size,
+        width_mult=net.width_mult,
+        num_classes=net.num_classes,
+        bins=table.key["bins"],
+        nodes=len(table.nodes),
+        min_ms=table.predict(space.smallest()),
+        max_ms=table.predict(space.full()),
+        size_bytes=len(raw),
+        data=table.to_dict(),
+        **table.describe(),
+    )
     session.add(row)
     session.commit()
     return row
@@ -55,8 +66,9 @@ def get_visible(session: Session, user: User, table_id: str) -> LatencyTableRow:
     return get_owned(session, LatencyTableRow, table_id, user, "latency table")
 
 
-def list_visible(session: Session, user: User, owner: str | None, limit: int,
-                 offset: int) -> tuple[list[LatencyTableRow], int]:
+def list_visible(
+    session: Session, user: User, owner: str | None, limit: int, offset: int
+) -> tuple[list[LatencyTableRow], int]:
     """Newest first; users see theirs, admins all (or one owner's)."""
     return newest_first(session, LatencyTableRow, user, owner, limit, offset)
 
@@ -66,8 +78,11 @@ def delete(session: Session, row: LatencyTableRow) -> None:
     active = session.scalars(select(Search).where(Search.status.in_((Status.queued, Status.running))))
     users = [s.id for s in active if (s.spec or {}).get("latency_table") == row.id]
     if users:
-        raise Conflict(f"latency table {row.id} is used by {len(users)} queued or running search(es), "
-                       f"e.g. {users[0]}; cancel them or wait", "in-use")
+        raise Conflict(
+            f"latency table {row.id} is used by {len(users)} queued or running search(es), "
+            f"e.g. {users[0]}; cancel them or wait",
+            "in-use",
+        )
     session.delete(row)
     session.commit()
 
@@ -93,4 +108,3 @@ def check_for_search(session: Session, user: User, spec: SearchSpec, num_classes
             check_budgets([Budget("latency_ms", resolve_target(target, row.max_ms, "latency_ms"))], ranges)
         except BudgetError as err:
             raise FieldError(("body", "latency_ms", index), f"{err} on {row.device}, {row.runtime}") from None
-

@@ -17,12 +17,30 @@ class LatencyTableOut(UploadOut):
     """An uploaded table: the network it describes, the device and runtime it was measured on, and
     the range of latencies it predicts (what a search's ``latency_ms`` budgets may ask for)."""
 
-    model_config = ConfigDict(json_schema_extra={"examples": [{
-        "id": "9b1f0c2d3e4f5a6b7c8d9e0f1a2b3c4d", "owner": "alice", "name": "pixel-8", "arch": "mobilenet_v2",
-        "input_size": 32, "width_mult": 0.35, "num_classes": 10, "device": "Google Tensor G3",
-        "runtime": "onnxruntime 1.32.0 (CPUExecutionProvider, 1 thread, batch 1)", "bins": 10, "nodes": 153,
-        "min_ms": 0.21, "max_ms": 0.46, "size_bytes": 61234, "created_at": "2026-12-01T09:00:00Z",
-        "links": {"self": "/latency-tables/9b1f...", "file": "/latency-tables/9b1f.../file"}}]})
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "id": "9b1f0c2d3e4f5a6b7c8d9e0f1a2b3c4d",
+                    "owner": "alice",
+                    "name": "pixel-8",
+                    "arch": "mobilenet_v2",
+                    "input_size": 32,
+                    "width_mult": 0.35,
+                    "num_classes": 10,
+                    "device": "Google Tensor G3",
+                    "runtime": "onnxruntime 1.32.0 (CPUExecutionProvider, 1 thread, batch 1)",
+                    "bins": 10,
+                    "nodes": 153,
+                    "min_ms": 0.21,
+                    "max_ms": 0.46,
+                    "size_bytes": 61234,
+                    "created_at": "2026-12-01T09:00:00Z",
+                    "links": {"self": "/latency-tables/9b1f...", "file": "/latency-tables/9b1f.../file"},
+                }
+            ]
+        }
+    )
 
     arch: str
     input_size: int
@@ -43,8 +61,21 @@ class LatencyTablePage(Page[LatencyTableOut]):
 
 def table_out(row: LatencyTableRow) -> LatencyTableOut:
     base = f"/latency-tables/{row.id}"
-    return LatencyTableOut(id=row.id, owner=row.owner, name=row.name, arch=row.arch, input_size=row.input_size,
-                           width_mult=row.width_mult, num_classes=row.num_classes, device=row.device,
-                           runtime=row.runtime, bins=row.bins, nodes=row.nodes, min_ms=row.min_ms, max_ms=row.max_ms,
-                           size_bytes=row.size_bytes, created_at=row.created_at,
-                           links=LatencyTableLinks(self=base, file=f"{base}/file"))
+    return LatencyTableOut(
+        id=row.id,
+        owner=row.owner,
+        name=row.name,
+        arch=row.arch,
+        input_size=row.input_size,
+        width_mult=row.width_mult,
+        num_classes=row.num_classes,
+        device=row.device,
+        runtime=row.runtime,
+        bins=row.bins,
+        nodes=row.nodes,
+        min_ms=row.min_ms,
+        max_ms=row.max_ms,
+        size_bytes=row.size_bytes,
+        created_at=row.created_at,
+        links=LatencyTableLinks(self=base, file=f"{base}/file"),
+    )

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Callable, TypeVar
+from collections.abc import Callable
+from typing import Annotated, Any, TypeVar
 
 from fastapi import Query
 from sqlalchemy import Select, func, select
@@ -38,8 +39,9 @@ class NotFound(LookupError):
     """No such row, or not one this user may see (the two are not told apart): a 404."""
 
 
-def page_out(kind: Callable[..., PageT], found: tuple[list[Any], int], out: Callable[[Any], Any], limit: int,
-             offset: int) -> PageT:
+def page_out(
+    kind: Callable[..., PageT], found: tuple[list[Any], int], out: Callable[[Any], Any], limit: int, offset: int
+) -> PageT:
     """The response of a listing: the rows `page` found, each shaped by ``out``, in a ``kind`` page."""
     rows, total = found
     return kind(items=[out(r) for r in rows], total=total, limit=limit, offset=offset)
@@ -59,8 +61,9 @@ def get_owned(session: Session, model: type, row_id: str, user: User, what: str)
     return row
 
 
-def newest_first(session: Session, model: type, user: User, owner: str | None, limit: int,
-                 offset: int) -> tuple[list[Any], int]:
+def newest_first(
+    session: Session, model: type, user: User, owner: str | None, limit: int, offset: int
+) -> tuple[list[Any], int]:
     """One page of the rows of ``model`` (an upload: ``owner``, ``created_at``, ``id``) ``user`` may see."""
     query = visible(select(model), model.owner, user, owner)
     return page(session, query, (model.created_at.desc(), model.id.desc()), limit, offset)

@@ -10,18 +10,26 @@ from __future__ import annotations
 from fastapi import APIRouter, FastAPI
 
 from app.body_limit import BodyLimit
-from app.read_retry import RetryReads
-from store.db import engine_for, session_factory
-from app.migrate import require_current
 from app.dashboard import routes as dashboard
-from app.routes import downloads, health, latency_tables, metrics, searches, tokens, weights
 from app.errors import add_error_handlers
+from app.migrate import require_current
 from app.openapi import document_security
+from app.read_retry import RetryReads
+from app.routes import downloads, health, latency_tables, metrics, searches, tokens, weights
+from store.db import engine_for, session_factory
 from store.settings import Settings, get_settings
 from worker.celery_app import make_celery
 
-ROUTERS: list[APIRouter] = [health.router, searches.router, tokens.router, downloads.router, metrics.router,
-                            latency_tables.router, weights.router, dashboard.router]
+ROUTERS: list[APIRouter] = [
+    health.router,
+    searches.router,
+    tokens.router,
+    downloads.router,
+    metrics.router,
+    latency_tables.router,
+    weights.router,
+    dashboard.router,
+]
 
 DESCRIPTION = """Channel-number search (AutoSlim) as a service.  POST a search, poll it, download the
 per-layer channel counts for each MACs / latency budget.  Authenticate with `Authorization: Bearer <token>`
@@ -45,4 +53,3 @@ def create_app(settings: Settings | None = None, routers: list[APIRouter] | None
     app.add_middleware(BodyLimit, limit=settings.max_body_bytes)
     document_security(app)
     return app
-

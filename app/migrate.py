@@ -55,5 +55,7 @@ def require_current(engine: Engine) -> None:
     current, head = current_revision(engine), head_revision()
     if current != head:
         url = engine.url.render_as_string(hide_password=True)
-        raise SchemaError(f"database {url} is at migration {current or 'none'}, the code needs {head}: "
-                          f"run `autoslim migrate` (or `autoslim up`, which migrates)")
+        raise SchemaError(
+            f"database {url} is at migration {current or 'none'}, the code needs {head}: "
+            f"run `autoslim migrate` (or `autoslim up`, which migrates)"
+        )

@@ -14,14 +14,18 @@ from typing import Any
 from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
 
-ERROR = {"content": {"application/json": {"schema": {"type": "object", "properties": {
-    "detail": {"description": "What went wrong."}}}}}}
+ERROR = {
+    "content": {
+        "application/json": {
+            "schema": {"type": "object", "properties": {"detail": {"description": "What went wrong."}}}
+        }
+    }
+}
 COMMON: dict[str, dict[str, Any]] = {
     "401": {"description": "Missing, unknown or revoked bearer token.", **ERROR},
     "400": {"description": "The body could not be read.", **ERROR},
     "413": {"description": "The body is larger than the server accepts.", **ERROR},
-    "503": {"description": "The database or the message broker is unavailable; try again (see Retry-After).",
-            **ERROR},
+    "503": {"description": "The database or the message broker is unavailable; try again (see Retry-After).", **ERROR},
 }
 
 
@@ -30,8 +34,7 @@ def document_security(app: FastAPI) -> None:
 
     def openapi() -> dict[str, Any]:
         if app.openapi_schema is None:
-            schema = get_openapi(title=app.title, version=app.version, description=app.description,
-                                 routes=app.routes)
+            schema = get_openapi(title=app.title, version=app.version, description=app.description, routes=app.routes)
             for operations in schema.get("paths", {}).values():
                 for operation in operations.values():
                     add_common_responses(operation)

@@ -11,13 +11,21 @@ import math
 from datetime import datetime
 from typing import Annotated, Any, Generic, Literal, TypeVar
 
-from pydantic import (BaseModel, BeforeValidator, ConfigDict, Field, PlainValidator, StrictBool, StringConstraints,
-                      WithJsonSchema)
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    PlainValidator,
+    StrictBool,
+    StringConstraints,
+    WithJsonSchema,
+)
 
-from store.settings import Queue
-from engine.budgets import parse_target
 import engine.spec as engine_spec
+from engine.budgets import parse_target
 from engine.spec import LEGACY_FORMATS, TRAIN_MODES
+from store.settings import Queue
 
 TrainMode = Literal[TRAIN_MODES]  # type: ignore[valid-type]
 Item = TypeVar("Item")
@@ -60,11 +68,16 @@ def budget(value: Any, top: float, integral: bool) -> int | float | str:
 
 
 BUDGET_SCHEMA = {"type": "string", "maxLength": 40, "description": "an amount such as 150M, or a share such as 40%"}
-Count = Annotated[int | str, PlainValidator(lambda v: budget(v, MAX_COUNT, integral=True)),
-                  WithJsonSchema({"anyOf": [{"type": "integer", "exclusiveMinimum": 0, "maximum": MAX_COUNT}, BUDGET_SCHEMA]})]
-Milliseconds = Annotated[float | str, PlainValidator(lambda v: budget(v, MAX_MS, integral=False)),
-                         WithJsonSchema({"anyOf": [{"type": "number", "exclusiveMinimum": 0, "maximum": MAX_MS},
-                                                   BUDGET_SCHEMA]})]
+Count = Annotated[
+    int | str,
+    PlainValidator(lambda v: budget(v, MAX_COUNT, integral=True)),
+    WithJsonSchema({"anyOf": [{"type": "integer", "exclusiveMinimum": 0, "maximum": MAX_COUNT}, BUDGET_SCHEMA]}),
+]
+Milliseconds = Annotated[
+    float | str,
+    PlainValidator(lambda v: budget(v, MAX_MS, integral=False)),
+    WithJsonSchema({"anyOf": [{"type": "number", "exclusiveMinimum": 0, "maximum": MAX_MS}, BUDGET_SCHEMA]}),
+]
 
 
 ModelFormat = Annotated[Literal["pt", "onnx", "torchscript"], BeforeValidator(lambda v: LEGACY_FORMATS.get(v, v))]
@@ -81,21 +94,31 @@ class TrainSpec(Strict):
     """Supernet training (AutoSlim: nonuniform US-Net with the sandwich rule and inplace distillation)."""
 
     mode: TrainMode = engine_spec.TrainSpec.mode
-    epochs: int = Field(engine_spec.TrainSpec.epochs, ge=1, le=MAX_EPOCHS,
-                        description="Supernet training epochs (at most AUTOSLIM_MAX_EPOCHS).")
+    epochs: int = Field(
+        engine_spec.TrainSpec.epochs,
+        ge=1,
+        le=MAX_EPOCHS,
+        description="Supernet training epochs (at most AUTOSLIM_MAX_EPOCHS).",
+    )
     batch_size: int = Field(engine_spec.TrainSpec.batch_size, ge=1, le=8192)
     lr: float = Field(engine_spec.TrainSpec.lr, gt=0, le=10)
     momentum: float = Field(engine_spec.TrainSpec.momentum, ge=0, lt=1)
     weight_decay: float = Field(engine_spec.TrainSpec.weight_decay, ge=0, le=1)
     warmup_epochs: float = Field(engine_spec.TrainSpec.warmup_epochs, ge=0, le=MAX_EPOCHS)
     label_smoothing: float = Field(engine_spec.TrainSpec.label_smoothing, ge=0, lt=1)
-    num_sandwich: int = Field(engine_spec.TrainSpec.num_sandwich, ge=2, le=16, description="Widths per step: max, min, random.")
+    num_sandwich: int = Field(
+        engine_spec.TrainSpec.num_sandwich, ge=2, le=16, description="Widths per step: max, min, random."
+    )
     inplace_distill: bool = engine_spec.TrainSpec.inplace_distill
     width_min: float = Field(engine_spec.TrainSpec.width_min, gt=0, le=1, description="Narrowest width ratio trained.")
     resolutions: list[Annotated[int, Field(ge=8, le=1024)]] = Field(default_factory=list, max_length=8)
-    teacher: Literal["full", "original"] = Field(engine_spec.TrainSpec.teacher, description=(
-        "Who narrower widths distil from: the supernet's moving full width, or the frozen network training "
-        "started from (`original`, needs weights; the default with weights)."))
+    teacher: Literal["full", "original"] = Field(
+        engine_spec.TrainSpec.teacher,
+        description=(
+            "Who narrower widths distil from: the supernet's moving full width, or the frozen network training "
+            "started from (`original`, needs weights; the default with weights)."
+        ),
+    )
 
 
 class SearchSettings(Strict):
@@ -107,14 +130,27 @@ class SearchSettings(Strict):
     score_size: int = Field(engine_spec.SearchSettings.score_size, ge=10, le=MAX_SAMPLES)
     calib_size: int = Field(engine_spec.SearchSettings.calib_size, ge=10, le=MAX_SAMPLES)
     calib_batch_size: int = Field(engine_spec.SearchSettings.calib_batch_size, ge=1, le=8192)
-    bins_per_step: int = Field(engine_spec.SearchSettings.bins_per_step, ge=1, le=16,
-                               description="Most bins one greedy step removes far from a budget (1: exact search).")
-    race_fraction: float = Field(engine_spec.SearchSettings.race_fraction, ge=0, lt=1,
-                                 description="Share of the data a first scoring round uses to drop clear losers (0: off).")
-    race_z: float = Field(engine_spec.SearchSettings.race_z, gt=0, le=10, description="Standard errors a dropped candidate trails by.")
-    channels_last: bool = Field(engine_spec.SearchSettings.channels_last, description="Search in NHWC memory layout (faster on CPU).")
-    criterion: Literal["accuracy", "loss"] = Field(engine_spec.SearchSettings.criterion,
-                                                   description="What ranks a greedy step's candidates first.")
+    bins_per_step: int = Field(
+        engine_spec.SearchSettings.bins_per_step,
+        ge=1,
+        le=16,
+        description="Most bins one greedy step removes far from a budget (1: exact search).",
+    )
+    race_fraction: float = Field(
+        engine_spec.SearchSettings.race_fraction,
+        ge=0,
+        lt=1,
+        description="Share of the data a first scoring round uses to drop clear losers (0: off).",
+    )
+    race_z: float = Field(
+        engine_spec.SearchSettings.race_z, gt=0, le=10, description="Standard errors a dropped candidate trails by."
+    )
+    channels_last: bool = Field(
+        engine_spec.SearchSettings.channels_last, description="Search in NHWC memory layout (faster on CPU)."
+    )
+    criterion: Literal["accuracy", "loss"] = Field(
+        engine_spec.SearchSettings.criterion, description="What ranks a greedy step's candidates first."
+    )
     fill: bool = Field(engine_spec.SearchSettings.fill, description="Widen each answer while it still fits its budget.")
 
 
@@ -129,17 +165,37 @@ class RetrainSpec(Strict):
 class SearchCreate(Strict):
     """A search to run: which network, which data, which budgets."""
 
-    model_config = ConfigDict(extra="forbid", allow_inf_nan=False, json_schema_extra={"examples": [{
-        "arch": "mobilenet_v2", "dataset": "digits", "width_mult": 0.35, "macs": ["2M", 1500000],
-        "train": {"epochs": 2, "batch_size": 64}, "search": {"bins": 8}}]})
+    model_config = ConfigDict(
+        extra="forbid",
+        allow_inf_nan=False,
+        json_schema_extra={
+            "examples": [
+                {
+                    "arch": "mobilenet_v2",
+                    "dataset": "digits",
+                    "width_mult": 0.35,
+                    "macs": ["2M", 1500000],
+                    "train": {"epochs": 2, "batch_size": 64},
+                    "search": {"bins": 8},
+                }
+            ]
+        },
+    )
 
-    arch: str = Field(description="A registered architecture (`autoslim archs`).", examples=["mobilenet_v2"],
-                      max_length=200)
-    dataset: str = Field(description="`digits`, `cifar10:DIR` or `imagefolder:DIR`; DIR under a data root.",
-                         examples=["digits"], max_length=500)
-    macs: list[Count] = Field(default_factory=list, max_length=32,
-                              description="MACs budgets (the papers' FLOPs); numbers, strings like `150M`, or "
-                                          "shares of the full network like `40%`.")
+    arch: str = Field(
+        description="A registered architecture (`autoslim archs`).", examples=["mobilenet_v2"], max_length=200
+    )
+    dataset: str = Field(
+        description="`digits`, `cifar10:DIR` or `imagefolder:DIR`; DIR under a data root.",
+        examples=["digits"],
+        max_length=500,
+    )
+    macs: list[Count] = Field(
+        default_factory=list,
+        max_length=32,
+        description="MACs budgets (the papers' FLOPs); numbers, strings like `150M`, or "
+        "shares of the full network like `40%`.",
+    )
     latency_ms: list[Milliseconds] = Field(default_factory=list, max_length=32)
     params: list[Count] = Field(default_factory=list, max_length=32)
     input_size: int = Field(32, ge=8, le=1024)
@@ -151,12 +207,22 @@ class SearchCreate(Strict):
     retrain: RetrainSpec = Field(default_factory=RetrainSpec)
     export_formats: list[ModelFormat] = Field(default_factory=lambda: ["pt", "onnx"], max_length=3)
     queue: Queue | None = Field(None, description="Worker queue; default AUTOSLIM_DEFAULT_QUEUE.")
-    latency_table: str = Field("", pattern=r"^[0-9a-f]{0,32}$", description=(
-        "An uploaded latency table's id (POST /latency-tables): `latency_ms` budgets are milliseconds on its "
-        "device and runtime. Empty: on the worker's device."))
-    weights: str = Field("", pattern=r"^[0-9a-f]{0,32}$", description=(
-        "Uploaded weights' id (POST /weights): the supernet starts from them, and training fields not given take "
-        "the short pretrained recipe (3 epochs, lr 0.01, no warm-up). Empty: random initialisation."))
+    latency_table: str = Field(
+        "",
+        pattern=r"^[0-9a-f]{0,32}$",
+        description=(
+            "An uploaded latency table's id (POST /latency-tables): `latency_ms` budgets are milliseconds on its "
+            "device and runtime. Empty: on the worker's device."
+        ),
+    )
+    weights: str = Field(
+        "",
+        pattern=r"^[0-9a-f]{0,32}$",
+        description=(
+            "Uploaded weights' id (POST /weights): the supernet starts from them, and training fields not given take "
+            "the short pretrained recipe (3 epochs, lr 0.01, no warm-up). Empty: random initialisation."
+        ),
+    )
 
 
 class Links(BaseModel):
@@ -169,9 +235,17 @@ class Links(BaseModel):
 
 
 class SearchCreated(BaseModel):
-    model_config = ConfigDict(json_schema_extra={"examples": [{
-        "id": "3f2a9c0e5b7d4e1f8a6b2c3d4e5f6a7b", "status": "queued",
-        "links": {"self": "/searches/3f2a...", "config": "/searches/3f2a.../config"}}]})
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "id": "3f2a9c0e5b7d4e1f8a6b2c3d4e5f6a7b",
+                    "status": "queued",
+                    "links": {"self": "/searches/3f2a...", "config": "/searches/3f2a.../config"},
+                }
+            ]
+        }
+    )
 
     id: str
     status: str
@@ -210,7 +284,8 @@ class SearchSummary(BaseModel):
     phase: str | None
     percent: float
     budgets: dict[str, list[float | str]] = Field(
-        description="Requested targets by kind: amounts, or shares of the full network such as `40%`.")
+        description="Requested targets by kind: amounts, or shares of the full network such as `40%`."
+    )
     created_at: datetime
     finished_at: datetime | None
     links: Links
@@ -302,7 +377,8 @@ class Health(BaseModel):
 
 class TokenCreate(Strict):
     name: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=100)] = Field(
-        examples=["alice"], description="The owner's name; leading and trailing spaces are dropped.")
+        examples=["alice"], description="The owner's name; leading and trailing spaces are dropped."
+    )
     admin: StrictBool = Field(False, description="true or false (not 0 / 1).")
 
 

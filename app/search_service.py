@@ -18,11 +18,11 @@ from sqlalchemy.orm import Session
 from app.auth import User
 from app.listing import NotFound, get_owned, page, visible
 from app.schemas import SearchCreate
-from store.settings import Settings
 from app.spec_validation import FieldError, check_dataset, validated_spec
-from store.tables import RETRYABLE, BudgetResult, Event, Search, Status, TrajectoryStep, utcnow
 from engine.budgets import BudgetError, parse_amount
 from engine.spec import SearchSpec
+from store.settings import Settings
+from store.tables import RETRYABLE, BudgetResult, Event, Search, Status, TrajectoryStep, utcnow
 from worker.celery_app import BrokerUnavailable
 from worker.dispatch import send
 
@@ -32,9 +32,11 @@ class QueueUnavailable(RuntimeError):
     dispatcher sends it once the broker is back; a retry with the same Idempotency-Key sends it too."""
 
     def __init__(self, search_id: str, reason: str) -> None:
-        super().__init__(f"search {search_id} is stored but the message broker is unavailable ({reason}); "
-                         "the workers get it as soon as the broker is back. Follow it at /searches/ID (a POST "
-                         "repeated with the same Idempotency-Key answers with it); do not submit it anew.")
+        super().__init__(
+            f"search {search_id} is stored but the message broker is unavailable ({reason}); "
+            "the workers get it as soon as the broker is back. Follow it at /searches/ID (a POST "
+            "repeated with the same Idempotency-Key answers with it); do not submit it anew."
+        )
         self.search_id = search_id
 
 
@@ -46,13 +48,25 @@ class Conflict(RuntimeError):
         self.status = status
 
 
-def log_event(session: Session, search_id: str | None, kind: str, message: str, level: str = "info",
-              data: dict[str, Any] | None = None) -> None:
+def log_event(
+    session: Session,
+    search_id: str | None,
+    kind: str,
+    message: str,
+    level: str = "info",
+    data: dict[str, Any] | None = None,
+) -> None:
     session.add(Event(search_id=search_id, kind=kind, message=message, level=level, data=data))
 
 
-def submit(session: Session, celery: Celery, settings: Settings, user: User, body: SearchCreate,
-           idempotency_key: str | None = None) -> tuple[Search, bool]:
+def submit(
+    session: Session,
+    celery: Celery,
+    settings: Settings,
+    user: User,
+    body: SearchCreate,
+    idempotency_key: str | None = None,
+) -> tuple[Search, bool]:
     """Store and enqueue a search; (search, created).  A repeated Idempotency-Key returns the first."""
     checked = validated_spec(body, settings)
     if checked.latency_table or checked.weights:
@@ -62,9 +76,17 @@ def submit(session: Session, celery: Celery, settings: Settings, user: User, bod
         existing = _by_key(session, user.name, idempotency_key)
         if existing is not None:
             return _resend_if_unsent(session, celery, _same_request(existing, spec, queue)), False
-    search = Search(id=uuid.uuid4().hex, owner=user.name, idempotency_key=idempotency_key, arch=body.arch,
-                    dataset=body.dataset, spec=spec, queue=queue, status=Status.queued,
-                    max_attempts=settings.max_attempts)
+    search = Search(
+        id=uuid.uuid4().hex,
+        owner=user.name,
+        idempotency_key=idempotency_key,
+        arch=body.arch,
+        dataset=body.dataset,
+        spec=spec,
+        queue=queue,
+        status=Status.queued,
+        max_attempts=settings.max_attempts,
+    )
     session.add(search)
     session.flush()  # the row first: events reference it, and the unit of work does not order them
     log_event(session, search.id, "submitted", f"submitted by {user.name} to the {queue} queue")
@@ -121,8 +143,9 @@ def get_visible(session: Session, user: User, search_id: str) -> Search:
     return get_owned(session, Search, search_id, user, "search")
 
 
-def list_visible(session: Session, user: User, status: Status | None, owner: str | None, limit: int,
-                 offset: int) -> tuple[list[Search], int]:
+def list_visible(
+    session: Session, user: User, status: Status | None, owner: str | None, limit: int, offset: int
+) -> tuple[list[Search], int]:
     """Newest first; users see theirs, admins all (or one owner's)."""
     query = visible(select(Search), Search.owner, user, owner)
     if status:
@@ -139,8 +162,7 @@ def cancel(session: Session, search: Search, user: User) -> Search:
     elif _transition(session, search, (Status.running,), cancel_requested=True):
         log_event(session, search.id, "cancel-requested", f"cancel requested by {user.name}")
     else:
-        raise Conflict(f"search is {search.status}; only queued or running searches can be cancelled",
-                       search.status)
+        raise Conflict(f"search is {search.status}; only queued or running searches can be cancelled", search.status)
     session.commit()
     session.refresh(search)
     return search
@@ -148,11 +170,19 @@ def cancel(session: Session, search: Search, user: User) -> Search:
 
 def retry(session: Session, celery: Celery, settings: Settings, search: Search, user: User) -> Search:
     """Queue a failed or cancelled search again; the worker resumes from its work directory."""
-    if not _transition(session, search, RETRYABLE, status=Status.queued, cancel_requested=False, error=None,
-                       finished_at=None, claim_id=None, enqueued_at=None,
-                       max_attempts=search.attempts + settings.max_attempts):
-        raise Conflict(f"search is {search.status}; only failed or cancelled searches can be retried",
-                       search.status)
+    if not _transition(
+        session,
+        search,
+        RETRYABLE,
+        status=Status.queued,
+        cancel_requested=False,
+        error=None,
+        finished_at=None,
+        claim_id=None,
+        enqueued_at=None,
+        max_attempts=search.attempts + settings.max_attempts,
+    ):
+        raise Conflict(f"search is {search.status}; only failed or cancelled searches can be retried", search.status)
     log_event(session, search.id, "retried", f"retried by {user.name}; continues from its checkpoints")
     session.commit()
     _send_or_503(session, celery, search)
@@ -161,8 +191,12 @@ def retry(session: Session, celery: Celery, settings: Settings, search: Search, 
 
 def _transition(session: Session, search: Search, from_states: tuple[str, ...], **values: Any) -> bool:
     """UPDATE ... WHERE status IN from_states; True when this call made the change."""
-    result = session.execute(update(Search).where(Search.id == search.id, Search.status.in_(from_states))
-                             .values(updated_at=utcnow(), **values).execution_options(synchronize_session=False))
+    result = session.execute(
+        update(Search)
+        .where(Search.id == search.id, Search.status.in_(from_states))
+        .values(updated_at=utcnow(), **values)
+        .execution_options(synchronize_session=False)
+    )
     if result.rowcount == 0:
         session.refresh(search)
         return False
@@ -182,7 +216,7 @@ def budget_result(search: Search, asked: dict[str, str | None]) -> BudgetResult:
     if len(named) != 1:
         message = "ask for one budget at a time" if named else f"name one budget; this search has {have}"
         raise FieldError(("query", *(named or asked)), message)
-    (kind, text), = named.items()
+    ((kind, text),) = named.items()
     try:
         target = parse_amount(text)
     except BudgetError as err:
@@ -194,8 +228,11 @@ def budget_result(search: Search, asked: dict[str, str | None]) -> BudgetResult:
 
 
 def trajectory(session: Session, search_id: str) -> list[TrajectoryStep]:
-    return list(session.scalars(select(TrajectoryStep).where(TrajectoryStep.search_id == search_id)
-                                .order_by(TrajectoryStep.step)))
+    return list(
+        session.scalars(
+            select(TrajectoryStep).where(TrajectoryStep.search_id == search_id).order_by(TrajectoryStep.step)
+        )
+    )
 
 
 def events(session: Session, search_id: str, limit: int) -> list[Event]:

@@ -14,10 +14,10 @@ from typing import Any
 
 import models
 from app.schemas import SearchCreate
-from store.settings import Settings
 from engine.budgets import Budget, BudgetError, check_budgets, feasible_range, resolve_target
 from engine.data.names import FIXED_CLASSES, DataError, class_folders, parse_dataset
 from engine.spec import BUDGET_KINDS, SearchSpec
+from store.settings import Settings
 
 Loc = tuple[str | int, ...]
 CIFAR10_FILES = ("data_batch_1", "train.npz")
@@ -41,10 +41,14 @@ def validated_spec(body: SearchCreate, settings: Settings) -> SearchSpec:
     for part, field in (("train", "epochs"), ("train", "warmup_epochs"), ("retrain", "epochs")):
         epochs = getattr(getattr(body, part), field)
         if epochs > settings.max_epochs:
-            raise FieldError(("body", part, field), f"{epochs:g} epochs is more than the limit of {settings.max_epochs}")
+            raise FieldError(
+                ("body", part, field), f"{epochs:g} epochs is more than the limit of {settings.max_epochs}"
+            )
     if body.train.teacher == "original" and not body.weights:
-        raise FieldError(("body", "train", "teacher"), "teacher 'original' distils from the trained network the "
-                                                        "supernet starts from: give weights")
+        raise FieldError(
+            ("body", "train", "teacher"),
+            "teacher 'original' distils from the trained network the supernet starts from: give weights",
+        )
     dataset, num_classes = check_dataset(body.dataset, settings.resolved_data_roots)
     check_request_budgets(body, num_classes)
     data = body.model_dump(exclude={"queue"})
@@ -102,8 +106,9 @@ def check_dataset(spec: str, roots: list[Path]) -> tuple[str, int]:
 def resolve_under_roots(arg: str, roots: list[Path]) -> Path:
     """The folder ``arg`` names, which must lie under a configured data root (no ``..`` escapes)."""
     if not roots:
-        raise FieldError(("body", "dataset"), "no data roots are configured (AUTOSLIM_DATA_ROOTS); "
-                                              "only 'digits' can be searched")
+        raise FieldError(
+            ("body", "dataset"), "no data roots are configured (AUTOSLIM_DATA_ROOTS); only 'digits' can be searched"
+        )
     if "\x00" in arg:
         raise FieldError(("body", "dataset"), "a dataset path cannot hold a NUL character")
     try:
@@ -113,12 +118,12 @@ def resolve_under_roots(arg: str, roots: list[Path]) -> Path:
     except OSError as err:  # a name over 255 characters, a path over PATH_MAX, a loop of links
         raise FieldError(("body", "dataset"), f"cannot use {arg[:80]!r}: {err.strerror or err}") from None
     if not any(under_roots(c, roots) for c in candidates):
-        raise FieldError(("body", "dataset"), f"{arg} is outside the data roots "
-                                              f"({', '.join(str(r) for r in roots)})")
+        raise FieldError(("body", "dataset"), f"{arg} is outside the data roots ({', '.join(str(r) for r in roots)})")
     if inside:
         return inside[0]
-    raise FieldError(("body", "dataset"), f"dataset folder {arg} does not exist under "
-                                          f"{', '.join(str(r) for r in roots)}")
+    raise FieldError(
+        ("body", "dataset"), f"dataset folder {arg} does not exist under {', '.join(str(r) for r in roots)}"
+    )
 
 
 def under_roots(path: Path, roots: list[Path]) -> bool:

@@ -29,10 +29,13 @@ from store.settings import Settings
 
 BACKEND_ENV = "AUTOSLIM_TEST_BACKEND"
 BACKENDS = ("embedded", "postgres-redis")
-POSTGRES_ADMIN_URL = os.environ.get("AUTOSLIM_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres")
+POSTGRES_ADMIN_URL = os.environ.get(
+    "AUTOSLIM_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
+)
 REDIS_URL = os.environ.get("AUTOSLIM_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
-LATENCY_CACHE = Path(os.environ.get("AUTOSLIM_TEST_LATENCY_CACHE",
-                                   Path(tempfile.gettempdir()) / "autoslim-test-latency"))
+LATENCY_CACHE = Path(
+    os.environ.get("AUTOSLIM_TEST_LATENCY_CACHE", Path(tempfile.gettempdir()) / "autoslim-test-latency")
+)
 """Shared by test sessions (both backends of a CI run): a latency table is a measurement of this
 machine that the engine takes for every new network shape and caches, as production workers do."""
 FAST_LOOP = {"heartbeat_s": 0.5, "progress_every_s": 0.5, "stale_after_s": 8.0, "reaper_every_s": 1.0}
@@ -49,8 +52,13 @@ def backend_name() -> str:
 @contextmanager
 def fresh_backend(folder: Path, **overrides: Any) -> Iterator[Settings]:
     """Settings on a new, empty backend of the selected kind; everything is removed afterwards."""
-    base = {"home": folder, "work_dir": folder / "work", "supernet_cache": folder / "supernets",
-            "latency_cache": LATENCY_CACHE, **FAST_LOOP}
+    base = {
+        "home": folder,
+        "work_dir": folder / "work",
+        "supernet_cache": folder / "supernets",
+        "latency_cache": LATENCY_CACHE,
+        **FAST_LOOP,
+    }
     if backend_name() == "embedded":
         yield Settings(**base, **overrides)
         return
@@ -98,9 +106,13 @@ class WorkerProcess:
     def __init__(self, settings: Settings, log: Path, queue: str = "cpu") -> None:
         self.log = log
         self._out = open(log, "ab")  # noqa: SIM115 - closed in stop()
-        self.process = subprocess.Popen([sys.executable, "-m", "app.cli", "worker", "--queue", queue],
-                                        env=settings_env(settings), stdout=self._out, stderr=subprocess.STDOUT,
-                                        preexec_fn=die_with_parent)
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "app.cli", "worker", "--queue", queue],
+            env=settings_env(settings),
+            stdout=self._out,
+            stderr=subprocess.STDOUT,
+            preexec_fn=die_with_parent,
+        )
 
     @property
     def pid(self) -> int:
@@ -128,8 +140,13 @@ class WorkerProcess:
         return self.log.read_text(errors="replace")[-chars:] if self.log.exists() else ""
 
 
-def wait_for(predicate: Callable[[], Any], timeout_s: float, what: str, poll_s: float = 0.25,
-             on_timeout: Callable[[], str] = lambda: "") -> Any:
+def wait_for(
+    predicate: Callable[[], Any],
+    timeout_s: float,
+    what: str,
+    poll_s: float = 0.25,
+    on_timeout: Callable[[], str] = lambda: "",
+) -> Any:
     """Poll until ``predicate()`` is truthy and return its value; AssertionError naming ``what`` after the timeout."""
     deadline = time.monotonic() + timeout_s
     while True:

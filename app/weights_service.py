@@ -20,17 +20,18 @@ from sqlalchemy.orm import Session
 
 from app.auth import User
 from app.listing import get_owned, newest_first, owned
-from store.settings import Settings
 from app.spec_validation import FieldError
-from store.tables import WeightsRow
 from app.uploads import SpooledUpload
 from engine.initial_weights import WeightsError, check_fits, read_state_dict, shapes_of, weights_format
 from engine.spec import SearchSpec
 from models.supernet import NetSpec
+from store.settings import Settings
+from store.tables import WeightsRow
 
 
-def store(session: Session, settings: Settings, user: User, upload: SpooledUpload,
-          name: str | None) -> tuple[WeightsRow, bool]:
+def store(
+    session: Session, settings: Settings, user: User, upload: SpooledUpload, name: str | None
+) -> tuple[WeightsRow, bool]:
     """(row, created): ``upload`` checked and kept for ``user``, or the row of the same bytes they sent before."""
     try:
         existing = _by_sha256(session, user.name, upload.sha256)
@@ -45,9 +46,17 @@ def store(session: Session, settings: Settings, user: User, upload: SpooledUploa
         os.replace(upload.path, settings.weights_root / upload.sha256)  # same bytes, same name: idempotent
     finally:
         upload.discard()
-    row = WeightsRow(id=uuid.uuid4().hex, owner=user.name, name=name, sha256=upload.sha256, format=fmt,
-                     size_bytes=upload.size, tensors=len(state), shapes=shapes_of(state),
-                     parameters=sum(t.numel() for t in state.values() if t.is_floating_point()))
+    row = WeightsRow(
+        id=uuid.uuid4().hex,
+        owner=user.name,
+        name=name,
+        sha256=upload.sha256,
+        format=fmt,
+        size_bytes=upload.size,
+        tensors=len(state),
+        shapes=shapes_of(state),
+        parameters=sum(t.numel() for t in state.values() if t.is_floating_point()),
+    )
     session.add(row)
     try:
         session.commit()
@@ -66,8 +75,9 @@ def get_visible(session: Session, user: User, weights_id: str) -> WeightsRow:
     return get_owned(session, WeightsRow, weights_id, user, "weights")
 
 
-def list_visible(session: Session, user: User, owner: str | None, limit: int,
-                 offset: int) -> tuple[list[WeightsRow], int]:
+def list_visible(
+    session: Session, user: User, owner: str | None, limit: int, offset: int
+) -> tuple[list[WeightsRow], int]:
     """Newest first; users see theirs, admins all (or one owner's)."""
     return newest_first(session, WeightsRow, user, owner, limit, offset)
 
@@ -80,8 +90,11 @@ def check_for_search(session: Session, user: User, spec: SearchSpec, num_classes
     if row is None:
         raise FieldError(where, f"no weights {spec.weights} (upload them: POST /weights)")
     if spec.train.mode == "snet":
-        raise FieldError(("body", "train", "mode"), "S-Net's switchable BN has no counterpart in a plain network's "
-                                                    "weights; use usnet-nonuniform, usnet or mutual")
+        raise FieldError(
+            ("body", "train", "mode"),
+            "S-Net's switchable BN has no counterpart in a plain network's "
+            "weights; use usnet-nonuniform, usnet or mutual",
+        )
     net = NetSpec.from_dict(spec.network(num_classes))
     try:
         check_fits(net, row.shapes)

@@ -42,8 +42,11 @@ def autoslim_answer(bench, arm: str, percent: int, seed: int) -> Answer:
     user_macs = bench.user()[1]["macs"]
     own_full = count_macs(bench.user_supernet().space, bench.user_supernet().space.full())
     scale = own_full / user_macs
-    targets = (json.loads(targets_path.read_text()) if targets_path.is_file()
-               else {str(p): int(bench.budget(p) * scale) for p in bench.args.budgets})
+    targets = (
+        json.loads(targets_path.read_text())
+        if targets_path.is_file()
+        else {str(p): int(bench.budget(p) * scale) for p in bench.args.budgets}
+    )
     budget = bench.budget(percent)
     for _ in range(ATTEMPTS):
         result = _search(bench, folder, seed, targets, VARIANTS[arm])
@@ -52,8 +55,13 @@ def autoslim_answer(bench, arm: str, percent: int, seed: int) -> Answer:
         macs, params = tp_cost(model)
         if macs <= budget:
             timing = json.loads((folder / "timing.json").read_text())
-            return Answer(model, macs, params, timing["search_s"],
-                          f"step {entry.get('step')}, own counter {entry['macs']}, val {entry['val_accuracy']:.2f}%")
+            return Answer(
+                model,
+                macs,
+                params,
+                timing["search_s"],
+                f"step {entry.get('step')}, own counter {entry['macs']}, val {entry['val_accuracy']:.2f}%",
+            )
         targets[str(percent)] = int(targets[str(percent)] - (macs - budget) * scale - 0.002 * own_full)
         targets_path.write_text(json.dumps(targets))
     raise ValueError(f"autoslim found nothing under {budget:.0f} MACs by Torch-Pruning's counter")
@@ -64,11 +72,20 @@ def _search(bench, folder: Path, seed: int, targets: dict[str, int], overrides: 
     search time (supernet training, latency table, greedy trajectory, fill, uniform baseline, export).
     Supernets are cached beside every variant's jobs, so variants that train alike share one."""
     os.environ["AUTOSLIM_SUPERNET_CACHE"] = str((bench.out / "supernets").resolve())
-    spec = SearchSpec.from_dict({**overrides,
-        "arch": "resnet18", "dataset": bench.dataset, "width_mult": 0.25, "input_size": 32, "seed": seed,
-        "device": "cpu", "macs": [targets[p] for p in sorted(targets)], "export_formats": ["pt"],
-        "weights": str((bench.out / "user" / "weights.pt").resolve()),
-    })
+    spec = SearchSpec.from_dict(
+        {
+            **overrides,
+            "arch": "resnet18",
+            "dataset": bench.dataset,
+            "width_mult": 0.25,
+            "input_size": 32,
+            "seed": seed,
+            "device": "cpu",
+            "macs": [targets[p] for p in sorted(targets)],
+            "export_formats": ["pt"],
+            "weights": str((bench.out / "user" / "weights.pt").resolve()),
+        }
+    )
     spent_path = folder / "spent.json"  # wall time of earlier slices' runs of this job
     spent = json.loads(spent_path.read_text())["seconds"] if spent_path.is_file() else 0.0
     started = time.monotonic()
@@ -78,8 +95,9 @@ def _search(bench, folder: Path, seed: int, targets: dict[str, int], overrides: 
         spent_path.write_text(json.dumps({"seconds": spent + time.monotonic() - started}))
         raise SliceOver(f"autoslim {folder.name}: {stop}; rerun to continue") from None
     if not (folder / "timing.json").is_file():
-        (folder / "timing.json").write_text(json.dumps({"search_s": spent + time.monotonic() - started,
-                                                        "timings": result["timings"]}))
+        (folder / "timing.json").write_text(
+            json.dumps({"search_s": spent + time.monotonic() - started, "timings": result["timings"]})
+        )
     return result
 
 
@@ -88,8 +106,11 @@ def _printer():
 
     def report(event: dict) -> None:
         if event.get("phase") != last["phase"] or "event" in event:
-            print(f"    autoslim: {event.get('phase')} {event.get('percent', 0):.0f}%"
-                  f" {event.get('event', {}).get('message', '')}", flush=True)
+            print(
+                f"    autoslim: {event.get('phase')} {event.get('percent', 0):.0f}%"
+                f" {event.get('event', {}).get('message', '')}",
+                flush=True,
+            )
             last["phase"] = event.get("phase")
 
     return report

@@ -49,8 +49,13 @@ class Service:
     def __init__(self, home: Path, port: int) -> None:
         env = {**os.environ, "AUTOSLIM_HOME": str(home), "PYTHONUNBUFFERED": "1"}
         self.log = open(home / "up.log", "w")  # noqa: SIM115 - closed in stop()
-        self.process = subprocess.Popen([sys.executable, "-m", "app.cli", "up", "--port", str(port)], env=env,
-                                        stdout=subprocess.PIPE, stderr=self.log, text=True)
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "app.cli", "up", "--port", str(port)],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=self.log,
+            text=True,
+        )
         self.url, self.token = f"http://127.0.0.1:{port}", ""
         for line in self.process.stdout:
             if line.startswith("admin token: "):
@@ -71,8 +76,12 @@ class Service:
         raise RuntimeError("the service never became healthy")
 
     def call(self, method: str, path: str, body: bytes | None = None) -> Any:
-        request = urllib.request.Request(self.url + path, data=body, method=method, headers={
-            "Authorization": f"Bearer {self.token}", "Content-Type": "application/json"})
+        request = urllib.request.Request(
+            self.url + path,
+            data=body,
+            method=method,
+            headers={"Authorization": f"Bearer {self.token}", "Content-Type": "application/json"},
+        )
         with urllib.request.urlopen(request, timeout=60) as response:
             data = response.read()
         return json.loads(data) if response.headers.get_content_type() == "application/json" else data
@@ -86,19 +95,46 @@ class Service:
 def profile(arch: str, width: float, args: argparse.Namespace, out: Path) -> float:
     """Run the device command; returns its seconds."""
     started = time.monotonic()
-    subprocess.run([sys.executable, "-m", "app.cli", "profile", "--arch", arch, "--width-mult", str(width),
-                    "--input-size", str(args.input_size), "--runtime", "onnxruntime", "--threads", str(args.threads),
-                    "--bins", str(args.bins), "--out", str(out)], check=True)
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "app.cli",
+            "profile",
+            "--arch",
+            arch,
+            "--width-mult",
+            str(width),
+            "--input-size",
+            str(args.input_size),
+            "--runtime",
+            "onnxruntime",
+            "--threads",
+            str(args.threads),
+            "--bins",
+            str(args.bins),
+            "--out",
+            str(out),
+        ],
+        check=True,
+    )
     return time.monotonic() - started
 
 
 def run_search(service: Service, arch: str, width: float, table: dict, args: argparse.Namespace) -> dict:
     low, high = table["min_ms"], table["max_ms"]
     budgets = [round(low + f * (high - low), 4) for f in FRACTIONS]
-    spec = {"arch": arch, "dataset": "digits", "input_size": args.input_size, "width_mult": width,
-            "latency_ms": budgets, "latency_table": table["id"], "export_formats": ["onnx"],
-            "train": {"epochs": args.epochs, "batch_size": 64, "num_sandwich": 2, "warmup_epochs": 0},
-            "search": {"bins": args.bins, "score_size": 200, "calib_size": 200, "calib_batch_size": 100}}
+    spec = {
+        "arch": arch,
+        "dataset": "digits",
+        "input_size": args.input_size,
+        "width_mult": width,
+        "latency_ms": budgets,
+        "latency_table": table["id"],
+        "export_formats": ["onnx"],
+        "train": {"epochs": args.epochs, "batch_size": 64, "num_sandwich": 2, "warmup_epochs": 0},
+        "search": {"bins": args.bins, "score_size": 200, "calib_size": 200, "calib_batch_size": 100},
+    }
     search = service.call("POST", "/searches", json.dumps(spec).encode())
     while True:
         detail = service.call("GET", f"/searches/{search['id']}")
@@ -129,17 +165,23 @@ def one_network(service: Service, arch: str, width: float, args: argparse.Namesp
     seconds = profile(arch, width, args, table_path)
     table = LatencyTable.load(table_path)
     uploaded = service.call("POST", "/latency-tables?name=this-machine", table_path.read_bytes())
-    print(f"\n{arch} x{width:g} at {args.input_size} px: profiled in {seconds:.0f}s "
-          f"({uploaded['nodes']} nodes, {uploaded['size_bytes'] / 1e3:.0f} kB), uploaded as {uploaded['id']}: "
-          f"{uploaded['device']}, {uploaded['runtime']}; predicts {uploaded['min_ms']:.3f}..{uploaded['max_ms']:.3f} ms")
+    print(
+        f"\n{arch} x{width:g} at {args.input_size} px: profiled in {seconds:.0f}s "
+        f"({uploaded['nodes']} nodes, {uploaded['size_bytes'] / 1e3:.0f} kB), uploaded as {uploaded['id']}: "
+        f"{uploaded['device']}, {uploaded['runtime']}; predicts {uploaded['min_ms']:.3f}..{uploaded['max_ms']:.3f} ms"
+    )
     detail = run_search(service, arch, width, uploaded, args)
     models = []  # (label, predicted ms, ONNX file)
     for result in detail["results"]:
         model = folder / f"{arch}-{result['target']:g}.onnx"
-        model.write_bytes(service.call("GET", f"/searches/{detail['id']}/model?latency_ms={result['target']:g}&format=onnx"))
+        model.write_bytes(
+            service.call("GET", f"/searches/{detail['id']}/model?latency_ms={result['target']:g}&format=onnx")
+        )
         models.append((f"answer for {result['target']:g} ms", result["latency_ms"], model))
-        print(f"  worker's own figure for it: {result['worker_latency_ms']:.3f} ms on {result['worker_latency_device']} "
-              f"({result['worker_latency_runtime']})")
+        print(
+            f"  worker's own figure for it: {result['worker_latency_ms']:.3f} ms on {result['worker_latency_device']} "
+            f"({result['worker_latency_runtime']})"
+        )
     net, generator = build_supernet(arch, 10, args.input_size, width), torch.Generator().manual_seed(0)
     for i in range(args.configs):
         widths = net.space.random(generator)
@@ -150,18 +192,31 @@ def one_network(service: Service, arch: str, width: float, args: argparse.Namesp
     errors = []
     for label, predicted, cpu, wall in rows:
         errors.append(abs(predicted - cpu) / cpu)
-        print(f"  {label:<26} predicted {predicted:7.3f} ms  measured {cpu:7.3f} ms (wall {wall:7.3f})  "
-              f"error {100 * errors[-1]:5.1f}%")
+        print(
+            f"  {label:<26} predicted {predicted:7.3f} ms  measured {cpu:7.3f} ms (wall {wall:7.3f})  "
+            f"error {100 * errors[-1]:5.1f}%"
+        )
     mae = 100 * sum(errors) / len(errors)
-    print(f"  mean absolute error {mae:.1f}% over {len(rows)} models ({len(detail['results'])} answers, "
-          f"{args.configs} random)")
-    return {"net": f"{arch} x{width:g}", "profile_s": seconds, "mae": mae, "models": len(rows),
-            "search_s": detail["timings"]["total_s"]}
+    print(
+        f"  mean absolute error {mae:.1f}% over {len(rows)} models ({len(detail['results'])} answers, "
+        f"{args.configs} random)"
+    )
+    return {
+        "net": f"{arch} x{width:g}",
+        "profile_s": seconds,
+        "mae": mae,
+        "models": len(rows),
+        "search_s": detail["timings"]["total_s"],
+    }
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--nets", default="mobilenet_v2:0.5,resnet18:0.25", help="ARCH:WIDTH,... to profile and search (ARCH may itself hold a colon: torchvision:NAME:1)")
+    parser.add_argument(
+        "--nets",
+        default="mobilenet_v2:0.5,resnet18:0.25",
+        help="ARCH:WIDTH,... to profile and search (ARCH may itself hold a colon: torchvision:NAME:1)",
+    )
     parser.add_argument("--input-size", type=int, default=32)
     parser.add_argument("--bins", type=int, default=10)
     parser.add_argument("--epochs", type=int, default=1, help="supernet training (latency does not depend on it)")
@@ -176,13 +231,17 @@ def main() -> None:
     home.mkdir(parents=True, exist_ok=True)
     service = Service(home, args.port)
     try:
-        summary = [one_network(service, arch, float(width), args, home)
-                   for arch, width in (net.rsplit(":", 1) for net in args.nets.split(","))]
+        summary = [
+            one_network(service, arch, float(width), args, home)
+            for arch, width in (net.rsplit(":", 1) for net in args.nets.split(","))
+        ]
     finally:
         service.stop()
     print(f"\n{'network':<18} {'profile':>8} {'search':>8} {'MAE':>6}  models")
     for row in summary:
-        print(f"{row['net']:<18} {row['profile_s']:>7.0f}s {row['search_s']:>7.0f}s {row['mae']:>5.1f}%  {row['models']}")
+        print(
+            f"{row['net']:<18} {row['profile_s']:>7.0f}s {row['search_s']:>7.0f}s {row['mae']:>5.1f}%  {row['models']}"
+        )
 
 
 if __name__ == "__main__":

@@ -35,13 +35,17 @@ def main() -> None:
     ranks = args.ranks or (torch.cuda.device_count() if args.device == "cuda" else 2)
     one = _measure(vars(args), 1)
     many = launch(ranks, _rank, [vars(args), ranks], start_method="fork" if args.device == "cpu" else "spawn")[0]
-    print(f"{args.arch} x{args.width_mult} at {args.input_size} px, {args.device}, global batch {args.batch_size}, "
-          f"{args.images} training images x {args.epochs} epochs; greedy {args.greedy_steps} steps, bins {args.bins}")
+    print(
+        f"{args.arch} x{args.width_mult} at {args.input_size} px, {args.device}, global batch {args.batch_size}, "
+        f"{args.images} training images x {args.epochs} epochs; greedy {args.greedy_steps} steps, bins {args.bins}"
+    )
     print(f"{'ranks':>5} {'threads':>7} {'train img/s':>12} {'greedy s/step':>14}")
     for row in (one, many):
         print(f"{row['ranks']:>5} {row['threads']:>7} {row['images_per_s']:>12.1f} {row['greedy_s_per_step']:>14.3f}")
-    print(f"training speed-up {many['images_per_s'] / one['images_per_s']:.2f}x, "
-          f"greedy speed-up {one['greedy_s_per_step'] / many['greedy_s_per_step']:.2f}x with {ranks} ranks")
+    print(
+        f"training speed-up {many['images_per_s'] / one['images_per_s']:.2f}x, "
+        f"greedy speed-up {one['greedy_s_per_step'] / many['greedy_s_per_step']:.2f}x with {ranks} ranks"
+    )
 
 
 def _rank(args: dict[str, Any], world: int) -> dict[str, Any]:
@@ -78,8 +82,12 @@ def _measure(args: dict[str, Any], world: int) -> dict[str, Any]:
         slimmer.run(done=lambda steps: len(steps) > args["greedy_steps"])
         greedy_s = time.perf_counter() - started
         images = len(keep) // args["batch_size"] * args["batch_size"] * args["epochs"]
-        return {"ranks": world, "threads": threads, "images_per_s": images / train_s,
-                "greedy_s_per_step": greedy_s / args["greedy_steps"]}
+        return {
+            "ranks": world,
+            "threads": threads,
+            "images_per_s": images / train_s,
+            "greedy_s_per_step": greedy_s / args["greedy_steps"],
+        }
     finally:
         if world > 1:
             shutdown()

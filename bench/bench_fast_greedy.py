@@ -67,13 +67,23 @@ class Slice:
 
 def main() -> None:
     args = _parse()
-    key = hashlib.sha256(json.dumps({k: v for k, v in vars(args).items()
-                                     if k not in ("slice_minutes", "threads", "train_threads", "cache")},
-                                    sort_keys=True, default=str).encode()).hexdigest()[:12]
+    key = hashlib.sha256(
+        json.dumps(
+            {k: v for k, v in vars(args).items() if k not in ("slice_minutes", "threads", "train_threads", "cache")},
+            sort_keys=True,
+            default=str,
+        ).encode()
+    ).hexdigest()[:12]
     work = Slice(args.cache / f"fast-greedy-{key}", args.slice_minutes)
     pin_threads(args.train_threads)
-    spec = SearchSpec(arch=args.arch, dataset=args.dataset, macs=[1], input_size=args.input_size,
-                      width_mult=args.width_mult, train=TrainSpec(epochs=args.epochs, batch_size=64, lr=0.1))
+    spec = SearchSpec(
+        arch=args.arch,
+        dataset=args.dataset,
+        macs=[1],
+        input_size=args.input_size,
+        width_mult=args.width_mult,
+        train=TrainSpec(epochs=args.epochs, batch_size=64, lr=0.1),
+    )
     data = load_data(spec.dataset, spec.input_size, spec.search.val_fraction, spec.seed)
     started = time.monotonic()
     entry = obtain_supernet(spec, data, args.cache)
@@ -84,23 +94,39 @@ def main() -> None:
     space = supernet.space
     full = count_macs(space, space.full())
     budgets = [Budget("macs", share * full) for share in args.budgets]
-    print(f"{args.arch} x{args.width_mult} at {args.input_size} px on {data.name}: {len(space.groups)} groups, "
-          f"{args.bins} bins, full {full / 1e6:.2f}M MACs; supernet {args.epochs} epochs "
-          f"({'cached' if entry.reused else f'trained in {time.monotonic() - started:.0f} s'}: {entry.path}); "
-          f"calibration {len(calib)}, scoring {len(score)} images; torch threads {torch.get_num_threads()}; "
-          f"state in {work.folder}")
-    fast = {"bins_per_step": args.bins_per_step, "race_fraction": args.race_fraction, "race_z": args.race_z,
-            "channels_last": args.channels_last}
+    print(
+        f"{args.arch} x{args.width_mult} at {args.input_size} px on {data.name}: {len(space.groups)} groups, "
+        f"{args.bins} bins, full {full / 1e6:.2f}M MACs; supernet {args.epochs} epochs "
+        f"({'cached' if entry.reused else f'trained in {time.monotonic() - started:.0f} s'}: {entry.path}); "
+        f"calibration {len(calib)}, scoring {len(score)} images; torch threads {torch.get_num_threads()}; "
+        f"state in {work.folder}"
+    )
+    fast = {
+        "bins_per_step": args.bins_per_step,
+        "race_fraction": args.race_fraction,
+        "race_z": args.race_z,
+        "channels_last": args.channels_last,
+    }
     plans = {"exact": {}, "fast": fast}
     for name, knobs in plans.items():
-        if not _search(work, name, GreedySlimmer(supernet, calib, score, args.bins, budgets=budgets, **knobs), budgets, key):
+        if not _search(
+            work, name, GreedySlimmer(supernet, calib, score, args.bins, budgets=budgets, **knobs), budgets, key
+        ):
             return
     steps = {name: load_state(work.folder / f"{name}-state.json", key) for name in plans}
     for budget in budgets:
         for name in plans:
             for seed in args.seeds:
-                if not _finetune(work, args, data, supernet, calib, first_fit(steps[name], budget).widths, seed,
-                                 f"{budget.label}/{name}/{seed}"):
+                if not _finetune(
+                    work,
+                    args,
+                    data,
+                    supernet,
+                    calib,
+                    first_fit(steps[name], budget).widths,
+                    seed,
+                    f"{budget.label}/{name}/{seed}",
+                ):
                     return
     _report(work, args, data, supernet, calib, budgets, steps, plans, full)
 
@@ -123,8 +149,9 @@ def _search(work: Slice, name: str, slimmer: GreedySlimmer, budgets: list[Budget
     return record["finished"]
 
 
-def _finetune(work: Slice, args: argparse.Namespace, data, supernet, calib, widths: dict[str, int], seed: int,
-              label: str) -> bool:
+def _finetune(
+    work: Slice, args: argparse.Namespace, data, supernet, calib, widths: dict[str, int], seed: int, label: str
+) -> bool:
     """Fine-tune one answer from the supernet's weights (cached by label); whether it is done."""
     if label in work.results["finetuned"]:
         return True
@@ -132,7 +159,9 @@ def _finetune(work: Slice, args: argparse.Namespace, data, supernet, calib, widt
         print(f"slice over before fine-tuning {label}; run the same command again to continue")
         return False
     model = initial_model(ChannelConfig.from_widths(supernet, widths), supernet, calib, seed)
-    done = retrain(model, data, TrainSpec(batch_size=64), args.finetune_epochs, RetrainSpec().lr, seed=seed, device="cpu")
+    done = retrain(
+        model, data, TrainSpec(batch_size=64), args.finetune_epochs, RetrainSpec().lr, seed=seed, device="cpu"
+    )
     work.results["finetuned"][label] = done.test.accuracy
     work.save()
     print(f"  fine-tuned {label}: {done.test.accuracy:.2f}% in {done.seconds:.0f} s", flush=True)
@@ -142,8 +171,10 @@ def _finetune(work: Slice, args: argparse.Namespace, data, supernet, calib, widt
 def _report(work: Slice, args: argparse.Namespace, data, supernet, calib, budgets, steps, plans, full: int) -> None:
     test = as_batches(data.test, None, 500)
     tuned = work.results["finetuned"]
-    print(f"\n| budget | search | MACs reached | below budget | val acc % | test acc % (supernet, calibrated) | "
-          f"test acc % fine-tuned {args.finetune_epochs} epochs (seeds {', '.join(map(str, args.seeds))}) |")
+    print(
+        f"\n| budget | search | MACs reached | below budget | val acc % | test acc % (supernet, calibrated) | "
+        f"test acc % fine-tuned {args.finetune_epochs} epochs (seeds {', '.join(map(str, args.seeds))}) |"
+    )
     print("| --- | --- | --- | --- | --- | --- | --- |")
     for budget in budgets:
         for name in plans:
@@ -152,13 +183,17 @@ def _report(work: Slice, args: argparse.Namespace, data, supernet, calib, budget
             calibrate_bn(supernet, calib)
             held_out = evaluate(supernet, test).accuracy
             finetuned = [tuned[f"{budget.label}/{name}/{seed}"] for seed in args.seeds]
-            print(f"| {budget.target / full:.0%} ({budget.target / 1e6:.2f}M) | {name} | {answer.macs / 1e6:.3f}M | "
-                  f"{(budget.target - answer.macs) / full:.2%} of full | {answer.val_accuracy:.2f} | {held_out:.2f} | "
-                  f"{', '.join(f'{a:.2f}' for a in finetuned)} (mean {sum(finetuned) / len(finetuned):.2f}) |")
+            print(
+                f"| {budget.target / full:.0%} ({budget.target / 1e6:.2f}M) | {name} | {answer.macs / 1e6:.3f}M | "
+                f"{(budget.target - answer.macs) / full:.2%} of full | {answer.val_accuracy:.2f} | {held_out:.2f} | "
+                f"{', '.join(f'{a:.2f}' for a in finetuned)} (mean {sum(finetuned) / len(finetuned):.2f}) |"
+            )
     exact, fast = work.results["searches"]["exact"], work.results["searches"]["fast"]
-    print(f"\ngreedy phase: exact {len(steps['exact']) - 1} steps, {exact['wall_s']:.0f} s wall / {exact['cpu_s']:.0f} s CPU; "
-          f"fast {len(steps['fast']) - 1} steps, {fast['wall_s']:.0f} s wall / {fast['cpu_s']:.0f} s CPU: "
-          f"{exact['wall_s'] / fast['wall_s']:.2f}x less wall time, {exact['cpu_s'] / fast['cpu_s']:.2f}x less CPU time")
+    print(
+        f"\ngreedy phase: exact {len(steps['exact']) - 1} steps, {exact['wall_s']:.0f} s wall / {exact['cpu_s']:.0f} s CPU; "
+        f"fast {len(steps['fast']) - 1} steps, {fast['wall_s']:.0f} s wall / {fast['cpu_s']:.0f} s CPU: "
+        f"{exact['wall_s'] / fast['wall_s']:.2f}x less wall time, {exact['cpu_s'] / fast['cpu_s']:.2f}x less CPU time"
+    )
 
 
 def _parse() -> argparse.Namespace:
@@ -169,8 +204,12 @@ def _parse() -> argparse.Namespace:
     p.add_argument("--dataset", default=f"cifar10:{CIFAR}")
     p.add_argument("--epochs", type=int, default=2, help="supernet training, cached under runs/")
     p.add_argument("--cache", type=Path, default=RUNS)
-    p.add_argument("--budgets", type=lambda s: [float(v) for v in s.split(",")], default=[0.5, 0.25],
-                   help="MACs budgets as fractions of the full network")
+    p.add_argument(
+        "--budgets",
+        type=lambda s: [float(v) for v in s.split(",")],
+        default=[0.5, 0.25],
+        help="MACs budgets as fractions of the full network",
+    )
     p.add_argument("--bins", type=int, default=10)
     p.add_argument("--calib-size", type=int, default=128)
     p.add_argument("--score-size", type=int, default=256)
@@ -181,8 +220,12 @@ def _parse() -> argparse.Namespace:
     p.add_argument("--channels-last", action="store_true", help="the fast search in channels-last layout too")
     p.add_argument("--finetune-epochs", type=int, default=5, help="fine-tuning of every answer from the supernet")
     p.add_argument("--seeds", type=lambda s: [int(v) for v in s.split(",")], default=[0, 1], help="fine-tuning seeds")
-    p.add_argument("--slice-minutes", type=float, default=12.0,
-                   help="start nothing new after this long (a fine-tuning under way takes 1-3 minutes more)")
+    p.add_argument(
+        "--slice-minutes",
+        type=float,
+        default=12.0,
+        help="start nothing new after this long (a fine-tuning under way takes 1-3 minutes more)",
+    )
     p.add_argument("--threads", type=int, default=1, help="torch threads of the searches")
     p.add_argument("--train-threads", type=int, default=2)
     return p.parse_args()

@@ -30,14 +30,21 @@ from pathlib import Path
 import httpx
 from sqlalchemy import create_engine, select, text
 
-from store.db import engine_for, session_scope
-from store.tables import Event, Search
 from app.testing import POSTGRES_ADMIN_URL, WorkerProcess, wait_for
 from bench.service_harness import api_server, free_port, postgres_backend
+from store.db import engine_for, session_scope
+from store.tables import Event, Search
 
-TINY = {"arch": "resnet18", "dataset": "digits", "input_size": 16, "width_mult": 0.25, "macs": ["8.4M"],
-        "train": {"epochs": 1, "batch_size": 128, "num_sandwich": 2, "warmup_epochs": 0},
-        "search": {"bins": 4, "score_size": 64, "calib_size": 64, "calib_batch_size": 64}, "export_formats": ["pt"]}
+TINY = {
+    "arch": "resnet18",
+    "dataset": "digits",
+    "input_size": 16,
+    "width_mult": 0.25,
+    "macs": ["8.4M"],
+    "train": {"epochs": 1, "batch_size": 128, "num_sandwich": 2, "warmup_epochs": 0},
+    "search": {"bins": 4, "score_size": 64, "calib_size": 64, "calib_batch_size": 64},
+    "export_formats": ["pt"],
+}
 """A search of seconds: ResNet-18 x0.25 on the digits at 16 px, one epoch."""
 FINISHED = ("succeeded", "failed", "cancelled")
 
@@ -48,25 +55,38 @@ def statuses(settings, ids: list[str]) -> Counter:  # noqa: ANN001 - Settings
 
 
 def wait_all_finished(settings, ids: list[str], workers: list[WorkerProcess], timeout_s: float) -> Counter:  # noqa: ANN001
-    wait_for(lambda: sum(statuses(settings, ids)[s] for s in FINISHED) == len(ids), timeout_s,
-             f"{len(ids)} searches to finish", poll_s=1.0, on_timeout=lambda: workers[-1].tail())
+    wait_for(
+        lambda: sum(statuses(settings, ids)[s] for s in FINISHED) == len(ids),
+        timeout_s,
+        f"{len(ids)} searches to finish",
+        poll_s=1.0,
+        on_timeout=lambda: workers[-1].tail(),
+    )
     return statuses(settings, ids)
 
 
 def redis_server(port: int, folder: Path) -> subprocess.Popen:
     """A private Redis with an append-only file, so a restart keeps the messages it had taken."""
-    process = subprocess.Popen(["redis-server", "--port", str(port), "--dir", str(folder), "--appendonly", "yes",
-                                "--save", ""], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    wait_for(lambda: subprocess.run(["redis-cli", "-p", str(port), "ping"], capture_output=True).stdout.strip()
-             == b"PONG", 20, "redis-server to start")
+    process = subprocess.Popen(
+        ["redis-server", "--port", str(port), "--dir", str(folder), "--appendonly", "yes", "--save", ""],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    wait_for(
+        lambda: subprocess.run(["redis-cli", "-p", str(port), "ping"], capture_output=True).stdout.strip() == b"PONG",
+        20,
+        "redis-server to start",
+    )
     return process
 
 
 def broker_outage(folder: Path) -> None:
     port = free_port()
     redis = redis_server(port, folder)
-    with postgres_backend(folder / "backend", broker_url=f"redis://127.0.0.1:{port}/0") as (settings, token), \
-            api_server(settings) as url:
+    with (
+        postgres_backend(folder / "backend", broker_url=f"redis://127.0.0.1:{port}/0") as (settings, token),
+        api_server(settings) as url,
+    ):
         client = httpx.Client(base_url=url, headers={"Authorization": f"Bearer {token}"}, timeout=30)
         codes: Counter = Counter()
         ids: list[str] = []
@@ -95,14 +115,15 @@ def broker_outage(folder: Path) -> None:
             worker.stop()
             redis.send_signal(signal.SIGTERM)
             redis.wait()
-    print(f"broker outage: {sum(codes.values())} requests, errors (5xx but 503) "
-          f"{sum(n for c, n in codes.items() if c >= 500 and c != 503)}, 503s {codes[503]}, "
-          f"stored searches {len(ids)}, succeeded {done['succeeded']}, lost {len(ids) - done['succeeded']}")
+    print(
+        f"broker outage: {sum(codes.values())} requests, errors (5xx but 503) "
+        f"{sum(n for c, n in codes.items() if c >= 500 and c != 503)}, 503s {codes[503]}, "
+        f"stored searches {len(ids)}, succeeded {done['succeeded']}, lost {len(ids) - done['succeeded']}"
+    )
 
 
 def worker_kills(folder: Path, kills: int) -> None:
-    with postgres_backend(folder / "backend", progress_every_s=0.2) as (settings, token), \
-            api_server(settings) as url:
+    with postgres_backend(folder / "backend", progress_every_s=0.2) as (settings, token), api_server(settings) as url:
         client = httpx.Client(base_url=url, headers={"Authorization": f"Bearer {token}"}, timeout=30)
         lost_steps: list[int] = []
         ids: list[str] = []
@@ -128,8 +149,10 @@ def worker_kills(folder: Path, kills: int) -> None:
             second.stop()
             lost_steps.append(step_at_kill - resumed_step(settings, search_id))
         done = statuses(settings, ids)
-    print(f"worker kill -9: {kills} kills, searches lost {len(ids) - done['succeeded']}, "
-          f"training steps lost per kill {lost_steps}")
+    print(
+        f"worker kill -9: {kills} kills, searches lost {len(ids) - done['succeeded']}, "
+        f"training steps lost per kill {lost_steps}"
+    )
 
 
 def resumed_step(settings, search_id: str) -> int:  # noqa: ANN001
@@ -137,8 +160,11 @@ def resumed_step(settings, search_id: str) -> int:  # noqa: ANN001
     with session_scope(engine_for(settings.db_url)) as session:
         log = session.scalars(select(Event).where(Event.search_id == search_id).order_by(Event.id)).all()
     second_claim = [e.id for e in log if e.kind == "claimed"][1]
-    return next(e.data["step"] for e in log if e.id > second_claim and e.kind == "phase"
-                and (e.data or {}).get("phase") == "train")
+    return next(
+        e.data["step"]
+        for e in log
+        if e.id > second_claim and e.kind == "phase" and (e.data or {}).get("phase") == "train"
+    )
 
 
 def database_kills(folder: Path, seconds: float) -> None:
@@ -165,8 +191,9 @@ def database_kills(folder: Path, seconds: float) -> None:
             with httpx.Client(base_url=url, headers=headers, timeout=30) as client:
                 n = 0
                 while not stop.is_set():
-                    response = client.post("/searches", json={**TINY, "seed": 1000 + n},
-                                           headers={"Idempotency-Key": f"db-{n}"})
+                    response = client.post(
+                        "/searches", json={**TINY, "seed": 1000 + n}, headers={"Idempotency-Key": f"db-{n}"}
+                    )
                     n += 1
                     with lock:
                         codes[response.status_code] += 1
@@ -180,9 +207,15 @@ def database_kills(folder: Path, seconds: float) -> None:
         deadline = time.monotonic() + seconds
         while time.monotonic() < deadline:
             with admin.connect() as conn:
-                killed += len(conn.execute(text("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-                                                "WHERE datname = :db AND pid <> pg_backend_pid()"),
-                                           {"db": database}).all())
+                killed += len(
+                    conn.execute(
+                        text(
+                            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                            "WHERE datname = :db AND pid <> pg_backend_pid()"
+                        ),
+                        {"db": database},
+                    ).all()
+                )
             rounds += 1
             time.sleep(0.2)
         stop.set()
@@ -190,15 +223,18 @@ def database_kills(folder: Path, seconds: float) -> None:
             thread.join()
         admin.dispose()
         stored = sum(statuses(settings, accepted).values())
-    print(f"database kills: {rounds} rounds, {killed} connections killed, {sum(codes.values())} requests, "
-          f"errors (5xx but 503) {sum(n for c, n in codes.items() if c >= 500 and c != 503)}, 503s {codes[503]}, "
-          f"accepted searches {len(accepted)}, lost {len(accepted) - stored}; answers {dict(sorted(codes.items()))}")
+    print(
+        f"database kills: {rounds} rounds, {killed} connections killed, {sum(codes.values())} requests, "
+        f"errors (5xx but 503) {sum(n for c, n in codes.items() if c >= 500 and c != 503)}, 503s {codes[503]}, "
+        f"accepted searches {len(accepted)}, lost {len(accepted) - stored}; answers {dict(sorted(codes.items()))}"
+    )
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--only", choices=("broker", "worker", "database"), nargs="+",
-                        default=["broker", "worker", "database"])
+    parser.add_argument(
+        "--only", choices=("broker", "worker", "database"), nargs="+", default=["broker", "worker", "database"]
+    )
     parser.add_argument("--kills", type=int, default=2, help="worker kills (one search each)")
     parser.add_argument("--db-seconds", type=float, default=10.0)
     args = parser.parse_args()

@@ -38,8 +38,14 @@ from engine.train import build_for_mode
 from models import count_macs
 from models.ops import SlimBatchNorm2d, SlimConv2d, SlimLinear
 
-CIFAR = next((root / "shared" / "data" / "cifar10-subset" for root in Path(__file__).resolve().parents
-              if (root / "shared" / "data" / "cifar10-subset").is_dir()), Path("../shared/data/cifar10-subset"))
+CIFAR = next(
+    (
+        root / "shared" / "data" / "cifar10-subset"
+        for root in Path(__file__).resolve().parents
+        if (root / "shared" / "data" / "cifar10-subset").is_dir()
+    ),
+    Path("../shared/data/cifar10-subset"),
+)
 
 
 class CostMeter:
@@ -68,7 +74,9 @@ def layer_kind(graph: PartialForward, node) -> str:
         if isinstance(module, SlimConv2d):
             if module.depthwise:
                 return "conv depthwise"
-            return "conv 1x1" if module.kernel_size == (1, 1) else f"conv {module.kernel_size[0]}x{module.kernel_size[1]}"
+            return (
+                "conv 1x1" if module.kernel_size == (1, 1) else f"conv {module.kernel_size[0]}x{module.kernel_size[1]}"
+            )
         if isinstance(module, SlimBatchNorm2d):
             return "batchnorm"
         if isinstance(module, SlimLinear):
@@ -140,21 +148,29 @@ def measure(arch: str, data, args: argparse.Namespace) -> None:
     total = time.perf_counter() - started
     n = len(steps) - 1
     fewest, most = step_range(space, args.bins, budget)
-    print(f"\n## {arch} x{args.width_mult} at {args.input_size} px: {len(space.groups)} groups, {args.bins} bins, "
-          f"full {full_macs / 1e6:.2f}M MACs -> budget {args.budget:.0%} ({budget.target / 1e6:.2f}M), "
-          f"calib {len(calib)} / score {len(score)} images, batch {args.batch_size}")
+    print(
+        f"\n## {arch} x{args.width_mult} at {args.input_size} px: {len(space.groups)} groups, {args.bins} bins, "
+        f"full {full_macs / 1e6:.2f}M MACs -> budget {args.budget:.0%} ({budget.target / 1e6:.2f}M), "
+        f"calib {len(calib)} / score {len(score)} images, batch {args.batch_size}"
+    )
     print(f"steps to the budget if every step removed the most / the fewest MACs: {fewest} / {most}")
-    print(f"steps {n}{'' if met(steps) else ' (stopped early)'}, candidates {counted['candidates']} ({counted['candidates'] / max(n, 1):.1f} per step), "
-          f"reached {steps[-1].macs / 1e6:.2f}M MACs; each candidate runs {counted['from_cut'] / max(counted['candidates'], 1):.0%} "
-          f"of the graph's nodes from its cut")
-    print(f"wall {total:.1f} s, {total / max(n, 1):.2f} s per step; per candidate per image "
-          f"{1e3 * total / max(counted['candidates'], 1) / (len(calib) + len(score)):.3f} ms")
+    print(
+        f"steps {n}{'' if met(steps) else ' (stopped early)'}, candidates {counted['candidates']} ({counted['candidates'] / max(n, 1):.1f} per step), "
+        f"reached {steps[-1].macs / 1e6:.2f}M MACs; each candidate runs {counted['from_cut'] / max(counted['candidates'], 1):.0%} "
+        f"of the graph's nodes from its cut"
+    )
+    print(
+        f"wall {total:.1f} s, {total / max(n, 1):.2f} s per step; per candidate per image "
+        f"{1e3 * total / max(counted['candidates'], 1) / (len(calib) + len(score)):.3f} ms"
+    )
     accounted = sum(meter.phases.values())
     print("| phase | s | share |\n| --- | --- | --- |")
     for phase, seconds in sorted(meter.phases.items(), key=lambda kv: -kv[1]):
         print(f"| {phase} | {seconds:.1f} | {seconds / total:.0%} |")
     print(f"| other (bookkeeping, step-0 score) | {total - accounted:.1f} | {(total - accounted) / total:.0%} |")
-    kinds = sorted({k for _, k in meter.seconds}, key=lambda k: -sum(v for (p, kk), v in meter.seconds.items() if kk == k))
+    kinds = sorted(
+        {k for _, k in meter.seconds}, key=lambda k: -sum(v for (p, kk), v in meter.seconds.items() if kk == k)
+    )
     print("| layer kind | carry s | calib s | score s | share of node time |\n| --- | --- | --- | --- | --- |")
     node_total = sum(meter.seconds.values())
     for kind in kinds:
@@ -177,8 +193,10 @@ def layout_ratio(arch: str, data, args: argparse.Namespace, steps: int = 2) -> N
             trajectories[channels_last] = slimmer.run(lambda s: len(s) > steps)
             best[channels_last] = min(best.get(channels_last, float("inf")), time.perf_counter() - started)
     same = [s.widths for s in trajectories[False]] == [s.widths for s in trajectories[True]]
-    print(f"{arch}: {steps} greedy steps, NCHW {best[False]:.1f} s, channels-last {best[True]:.1f} s: "
-          f"{best[False] / best[True]:.2f}x faster in channels-last; same steps taken: {same}")
+    print(
+        f"{arch}: {steps} greedy steps, NCHW {best[False]:.1f} s, channels-last {best[True]:.1f} s: "
+        f"{best[False] / best[True]:.2f}x faster in channels-last; same steps taken: {same}"
+    )
 
 
 def main() -> None:

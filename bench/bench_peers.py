@@ -36,11 +36,11 @@ import torch
 from torch import nn
 
 from bench.peer_arms import Answer, fastnas, torch_pruning, tp_cost, width_multiplier
-from engine.calibrate import Batches
 from engine.data import DataSplits, as_batches, load_data, stratified_split
+from engine.data.batches import Batches
 from engine.initial_weights import load_initial_weights
 from engine.retrain import retrain
-from engine.spec import SearchSettings, SearchSpec, TrainSpec, with_pretrained_defaults
+from engine.spec import TrainSpec
 from engine.train import build_for_mode
 from models import build
 
@@ -48,11 +48,17 @@ ARCH, WIDTH, CLASSES, INPUT = "resnet18", 0.25, 10, 32
 PEERS = ("width", "tp-l1-uniform", "tp-l1-global", "tp-taylor-global", "fastnas")
 ARMS = (*PEERS, "autoslim")
 ABLATIONS = ("autoslim-teacher-full", "autoslim-loss", "autoslim-nofill")
-LABELS = {"width": "width multiplier (first channels)", "tp-l1-uniform": "Torch-Pruning L1, uniform ratio",
-          "tp-l1-global": "Torch-Pruning L1, global", "tp-taylor-global": "Torch-Pruning Taylor, global",
-          "fastnas": "modelopt FastNAS (divisor 8)", "autoslim": "autoslim (pretrained start, default recipe)",
-          "autoslim-teacher-full": "autoslim, moving full width as teacher", "autoslim-loss": "autoslim, loss criterion",
-          "autoslim-nofill": "autoslim, no budget fill"}
+LABELS = {
+    "width": "width multiplier (first channels)",
+    "tp-l1-uniform": "Torch-Pruning L1, uniform ratio",
+    "tp-l1-global": "Torch-Pruning L1, global",
+    "tp-taylor-global": "Torch-Pruning Taylor, global",
+    "fastnas": "modelopt FastNAS (divisor 8)",
+    "autoslim": "autoslim (pretrained start, default recipe)",
+    "autoslim-teacher-full": "autoslim, moving full width as teacher",
+    "autoslim-loss": "autoslim, loss criterion",
+    "autoslim-nofill": "autoslim, no budget fill",
+}
 USER_EPOCHS, USER_LR = 10, 0.1
 VAL_FRACTION = 0.1
 SCORE_SIZE, CALIB_SIZE = 1000, 2000
@@ -84,19 +90,32 @@ class Bench:
         if not (folder / "user.json").is_file():
             self._tick("the user's network")
             data = self.data(0)
-            held = {int(i) for s in self.args.seeds
-                    for i in stratified_split(_all_labels(self.args.data), VAL_FRACTION, s)[1]}
+            held = {
+                int(i)
+                for s in self.args.seeds
+                for i in stratified_split(_all_labels(self.args.data), VAL_FRACTION, s)[1]
+            }
             keep0 = stratified_split(_all_labels(self.args.data), VAL_FRACTION, 0)[0]
             rows = torch.tensor([pos for pos, i in enumerate(keep0.tolist()) if i not in held])
             own = replace(data, train=data.train.subset(rows, data.train.augment))
             model = build(ARCH, num_classes=CLASSES, input_size=INPUT, width_mult=WIDTH)
-            done = retrain(model, own, TrainSpec(batch_size=64), USER_EPOCHS, USER_LR, fine_tune=False, seed=0,
-                           device="cpu")
+            done = retrain(
+                model, own, TrainSpec(batch_size=64), USER_EPOCHS, USER_LR, fine_tune=False, seed=0, device="cpu"
+            )
             folder.mkdir(parents=True, exist_ok=True)
             torch.save(done.model.state_dict(), folder / "weights.pt")
             macs, params = tp_cost(done.model)
-            _write(folder / "user.json", {"test_accuracy": done.test.accuracy, "macs": macs, "params": params,
-                                          "train_images": len(rows), "epochs": USER_EPOCHS, "seconds": done.seconds})
+            _write(
+                folder / "user.json",
+                {
+                    "test_accuracy": done.test.accuracy,
+                    "macs": macs,
+                    "params": params,
+                    "train_images": len(rows),
+                    "epochs": USER_EPOCHS,
+                    "seconds": done.seconds,
+                },
+            )
         model = build(ARCH, num_classes=CLASSES, input_size=INPUT, width_mult=WIDTH)
         model.load_state_dict(torch.load(folder / "weights.pt", weights_only=True))
         return model.eval(), json.loads((folder / "user.json").read_text())
@@ -113,13 +132,31 @@ class Bench:
         model, meta = self.answer(arm, percent, seed)
         self._tick(f"fine-tuning {arm} {percent}% seed {seed}{' with distillation' if distil else ''}")
         teacher = self.user()[0] if distil else None
-        done = retrain(model, self.data(seed), TrainSpec(batch_size=64), self.args.finetune_epochs,
-                       self.args.finetune_lr, seed=seed, device="cpu", **({"teacher": teacher} if distil else {}))
-        out = {**meta, "arm": arm, "percent": percent, "seed": seed, "distil": distil,
-               "test_accuracy": done.test.accuracy, "finetune_s": done.seconds}
+        done = retrain(
+            model,
+            self.data(seed),
+            TrainSpec(batch_size=64),
+            self.args.finetune_epochs,
+            self.args.finetune_lr,
+            seed=seed,
+            device="cpu",
+            **({"teacher": teacher} if distil else {}),
+        )
+        out = {
+            **meta,
+            "arm": arm,
+            "percent": percent,
+            "seed": seed,
+            "distil": distil,
+            "test_accuracy": done.test.accuracy,
+            "finetune_s": done.seconds,
+        }
         _write(path, out)
-        print(f"  {arm}{'+distil' if distil else ''} {percent}% seed {seed}: {out['macs'] / 1e6:.2f}M MACs, "
-              f"test {done.test.accuracy:.2f}%", flush=True)
+        print(
+            f"  {arm}{'+distil' if distil else ''} {percent}% seed {seed}: {out['macs'] / 1e6:.2f}M MACs, "
+            f"test {done.test.accuracy:.2f}%",
+            flush=True,
+        )
         return out
 
     def answer(self, arm: str, percent: int, seed: int) -> tuple[nn.Module, dict]:
@@ -134,8 +171,16 @@ class Bench:
             budget = self.budget(percent)
             if found.macs > budget:
                 raise AssertionError(f"{arm} {percent}%: {found.macs} MACs over the budget {budget:.0f}")
-            _write(meta_path, {"macs": found.macs, "params": found.params, "search_s": found.search_s,
-                               "note": found.note, "budget": budget})
+            _write(
+                meta_path,
+                {
+                    "macs": found.macs,
+                    "params": found.params,
+                    "search_s": found.search_s,
+                    "note": found.note,
+                    "budget": budget,
+                },
+            )
         return torch.load(path, weights_only=False), json.loads(meta_path.read_text())
 
     def search(self, arm: str, percent: int, seed: int) -> Answer:
@@ -183,24 +228,31 @@ def table(bench: Bench, command: str) -> str:
     """Every cached result (this run's and earlier runs'), one row per arm and fine-tuning, per budget."""
     rows = [json.loads(p.read_text()) for p in sorted((bench.out / "results").glob("*.json"))]
     user = bench.user()[1]
-    lines = [f"# autoslim vs its peers, from one trained network\n",
-             f"Produced by `{command}` (`bench/bench_peers.py`; its docstring says how to install the peers).\n",
-             f"ResNet-18 x{WIDTH} (CIFAR stem), CIFAR-10 subset (`../shared/data/cifar10-subset`), trained "
-             f"{user['epochs']} epochs on {user['train_images']} images: **{user['test_accuracy']:.2f}%** test, "
-             f"{user['macs'] / 1e6:.2f}M MACs, {user['params'] / 1e3:.0f}k params (Torch-Pruning's counter, "
-             f"the one counter every arm is held to).  Every answer fine-tuned {bench.args.finetune_epochs} epochs "
-             f"at peak lr {bench.args.finetune_lr} (`engine.retrain`, cosine, no warm-up); test accuracy on the "
-             f"2,000 test images, mean over the seeds (± half the spread between seeds).  Margin: an autoslim "
-             f"row against the best peer's, a peer's against autoslim's.  Search s: wall time of the tool's own "
-             f"search on 2 shared CPU cores (autoslim: supernet training + greedy trajectory + fill, one job per "
-             f"seed serving all three budgets; FastNAS: its first budget includes the sensitivity pass the "
-             f"others reuse).\n"]
+    lines = [
+        "# autoslim vs its peers, from one trained network\n",
+        f"Produced by `{command}` (`bench/bench_peers.py`; its docstring says how to install the peers).\n",
+        f"ResNet-18 x{WIDTH} (CIFAR stem), CIFAR-10 subset (`../shared/data/cifar10-subset`), trained "
+        f"{user['epochs']} epochs on {user['train_images']} images: **{user['test_accuracy']:.2f}%** test, "
+        f"{user['macs'] / 1e6:.2f}M MACs, {user['params'] / 1e3:.0f}k params (Torch-Pruning's counter, "
+        f"the one counter every arm is held to).  Every answer fine-tuned {bench.args.finetune_epochs} epochs "
+        f"at peak lr {bench.args.finetune_lr} (`engine.retrain`, cosine, no warm-up); test accuracy on the "
+        f"2,000 test images, mean over the seeds (± half the spread between seeds).  Margin: an autoslim "
+        f"row against the best peer's, a peer's against autoslim's.  Search s: wall time of the tool's own "
+        f"search on 2 shared CPU cores (autoslim: supernet training + greedy trajectory + fill, one job per "
+        f"seed serving all three budgets; FastNAS: its first budget includes the sensitivity pass the "
+        f"others reuse).\n",
+    ]
     for percent in bench.args.budgets:
-        lines += [f"\n## {percent}% of the MACs ({bench.budget(percent) / 1e6:.2f}M)\n",
-                  "| arm | fine-tune | seeds | MACs | params | test % | ± | margin | search s |",
-                  "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
-        groups = {(arm, distil): [r for r in rows if (r["arm"], r["distil"], r["percent"]) == (arm, distil, percent)]
-                  for distil in (False, True) for arm in ARMS + ABLATIONS}
+        lines += [
+            f"\n## {percent}% of the MACs ({bench.budget(percent) / 1e6:.2f}M)\n",
+            "| arm | fine-tune | seeds | MACs | params | test % | ± | margin | search s |",
+            "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+        ]
+        groups = {
+            (arm, distil): [r for r in rows if (r["arm"], r["distil"], r["percent"]) == (arm, distil, percent)]
+            for distil in (False, True)
+            for arm in ARMS + ABLATIONS
+        }
         means = {key: statistics.mean(r["test_accuracy"] for r in got) for key, got in groups.items() if got}
         for (arm, distil), got in groups.items():
             if not got:
@@ -210,12 +262,14 @@ def table(bench: Bench, command: str) -> str:
             other = (max(peers) if peers else None) if arm.startswith("autoslim") else means.get(("autoslim", distil))
             margin = "" if other is None else f"{means[(arm, distil)] - other:+.2f}"
             bold = "**" if arm == "autoslim" else ""
-            lines.append(f"| {LABELS[arm]} | {'distil' if distil else 'plain'} | "
-                         f"{','.join(str(r['seed']) for r in got)} | "
-                         f"{statistics.mean(r['macs'] for r in got) / 1e6:.2f}M | "
-                         f"{statistics.mean(r['params'] for r in got) / 1e3:.0f}k | "
-                         f"{bold}{means[(arm, distil)]:.2f}{bold} | {(max(acc) - min(acc)) / 2:.2f} | {margin} | "
-                         f"{statistics.mean(r['search_s'] for r in got):.0f} |")
+            lines.append(
+                f"| {LABELS[arm]} | {'distil' if distil else 'plain'} | "
+                f"{','.join(str(r['seed']) for r in got)} | "
+                f"{statistics.mean(r['macs'] for r in got) / 1e6:.2f}M | "
+                f"{statistics.mean(r['params'] for r in got) / 1e3:.0f}k | "
+                f"{bold}{means[(arm, distil)]:.2f}{bold} | {(max(acc) - min(acc)) / 2:.2f} | {margin} | "
+                f"{statistics.mean(r['search_s'] for r in got):.0f} |"
+            )
     return "\n".join(lines) + "\n"
 
 
@@ -252,8 +306,11 @@ def main() -> None:
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1])
     parser.add_argument("--finetune-epochs", type=int, default=3)
     parser.add_argument("--finetune-lr", type=float, default=0.01)
-    parser.add_argument("--distil", action="store_true", help="a second row per arm, fine-tuned with distillation "
-                                                                "from the user's network")
+    parser.add_argument(
+        "--distil",
+        action="store_true",
+        help="a second row per arm, fine-tuned with distillation from the user's network",
+    )
     parser.add_argument("--minutes", type=float, default=13, help="start no new work after this long (a slice)")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--table", type=Path, help="write the markdown table here once every result is in")

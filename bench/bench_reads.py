@@ -38,8 +38,9 @@ class Load:
 def seed(url: str, token: str, count: int) -> list[str]:
     """``count`` searches submitted through the API (they stay queued: no worker runs)."""
     with httpx.Client(base_url=url, headers={"Authorization": f"Bearer {token}"}, timeout=30) as client:
-        return [client.post("/searches", json={**SEARCH, "seed": i}).raise_for_status().json()["id"]
-                for i in range(count)]
+        return [
+            client.post("/searches", json={**SEARCH, "seed": i}).raise_for_status().json()["id"] for i in range(count)
+        ]
 
 
 def client_loop(url: str, token: str, ids: list[str], stop: threading.Event, load: Load, offset: int) -> None:
@@ -95,11 +96,17 @@ def main() -> None:
                 load, elapsed = run_load(url, token, ids, args.clients, args.seconds)
             rates[workers] = len(load.latencies_s) / elapsed
             ms = [s * 1000 for s in load.latencies_s]
-            print(f"{workers:>9} {len(ms):>9} {rates[workers]:>8.1f} {percentile(ms, 50):>8.1f} "
-                  f"{percentile(ms, 99):>8.1f} {load.errors:>7}")
+            print(
+                f"{workers:>9} {len(ms):>9} {rates[workers]:>8.1f} {percentile(ms, 50):>8.1f} "
+                f"{percentile(ms, 99):>8.1f} {load.errors:>7}"
+            )
         base = rates[args.workers[0]]
-        print("throughput ratio vs", args.workers[0], "process(es):",
-              ", ".join(f"{w}: {r / base:.2f}x" for w, r in rates.items()))
+        print(
+            "throughput ratio vs",
+            args.workers[0],
+            "process(es):",
+            ", ".join(f"{w}: {r / base:.2f}x" for w, r in rates.items()),
+        )
 
 
 if __name__ == "__main__":

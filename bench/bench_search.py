@@ -30,8 +30,8 @@ from pathlib import Path
 import torch
 
 import engine.train
-from engine.data.batches import Batches
 from engine.data import as_batches, load_data
+from engine.data.batches import Batches
 from engine.greedy import GreedySlimmer, Step, candidates
 from engine.latency import measure_model, measure_table
 from engine.latency_runtimes import Timing, TorchRuntime
@@ -53,7 +53,9 @@ def pin_threads(threads: int) -> None:
     engine.train.configure_threads = lambda workers: None
 
 
-def timed_search(supernet: Supernet, calib: Batches, score: Batches, bins: int, steps: int, scorer: str) -> tuple[list[Step], float]:
+def timed_search(
+    supernet: Supernet, calib: Batches, score: Batches, bins: int, steps: int, scorer: str
+) -> tuple[list[Step], float]:
     slimmer = GreedySlimmer(supernet, calib, score, bins, scorer)
     start = time.perf_counter()
     trajectory = slimmer.run(done=lambda s: len(s) > steps)
@@ -78,33 +80,47 @@ def sharing_ceiling(supernet: Supernet, batches: Batches, bins: int) -> float:
                 env = graph.advance(env, i, i + 1)
                 times[i] += time.perf_counter() - start
     total, options = sum(times), candidates(supernet.space, supernet.space.full(), bins)
-    suffixes = sum(sum(times[graph.cut(group):]) for group in options)
+    suffixes = sum(sum(times[graph.cut(group) :]) for group in options)
     return len(options) * total / (total + suffixes)
 
 
 def search_speed(args: argparse.Namespace) -> None:
-    spec = SearchSpec(arch=args.arch, dataset=args.dataset, macs=[1], input_size=args.input_size,
-                      width_mult=args.width_mult, train=TrainSpec(epochs=args.epochs, batch_size=32, lr=0.05))
+    spec = SearchSpec(
+        arch=args.arch,
+        dataset=args.dataset,
+        macs=[1],
+        input_size=args.input_size,
+        width_mult=args.width_mult,
+        train=TrainSpec(epochs=args.epochs, batch_size=32, lr=0.05),
+    )
     data = load_data(spec.dataset, spec.input_size, spec.search.val_fraction, spec.seed)
     workdir = Path(tempfile.mkdtemp(prefix="bench-search-"))
     entry = obtain_supernet(spec, data, CacheFolders.beside(workdir).supernets if args.cache is None else args.cache)
     supernet = load_supernet(entry.path)
     calib = as_batches(data.train_plain, args.calib_size, 200, seed=0)
     score = as_batches(data.val, args.score_size, 200, seed=0)
-    print(f"{args.arch} x{args.width_mult} at {args.input_size}px, {len(supernet.space.groups)} groups, "
-          f"calibration {len(calib)} images, scoring {len(score)} images, {args.steps} steps, bins {args.bins}")
+    print(
+        f"{args.arch} x{args.width_mult} at {args.input_size}px, {len(supernet.space.groups)} groups, "
+        f"calibration {len(calib)} images, scoring {len(score)} images, {args.steps} steps, bins {args.bins}"
+    )
     shared_a, t_shared_a = timed_search(supernet, calib, score, args.bins, args.steps, "shared")
     full, t_full = timed_search(supernet, calib, score, args.bins, args.steps, "full")
     shared_b, t_shared_b = timed_search(supernet, calib, score, args.bins, args.steps, "shared")
     assert shared_a == full == shared_b, "the shared-prefix search left the straightforward trajectory"
     t_shared = min(t_shared_a, t_shared_b)
-    print(f"  trajectories identical over {len(full) - 1} steps "
-          f"(val accuracy {full[0].val_accuracy:.2f}% -> {full[-1].val_accuracy:.2f}%, "
-          f"MACs {full[0].macs / 1e6:.3f}M -> {full[-1].macs / 1e6:.3f}M)")
-    print(f"  straightforward {t_full:.1f}s, shared prefix {t_shared:.1f}s (runs {t_shared_a:.1f}s, {t_shared_b:.1f}s): "
-          f"{t_full / t_shared:.2f}x faster")
-    print(f"  estimated ceiling of prefix sharing on the first step (per-node forward times): "
-          f"{sharing_ceiling(supernet, calib, args.bins):.2f}x")
+    print(
+        f"  trajectories identical over {len(full) - 1} steps "
+        f"(val accuracy {full[0].val_accuracy:.2f}% -> {full[-1].val_accuracy:.2f}%, "
+        f"MACs {full[0].macs / 1e6:.3f}M -> {full[-1].macs / 1e6:.3f}M)"
+    )
+    print(
+        f"  straightforward {t_full:.1f}s, shared prefix {t_shared:.1f}s (runs {t_shared_a:.1f}s, {t_shared_b:.1f}s): "
+        f"{t_full / t_shared:.2f}x faster"
+    )
+    print(
+        f"  estimated ceiling of prefix sharing on the first step (per-node forward times): "
+        f"{sharing_ceiling(supernet, calib, args.bins):.2f}x"
+    )
 
 
 def latency_error(args: argparse.Namespace) -> None:
@@ -112,8 +128,10 @@ def latency_error(args: argparse.Namespace) -> None:
     timing = Timing()
     start = time.perf_counter()
     table = measure_table(supernet, TorchRuntime("cpu"), batch_size=1, bins=args.bins, timing=timing)
-    print(f"latency table: {len(table.nodes)} nodes measured in {time.perf_counter() - start:.1f}s "
-          f"(whole model = {table.scale:.3f} x sum of layers {table.overhead_ms:+.3f} ms)")
+    print(
+        f"latency table: {len(table.nodes)} nodes measured in {time.perf_counter() - start:.1f}s "
+        f"(whole model = {table.scale:.3f} x sum of layers {table.overhead_ms:+.3f} ms)"
+    )
     generator = torch.Generator().manual_seed(0)
     errors = []
     for _ in range(args.configs):
@@ -138,7 +156,12 @@ def main() -> None:
     parser.add_argument("--score-size", type=int, default=1000)
     parser.add_argument("--configs", type=int, default=10, help="random configurations for the latency check")
     parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--cache", type=Path, default=os.environ.get("AUTOSLIM_SUPERNET_CACHE"), help="supernet cache (default $AUTOSLIM_SUPERNET_CACHE or a temp folder)")
+    parser.add_argument(
+        "--cache",
+        type=Path,
+        default=os.environ.get("AUTOSLIM_SUPERNET_CACHE"),
+        help="supernet cache (default $AUTOSLIM_SUPERNET_CACHE or a temp folder)",
+    )
     parser.add_argument("--skip", choices=["speed", "latency"], action="append", default=[])
     args = parser.parse_args()
     pin_threads(args.threads)

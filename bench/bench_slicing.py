@@ -43,8 +43,9 @@ def _once(model: nn.Module, x: torch.Tensor) -> float:
     return time.perf_counter() - start
 
 
-def time_pair(supernet: nn.Module, slim: nn.Module, x: torch.Tensor, warmup: int,
-              repeats: int) -> tuple[float, float, float]:
+def time_pair(
+    supernet: nn.Module, slim: nn.Module, x: torch.Tensor, warmup: int, repeats: int
+) -> tuple[float, float, float]:
     """Median milliseconds of one forward of each model, and the median of the paired ratios.
 
     The two are measured alternately; the ratio of each back-to-back pair cancels slow drift in
@@ -85,8 +86,10 @@ HEADER = f"{'arch':<14}{'px':>5}  {'config':<13}{'MMACs':>9}{'supernet ms':>13}{
 
 
 def format_row(row: Row) -> str:
-    return (f"{row.arch:<14}{row.size:>5}  {row.config:<13}{row.macs / 1e6:>9.1f}"
-            f"{row.supernet_ms:>13.2f}{row.slim_ms:>10.2f}{row.ratio:>7.2f}x")
+    return (
+        f"{row.arch:<14}{row.size:>5}  {row.config:<13}{row.macs / 1e6:>9.1f}"
+        f"{row.supernet_ms:>13.2f}{row.slim_ms:>10.2f}{row.ratio:>7.2f}x"
+    )
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -107,10 +110,14 @@ def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, "
-          f"median of {args.repeats} (after {args.warmup} warm-up)")
+    print(
+        f"torch {torch.__version__}, {torch.get_num_threads()} threads, "
+        f"median of {args.repeats} (after {args.warmup} warm-up)"
+    )
     print(HEADER)
-    rows = [row for size in args.sizes for arch in args.archs or models.list_archs() for row in bench_arch(arch, size, args)]
+    rows = [
+        row for size in args.sizes for arch in args.archs or models.list_archs() for row in bench_arch(arch, size, args)
+    ]
     worst = max(rows, key=lambda r: r.ratio)
     print(f"worst slicing overhead: {worst.ratio:.2f}x ({worst.arch}, {worst.size} px, {worst.config}); bar: 1.30x")
 

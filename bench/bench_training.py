@@ -25,8 +25,8 @@ from pathlib import Path
 
 import torch
 
-from engine.data.batches import Batches
 from engine.data import DataSplits, as_batches, load_data
+from engine.data.batches import Batches
 from engine.device import configure_threads
 from engine.optim import make_optimizer
 from engine.sampling import Member, WidthSampler
@@ -42,12 +42,20 @@ def main() -> None:
     args = _parse()
     configure_threads(0)
     data = load_data(args.dataset, input_size=args.input_size, seed=args.seed)
-    spec = TrainSpec(mode="usnet-nonuniform", epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
-                     warmup_epochs=args.warmup_epochs, inplace_distill=not args.no_inplace_distill)
-    print(f"dataset {data.name}: {len(data.train)} train / {len(data.val)} val / {len(data.test)} test images, "
-          f"{args.arch} {args.width_mult}x at {args.input_size} px, {spec.epochs} epochs, batch {spec.batch_size}, "
-          f"lr {spec.lr}, warm-up {spec.warmup_epochs} epochs, inplace distillation {spec.inplace_distill}, calibration on {args.calib_size} training images, "
-          f"torch threads {torch.get_num_threads()}")
+    spec = TrainSpec(
+        mode="usnet-nonuniform",
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        lr=args.lr,
+        warmup_epochs=args.warmup_epochs,
+        inplace_distill=not args.no_inplace_distill,
+    )
+    print(
+        f"dataset {data.name}: {len(data.train)} train / {len(data.val)} val / {len(data.test)} test images, "
+        f"{args.arch} {args.width_mult}x at {args.input_size} px, {spec.epochs} epochs, batch {spec.batch_size}, "
+        f"lr {spec.lr}, warm-up {spec.warmup_epochs} epochs, inplace distillation {spec.inplace_distill}, calibration on {args.calib_size} training images, "
+        f"torch threads {torch.get_num_threads()}"
+    )
     for arch, width_mult in args.throughput_nets:
         _throughput(args, data, spec, arch, width_mult)
     if args.throughput_only:
@@ -56,7 +64,9 @@ def main() -> None:
     calib = as_batches(data.train_plain, limit=args.calib_size, seed=args.seed)
     with tempfile.TemporaryDirectory() as work:
         started = time.monotonic()
-        supernet = build_for_mode(args.arch, spec.mode, data.num_classes, args.input_size, args.width_mult, seed=args.seed)
+        supernet = build_for_mode(
+            args.arch, spec.mode, data.num_classes, args.input_size, args.width_mult, seed=args.seed
+        )
         train_supernet(supernet, data, spec, Path(work) / "supernet", seed=args.seed)
         print(f"supernet trained in {time.monotonic() - started:.0f} s")
         shared = score_uniform(supernet, list(REPORT_RATIOS), test, None)  # before calibration overwrites the stats
@@ -67,8 +77,9 @@ def main() -> None:
     _table(calibrated, shared, alone, len(test))
 
 
-def _train_alone(args: argparse.Namespace, data: DataSplits, spec: TrainSpec, ratio: float, out: Path,
-                 test: Batches) -> float:
+def _train_alone(
+    args: argparse.Namespace, data: DataSplits, spec: TrainSpec, ratio: float, out: Path, test: Batches
+) -> float:
     """A network of one uniform width trained by itself: an S-Net with a single switch is exactly that
     (one member per step, labels only, its own BN), so it shares every other detail of training."""
     with torch.random.fork_rng(devices=[]):
@@ -79,8 +90,9 @@ def _train_alone(args: argparse.Namespace, data: DataSplits, spec: TrainSpec, ra
     return score_uniform(net, [ratio], test, None)[0].score.accuracy
 
 
-def _throughput(args: argparse.Namespace, data: DataSplits, spec: TrainSpec, arch: str, width_mult: float,
-                steps: int = 8) -> None:
+def _throughput(
+    args: argparse.Namespace, data: DataSplits, spec: TrainSpec, arch: str, width_mult: float, steps: int = 8
+) -> None:
     """Images/s of a sandwich step vs a full-width step, alternating on one batch (same conditions),
     and where the sandwich's time goes: each member's step alone against its share of the MACs (the
     MAC-proportional ideal of the ratio is the sum of the members' shares)."""
@@ -114,25 +126,33 @@ def _throughput(args: argparse.Namespace, data: DataSplits, spec: TrainSpec, arc
                 alone[j] += timed_step([member])
                 shares[j] += count_macs(net.space, member.widths) / full_macs
     rates = {name: steps * len(y) / seconds for name, seconds in timings.items()}
-    print(f"{arch} x{width_mult} training throughput ({'channels-last' if args.channels_last else 'NCHW'}, batch {len(y)}, "
-          f"{args.input_size} px, {steps} timed steps each, interleaved): "
-          f"sandwich step ({spec.num_sandwich} widths) {rates['sandwich']:.0f} img/s, "
-          f"full-width step {rates['full']:.0f} img/s, ratio {rates['full'] / rates['sandwich']:.2f} "
-          f"(MAC-proportional ideal {sum(shares) / steps:.2f}, members timed alone {sum(alone) / timings['full']:.2f})")
-    print("  member (max, min, random...): MACs share -> time share of a full-width step: " + ", ".join(
-        f"{share / steps:.2f} -> {seconds / timings['full']:.2f}" for share, seconds in zip(shares, alone)))
+    print(
+        f"{arch} x{width_mult} training throughput ({'channels-last' if args.channels_last else 'NCHW'}, batch {len(y)}, "
+        f"{args.input_size} px, {steps} timed steps each, interleaved): "
+        f"sandwich step ({spec.num_sandwich} widths) {rates['sandwich']:.0f} img/s, "
+        f"full-width step {rates['full']:.0f} img/s, ratio {rates['full'] / rates['sandwich']:.2f} "
+        f"(MAC-proportional ideal {sum(shares) / steps:.2f}, members timed alone {sum(alone) / timings['full']:.2f})"
+    )
+    print(
+        "  member (max, min, random...): MACs share -> time share of a full-width step: "
+        + ", ".join(f"{share / steps:.2f} -> {seconds / timings['full']:.2f}" for share, seconds in zip(shares, alone))
+    )
 
 
 def _table(calibrated, shared, alone: list[float], test_images: int) -> None:
     print(f"\nheld-out (test split, {test_images} images) top-1 accuracy, %")
-    print("| width | MACs | (1) supernet, BN calibrated | (2) supernet, shared BN stats | (3) trained alone | (1) - (3) |")
+    print(
+        "| width | MACs | (1) supernet, BN calibrated | (2) supernet, shared BN stats | (3) trained alone | (1) - (3) |"
+    )
     print("| --- | --- | --- | --- | --- | --- |")
     met = True
     for cal, raw, single in zip(calibrated, shared, alone):
         gap = cal.score.accuracy - single
         met &= gap >= -BAR_POINTS
-        print(f"| {cal.ratio:.2f}x | {cal.macs / 1e6:.2f}M | {cal.score.accuracy:.2f} | {raw.score.accuracy:.2f} | "
-              f"{single:.2f} | {gap:+.2f} |")
+        print(
+            f"| {cal.ratio:.2f}x | {cal.macs / 1e6:.2f}M | {cal.score.accuracy:.2f} | {raw.score.accuracy:.2f} | "
+            f"{single:.2f} | {gap:+.2f} |"
+        )
     print(f"\nbar: (1) within {BAR_POINTS} points of (3) at every width: {'met' if met else 'NOT met'}")
 
 
@@ -148,12 +168,23 @@ def _parse() -> argparse.Namespace:
     p.add_argument("--warmup-epochs", type=float, default=1.0)
     p.add_argument("--calib-size", type=int, default=2000)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--channels-last", action="store_true", help="time the steps in channels-last layout (training runs NCHW on the CPU)")
-    p.add_argument("--throughput-nets", type=_nets, default=[("resnet18", 0.25), ("mobilenet_v2", 1.0)],
-                   help="networks whose sandwich / full-width step ratio is timed, e.g. resnet18:0.25,mobilenet_v2:1")
+    p.add_argument(
+        "--channels-last",
+        action="store_true",
+        help="time the steps in channels-last layout (training runs NCHW on the CPU)",
+    )
+    p.add_argument(
+        "--throughput-nets",
+        type=_nets,
+        default=[("resnet18", 0.25), ("mobilenet_v2", 1.0)],
+        help="networks whose sandwich / full-width step ratio is timed, e.g. resnet18:0.25,mobilenet_v2:1",
+    )
     p.add_argument("--throughput-only", action="store_true", help="only the sandwich / full-width step ratio")
-    p.add_argument("--no-inplace-distill", action="store_true",
-                   help="students learn the labels (on short schedules the early teacher's soft targets slow training)")
+    p.add_argument(
+        "--no-inplace-distill",
+        action="store_true",
+        help="students learn the labels (on short schedules the early teacher's soft targets slow training)",
+    )
     return p.parse_args()
 
 

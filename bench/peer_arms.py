@@ -22,15 +22,16 @@ from __future__ import annotations
 
 import copy
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from engine.calibrate import Batches, evaluate
+from engine.calibrate import evaluate
+from engine.data.batches import Batches
 
 FULL_INPUT = (1, 3, 32, 32)
 ROUND_TO = 8
@@ -76,8 +77,9 @@ def bisect(make: Callable[[float], nn.Module], budget: float, steps: int = 14) -
     return best, best_ratio
 
 
-def torch_pruning(user: nn.Module, budget: float, importance: str, global_pruning: bool,
-                  grads_from: Batches | None = None) -> Answer:
+def torch_pruning(
+    user: nn.Module, budget: float, importance: str, global_pruning: bool, grads_from: Batches | None = None
+) -> Answer:
     """Torch-Pruning at the pruning ratio (bisected) that brings the network's MACs under ``budget``.
 
     ``importance`` is ``"l1"`` or ``"taylor"``; Taylor needs gradients, taken on ``grads_from``.
@@ -91,8 +93,14 @@ def torch_pruning(user: nn.Module, budget: float, importance: str, global_prunin
             for x, y in grads_from:
                 F.cross_entropy(model(x), y).backward()
         scorer = tp.importance.MagnitudeImportance(p=1) if importance == "l1" else tp.importance.TaylorImportance()
-        pruner = tp.pruner.MetaPruner(model, torch.zeros(FULL_INPUT), importance=scorer, pruning_ratio=ratio,
-                                      global_pruning=global_pruning, ignored_layers=[model.fc])
+        pruner = tp.pruner.MetaPruner(
+            model,
+            torch.zeros(FULL_INPUT),
+            importance=scorer,
+            pruning_ratio=ratio,
+            global_pruning=global_pruning,
+            ignored_layers=[model.fc],
+        )
         pruner.step()
         model.zero_grad(set_to_none=True)
         return model
@@ -137,8 +145,13 @@ def fastnas(user: nn.Module, budget: float, calib: Batches, val: Batches, checkp
             mode=[("fastnas", FASTNAS_CONFIG)],
             constraints={"flops": 2 * target},  # modelopt counts FLOPs as 2 x MACs
             dummy_input=torch.zeros(FULL_INPUT),
-            config={"data_loader": loader, "collect_func": lambda batch: batch[0], "score_func": score,
-                    "checkpoint": str(checkpoint), "max_iter_data_loader": len(loader)},
+            config={
+                "data_loader": loader,
+                "collect_func": lambda batch: batch[0],
+                "score_func": score,
+                "checkpoint": str(checkpoint),
+                "max_iter_data_loader": len(loader),
+            },
         )
         plain = _plain(model)
         macs, params = tp_cost(plain)

@@ -19,11 +19,11 @@ from pathlib import Path
 import httpx
 
 from app.auth import create_token
-from store.db import engine_for, session_scope
 from app.embedded import die_with_parent
 from app.migrate import upgrade
-from store.settings import Settings
 from app.testing import BACKEND_ENV, fresh_backend, settings_env
+from store.db import engine_for, session_scope
+from store.settings import Settings
 
 
 def free_port() -> int:
@@ -51,9 +51,27 @@ def api_server(settings: Settings, workers: int = 1, log: Path | None = None) ->
     port = free_port()
     out = open(log or os.devnull, "ab")  # noqa: SIM115 - closed below
     process = subprocess.Popen(
-        [sys.executable, "-m", "uvicorn", "--factory", "app.main:create_app", "--host", "127.0.0.1",
-         "--port", str(port), "--workers", str(workers), "--log-level", "warning", "--no-access-log"],
-        env=settings_env(settings), stdout=out, stderr=subprocess.STDOUT, preexec_fn=die_with_parent)
+        [
+            sys.executable,
+            "-m",
+            "uvicorn",
+            "--factory",
+            "app.main:create_app",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--workers",
+            str(workers),
+            "--log-level",
+            "warning",
+            "--no-access-log",
+        ],
+        env=settings_env(settings),
+        stdout=out,
+        stderr=subprocess.STDOUT,
+        preexec_fn=die_with_parent,
+    )
     url = f"http://127.0.0.1:{port}"
     try:
         wait_healthy(url, process)

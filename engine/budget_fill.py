@@ -13,11 +13,11 @@ activations) cannot serve them: each is scored whole (`engine.candidate_scoring.
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 from engine.budgets import Budget
-from engine.calibrate import Batches
 from engine.candidate_scoring import make_scorer
+from engine.data.batches import Batches
 from engine.greedy import Cost, Step, Widths
 from engine.racing import exact_rank
 from models.space import ChannelSpace
@@ -33,8 +33,15 @@ def wider(space: ChannelSpace, widths: Widths) -> dict[str, Widths]:
     return out
 
 
-def fill_budget(supernet: Supernet, calib: Batches, score: Batches, start: Step, budget: Budget,
-                cost: Callable[[Widths], Cost], criterion: str = "accuracy") -> Step:
+def fill_budget(
+    supernet: Supernet,
+    calib: Batches,
+    score: Batches,
+    start: Step,
+    budget: Budget,
+    cost: Callable[[Widths], Cost],
+    criterion: str = "accuracy",
+) -> Step:
     """``start`` widened while it fits ``budget`` (``start`` itself when nothing fits).
 
     The result keeps ``start``'s index (the trajectory step it grew from); its ``removed`` names the
@@ -49,5 +56,13 @@ def fill_budget(supernet: Supernet, calib: Batches, score: Batches, start: Step,
         group, best = exact_rank(scorer, current.widths, fitting, criterion)[0]
         grown.append(f"+{group}")
         spent = cost(fitting[group])
-        current = Step(start.index, fitting[group], ",".join(grown), spent.macs, spent.params, spent.latency_ms,
-                       best.accuracy, best.loss)
+        current = Step(
+            start.index,
+            fitting[group],
+            ",".join(grown),
+            spent.macs,
+            spent.params,
+            spent.latency_ms,
+            best.accuracy,
+            best.loss,
+        )

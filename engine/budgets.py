@@ -14,8 +14,9 @@ amount once the full network's figures are known (`resolve_target`).
 from __future__ import annotations
 
 import re
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from typing import Callable, Iterable, Protocol, Sequence
+from typing import Protocol
 
 from engine.spec import BUDGET_KINDS
 from models import build_supernet, count_macs, count_params
@@ -53,7 +54,11 @@ class Budget:
     @property
     def label(self) -> str:
         """A file-name-safe name: ``macs-2M``, ``latency_ms-1.5``, ``params-100k``."""
-        return f"{self.kind}-{self.target:g}" if self.kind == "latency_ms" else f"{self.kind}-{format_amount(self.target, 4)}"
+        return (
+            f"{self.kind}-{self.target:g}"
+            if self.kind == "latency_ms"
+            else f"{self.kind}-{format_amount(self.target, 4)}"
+        )
 
     def describe(self) -> str:
         if self.kind == "latency_ms":
@@ -125,7 +130,9 @@ def format_amount(value: float, digits: int = 3) -> str:
     return f"{value:.{digits}g}"
 
 
-def check_targets(macs: Iterable[Target] = (), latency_ms: Iterable[Target] = (), params: Iterable[Target] = ()) -> None:
+def check_targets(
+    macs: Iterable[Target] = (), latency_ms: Iterable[Target] = (), params: Iterable[Target] = ()
+) -> None:
     """Raise `BudgetError` unless there is a budget and each is a positive amount or a share in (0, 100]%."""
     given = {"macs": list(macs), "latency_ms": list(latency_ms), "params": list(params)}
     if not any(given.values()):
@@ -136,8 +143,12 @@ def check_targets(macs: Iterable[Target] = (), latency_ms: Iterable[Target] = ()
                 raise BudgetError(f"a {kind} budget must be positive, got {parse_amount(target):g}")
 
 
-def budgets_of(macs: Iterable[Target] = (), latency_ms: Iterable[Target] = (), params: Iterable[Target] = (),
-               full: dict[str, float] | None = None) -> list[Budget]:
+def budgets_of(
+    macs: Iterable[Target] = (),
+    latency_ms: Iterable[Target] = (),
+    params: Iterable[Target] = (),
+    full: dict[str, float] | None = None,
+) -> list[Budget]:
     """The budget list of a request, in the order given; at least one budget is required.
 
     Shares (``"40%"``) are taken of ``full[kind]``, the full network's MACs, latency or params.
@@ -151,12 +162,15 @@ def budgets_of(macs: Iterable[Target] = (), latency_ms: Iterable[Target] = (), p
 def space_range(space: ChannelSpace) -> Ranges:
     """MACs and params of the smallest and the full configuration."""
     small, full = space.smallest(), space.full()
-    return {"macs": {"min": count_macs(space, small), "max": count_macs(space, full)},
-            "params": {"min": count_params(space, small), "max": count_params(space, full)}}
+    return {
+        "macs": {"min": count_macs(space, small), "max": count_macs(space, full)},
+        "params": {"min": count_params(space, small), "max": count_params(space, full)},
+    }
 
 
-def feasible_range(arch: str, input_size: int, num_classes: int, width_mult: float = 1.0, width_min: float = 0.25,
-                   divisor: int = 8) -> Ranges:
+def feasible_range(
+    arch: str, input_size: int, num_classes: int, width_mult: float = 1.0, width_min: float = 0.25, divisor: int = 8
+) -> Ranges:
     """``{"macs": {"min", "max"}, "params": {"min", "max"}}`` a search of this network can reach."""
     supernet = build_supernet(arch, num_classes, input_size, width_mult, divisor, width_min)
     return space_range(supernet.space)
@@ -171,8 +185,10 @@ def check_budgets(budgets: list[Budget], ranges: Ranges) -> None:
         low, high = ranges[budget.kind]["min"], ranges[budget.kind]["max"]
         where = "below the smallest" if budget.target < low else "above the full" if budget.target > high else None
         if where:
-            problems.append(f"{budget.describe()} is {where} configuration; feasible range is "
-                            f"{_describe(budget.kind, low)} to {_describe(budget.kind, high)}")
+            problems.append(
+                f"{budget.describe()} is {where} configuration; feasible range is "
+                f"{_describe(budget.kind, low)} to {_describe(budget.kind, high)}"
+            )
     if problems:
         raise BudgetError("; ".join(problems))
 

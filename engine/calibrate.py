@@ -9,9 +9,9 @@ the model's device) because the search calibrates and scores hundreds of candida
 
 from __future__ import annotations
 
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Iterator, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -70,7 +70,7 @@ class Score:
     losses: torch.Tensor | None = field(default=None, compare=False, repr=False)
     """Per scored image, its cross-entropy (kept with ``correct``)."""
 
-    def better_than(self, other: "Score | None") -> bool:
+    def better_than(self, other: Score | None) -> bool:
         """Higher accuracy wins; lower loss breaks ties (AutoSlim keeps the removal that hurts least)."""
         return other is None or (self.accuracy, -self.loss) > (other.accuracy, -other.loss)
 

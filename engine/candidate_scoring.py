@@ -76,7 +76,9 @@ class SharedPrefixScorer:
             scores[group] = self._evaluate_from(cut, [narrow(e) for e in score_envs])
         return {group: scores[group] for group in candidates}
 
-    def _carry(self, calib_envs: list[Env], score_envs: list[Env], start: int, stop: int) -> tuple[list[Env], list[Env]]:
+    def _carry(
+        self, calib_envs: list[Env], score_envs: list[Env], start: int, stop: int
+    ) -> tuple[list[Env], list[Env]]:
         """Advance the parent's activations from ``start`` to ``stop``, calibrating its BN there."""
         with bn_calibration(self.graph.batchnorms(start, stop)):
             calib_envs = [self.graph.advance(env, start, stop) for env in calib_envs]

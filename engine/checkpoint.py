@@ -47,8 +47,12 @@ def load_checkpoint(path: Path, device: torch.device | str = "cpu") -> dict[str,
 
 def rng_states(sampler: torch.Generator) -> dict[str, Any]:
     """Every generator a training step may draw from: torch (CPU and CUDA), python, numpy, widths."""
-    states = {"torch": torch.get_rng_state(), "python": random.getstate(), "numpy": np.random.get_state(),
-              "sampler": sampler.get_state()}
+    states = {
+        "torch": torch.get_rng_state(),
+        "python": random.getstate(),
+        "numpy": np.random.get_state(),
+        "sampler": sampler.get_state(),
+    }
     if torch.cuda.is_available() and torch.cuda.is_initialized():
         states["cuda"] = torch.cuda.get_rng_state_all()
     return states

@@ -20,10 +20,11 @@ from __future__ import annotations
 import os
 import sys
 import uuid
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Any, Callable, Iterable, Iterator, Sequence
+from typing import Any
 
 import torch
 import torch.distributed as dist
@@ -138,7 +139,9 @@ def _buckets(tensors: list[torch.Tensor]) -> Iterator[list[torch.Tensor]]:
     bucket: list[torch.Tensor] = []
     size = 0
     for t in tensors:
-        if bucket and (t.dtype != bucket[0].dtype or t.device != bucket[0].device or size + t.numel() > BUCKET_ELEMENTS):
+        if bucket and (
+            t.dtype != bucket[0].dtype or t.device != bucket[0].device or size + t.numel() > BUCKET_ELEMENTS
+        ):
             yield bucket
             bucket, size = [], 0
         bucket.append(t)
@@ -181,8 +184,15 @@ def under_launcher() -> bool:
     return "TORCHELASTIC_RUN_ID" in os.environ or int(os.environ.get("WORLD_SIZE", "1")) > 1
 
 
-def launch(nproc: int, entrypoint: Callable[..., Any] | str, args: Sequence[Any] = (), *,
-           devices: Sequence[str] = (), max_restarts: int = 0, start_method: str = "spawn") -> dict[int, Any]:
+def launch(
+    nproc: int,
+    entrypoint: Callable[..., Any] | str,
+    args: Sequence[Any] = (),
+    *,
+    devices: Sequence[str] = (),
+    max_restarts: int = 0,
+    start_method: str = "spawn",
+) -> dict[int, Any]:
     """Start ``nproc`` local ranks with torch's elastic launcher (what ``torchrun --standalone`` runs).
 
     ``entrypoint`` is a module-level function (its return values come back by rank) or a program
@@ -201,9 +211,17 @@ def launch(nproc: int, entrypoint: Callable[..., Any] | str, args: Sequence[Any]
     if nproc < 1:
         raise ValueError(f"nproc must be at least 1, got {nproc}")
     env = {"CUDA_VISIBLE_DEVICES": ",".join(d for d in devices if d != "cpu")} if devices else {}
-    config = LaunchConfig(min_nodes=1, max_nodes=1, nproc_per_node=nproc, run_id=uuid.uuid4().hex,
-                          rdzv_backend="c10d", rdzv_endpoint="localhost:0", max_restarts=max_restarts,
-                          monitor_interval=0.1, start_method=start_method)
+    config = LaunchConfig(
+        min_nodes=1,
+        max_nodes=1,
+        nproc_per_node=nproc,
+        run_id=uuid.uuid4().hex,
+        rdzv_backend="c10d",
+        rdzv_endpoint="localhost:0",
+        max_restarts=max_restarts,
+        monitor_interval=0.1,
+        start_method=start_method,
+    )
     with _environment(env):
         return elastic_launch(config, entrypoint)(*args)
 
@@ -239,7 +257,7 @@ class ShardedScorer:
 
     def score(self, parent: dict[str, int], candidates: dict[str, dict[str, int]]) -> dict[str, Any]:
         names = list(candidates)
-        mine = {g: candidates[g] for g in names[self.ranks.rank::self.ranks.world]}
+        mine = {g: candidates[g] for g in names[self.ranks.rank :: self.ranks.world]}
         merged: dict[str, Any] = {}
         for part in self.ranks.gather(self.inner.score(parent, mine) if mine else {}):
             merged.update(part)

@@ -25,8 +25,16 @@ def calibrated_slim(supernet: Supernet, widths: dict[str, int], calib: Batches) 
     return export_slim(supernet, widths)
 
 
-def export_answer(supernet: Supernet, widths: dict[str, int], folder: Path, workdir: Path, formats: list[str],
-                  model: nn.Module, accuracy: float | None, **extra: Any) -> dict[str, str]:
+def export_answer(
+    supernet: Supernet,
+    widths: dict[str, int],
+    folder: Path,
+    workdir: Path,
+    formats: list[str],
+    model: nn.Module,
+    accuracy: float | None,
+    **extra: Any,
+) -> dict[str, str]:
     """Save ``folder/config.json`` and ``folder/model.<fmt>``; returns paths relative to ``workdir``.
 
     The config's ``accuracy`` is the best measured one (test after retraining, else validation);

@@ -34,20 +34,20 @@ re-estimated from scratch for every candidate).
 from __future__ import annotations
 
 import json
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Callable, Iterator
 
 import torch
 
 from engine.atomic import write_json
 from engine.budgets import Budget
 from engine.calibrate import Score, calibrate_bn, evaluate
-from engine.data.batches import Batches
 from engine.candidate_scoring import make_scorer
-from engine.racing import Ranked, RacingScorer, exact_rank
+from engine.data.batches import Batches
 from engine.distributed import Ranks, shard_scorer
+from engine.racing import RacingScorer, Ranked, exact_rank
 from engine.spec import CancelFn, Cancelled
 from models import count_macs, count_params
 from models.space import ChannelSpace, Group
@@ -81,7 +81,7 @@ class Step:
         return out
 
     @classmethod
-    def from_dict(cls, data: dict) -> "Step":
+    def from_dict(cls, data: dict) -> Step:
         return cls(**{k: data[k] for k in cls.__dataclass_fields__})
 
 
@@ -130,12 +130,26 @@ class GreedySlimmer:
     choice, and rank 0 alone writes the state.
     """
 
-    def __init__(self, supernet: Supernet, calib: Batches, score: Batches, bins: int = 10, scorer: str = "shared",
-                 latency: Callable[[Widths], float] | None = None, budgets: list[Budget] | tuple = (),
-                 bins_per_step: int = 1, race_fraction: float = 0.0, race_z: float = 2.0,
-                 channels_last: bool = False, ranks: Ranks | None = None, criterion: str = "accuracy") -> None:
+    def __init__(
+        self,
+        supernet: Supernet,
+        calib: Batches,
+        score: Batches,
+        bins: int = 10,
+        scorer: str = "shared",
+        latency: Callable[[Widths], float] | None = None,
+        budgets: list[Budget] | tuple = (),
+        bins_per_step: int = 1,
+        race_fraction: float = 0.0,
+        race_z: float = 2.0,
+        channels_last: bool = False,
+        ranks: Ranks | None = None,
+        criterion: str = "accuracy",
+    ) -> None:
         if supernet.spec.switches:
-            raise ValueError("greedy slimming needs a shared-BN supernet (US-Net modes); an S-Net runs only at its switches")
+            raise ValueError(
+                "greedy slimming needs a shared-BN supernet (US-Net modes); an S-Net runs only at its switches"
+            )
         if bins_per_step < 1:
             raise ValueError(f"bins_per_step must be at least 1, got {bins_per_step}")
         if channels_last:
@@ -148,14 +162,22 @@ class GreedySlimmer:
         shard = lambda inner: shard_scorer(inner, ranks)  # noqa: E731
         self.scorer = shard(make_scorer(scorer, supernet, calib, score))
         self.criterion = criterion
-        self.racer = (RacingScorer(supernet, calib, score, race_fraction, race_z, scorer, shard, criterion)
-                      if race_fraction > 0 else None)
+        self.racer = (
+            RacingScorer(supernet, calib, score, race_fraction, race_z, scorer, shard, criterion)
+            if race_fraction > 0
+            else None
+        )
         self.writes = ranks is None or ranks.is_main
         self.full_cost = self.cost(self.space.full())
 
-    def run(self, done: Callable[[list[Step]], bool] | None = None, state_path: Path | None = None,
-            state_key: str = "", should_cancel: CancelFn | None = None,
-            on_step: Callable[[Step], None] | None = None) -> list[Step]:
+    def run(
+        self,
+        done: Callable[[list[Step]], bool] | None = None,
+        state_path: Path | None = None,
+        state_key: str = "",
+        should_cancel: CancelFn | None = None,
+        on_step: Callable[[Step], None] | None = None,
+    ) -> list[Step]:
         """Slim until ``done(steps)`` holds or every group is at its minimum; returns all steps.
 
         With ``state_path`` the steps are saved after each one and a saved search with the same

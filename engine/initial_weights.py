@@ -17,10 +17,11 @@ from __future__ import annotations
 
 import hashlib
 import io
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 import torch
 
@@ -50,8 +51,10 @@ class Loaded:
 
     def head_message(self) -> str:
         layers = sorted({key.rpartition(".")[0] for key in self.replaced})
-        return (f"head {', '.join(layers)} replaced (fresh initialisation): the weights are for "
-                f"{self.weights_classes} classes, this dataset has {self.network_classes}")
+        return (
+            f"head {', '.join(layers)} replaced (fresh initialisation): the weights are for "
+            f"{self.weights_classes} classes, this dataset has {self.network_classes}"
+        )
 
 
 # ---- reading ------------------------------------------------------------------------------------
@@ -80,8 +83,9 @@ def read_state_dict(source: Path | bytes) -> dict[str, torch.Tensor]:
         state = torch.load(io.BytesIO(raw), map_location="cpu", weights_only=True)
     except Exception as err:  # noqa: BLE001 - unpickling untrusted bytes fails in many ways (IndexError, KeyError, ...)
         first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise WeightsError("not a state dict torch can load with weights_only=True (save model.state_dict(), "
-                           f"not the model): {first}") from None
+        raise WeightsError(
+            f"not a state dict torch can load with weights_only=True (save model.state_dict(), not the model): {first}"
+        ) from None
     return _tensors(state)
 
 
@@ -93,8 +97,9 @@ def _tensors(state: Any) -> dict[str, torch.Tensor]:
         raise WeightsError(f"expected a state dict (names to tensors), got {type(state).__name__}")
     for key, value in state.items():
         if not isinstance(key, str) or not isinstance(value, torch.Tensor):
-            raise WeightsError(f"entry {key!r} holds a {type(value).__name__}, not a tensor; save model.state_dict()",
-                               str(key))
+            raise WeightsError(
+                f"entry {key!r} holds a {type(value).__name__}, not a tensor; save model.state_dict()", str(key)
+            )
     return dict(state)
 
 
@@ -117,8 +122,11 @@ def file_sha256(path: Path | str) -> str:
 # ---- matching -----------------------------------------------------------------------------------
 def head_keys(supernet: Supernet) -> set[str]:
     """Parameter names of the classifier head: the layers whose output is the class count itself."""
-    heads = [name for name, layer in supernet.space.layers.items()
-             if layer.kind in ("conv", "linear") and layer.outputs.fixed and layer.out_full == supernet.spec.num_classes]
+    heads = [
+        name
+        for name, layer in supernet.space.layers.items()
+        if layer.kind in ("conv", "linear") and layer.outputs.fixed and layer.out_full == supernet.spec.num_classes
+    ]
     return {f"{name}.{p}" for name in heads for p in ("weight", "bias")}
 
 
@@ -141,8 +149,11 @@ def plan_load(expected: Mapping[str, Sequence[int]], given: Mapping[str, Sequenc
         raise WeightsError(f"{key} has shape {have} in the weights but {list(shape)} in the network", key)
     extra = [key for key in given if key not in expected]
     if extra:
-        raise WeightsError(f"{extra[0]} (shape {list(given[extra[0]])}) in the weights is not in the network "
-                           f"({len(extra)} such key(s))", extra[0])
+        raise WeightsError(
+            f"{extra[0]} (shape {list(given[extra[0]])}) in the weights is not in the network "
+            f"({len(extra)} such key(s))",
+            extra[0],
+        )
     return loaded
 
 
@@ -170,8 +181,10 @@ def check_fits(net: NetSpec, given: Shapes) -> Loaded:
 
 def _no_switches(net: NetSpec) -> None:
     if net.switches:
-        raise WeightsError("S-Net's switchable BN has no counterpart in a plain network's weights; "
-                           "train in usnet-nonuniform, usnet or mutual mode")
+        raise WeightsError(
+            "S-Net's switchable BN has no counterpart in a plain network's weights; "
+            "train in usnet-nonuniform, usnet or mutual mode"
+        )
 
 
 # ---- loading ------------------------------------------------------------------------------------
@@ -195,14 +208,38 @@ def start_from_weights(supernet: Supernet, spec: SearchSpec, data: DataSplits, r
     score = evaluate(supernet, as_batches(data.val, spec.search.score_size, spec.search.calib_batch_size, spec.seed))
     if report is not None:
         digest = file_sha256(spec.weights)
-        report({"phase": "train", "percent": 0.0, "event": {
-            "kind": "weights", "message": f"started from weights {digest[:12]}: full network at "
-                                          f"{score.accuracy:.2f}% held-out accuracy before supernet training",
-            "data": {"sha256": digest, "val_accuracy": score.accuracy, "val_loss": score.loss,
-                     "replaced": loaded.replaced}}})
+        report(
+            {
+                "phase": "train",
+                "percent": 0.0,
+                "event": {
+                    "kind": "weights",
+                    "message": f"started from weights {digest[:12]}: full network at "
+                    f"{score.accuracy:.2f}% held-out accuracy before supernet training",
+                    "data": {
+                        "sha256": digest,
+                        "val_accuracy": score.accuracy,
+                        "val_loss": score.loss,
+                        "replaced": loaded.replaced,
+                    },
+                },
+            }
+        )
         if loaded.replaced:
-            report({"phase": "train", "percent": 0.0, "event": {
-                "kind": "head-replaced", "level": "warning", "message": loaded.head_message(),
-                "data": {"keys": loaded.replaced, "weights_classes": loaded.weights_classes,
-                         "network_classes": loaded.network_classes}}})
+            report(
+                {
+                    "phase": "train",
+                    "percent": 0.0,
+                    "event": {
+                        "kind": "head-replaced",
+                        "level": "warning",
+                        "message": loaded.head_message(),
+                        "data": {
+                            "keys": loaded.replaced,
+                            "weights_classes": loaded.weights_classes,
+                            "network_classes": loaded.network_classes,
+                        },
+                    },
+                }
+            )
     return loaded

@@ -39,9 +39,10 @@ import json
 import math
 import operator
 import statistics
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import torch
 from torch import fx, nn
@@ -121,14 +122,16 @@ class LatencyTable:
         threads and batch size."""
         key = self.key
         threads = f"{key['threads']} thread{'s' if key['threads'] != 1 else ''}"
-        return {"device": key["device"],
-                "runtime": f"{key['runtime']} {key['version']} ({key['provider']}, {threads}, batch {key['batch_size']})"}
+        return {
+            "device": key["device"],
+            "runtime": f"{key['runtime']} {key['version']} ({key['provider']}, {threads}, batch {key['batch_size']})",
+        }
 
     def to_dict(self) -> dict[str, Any]:
         return {"format": TABLE_FORMAT, **asdict(self)}
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "LatencyTable":
+    def from_dict(cls, data: dict[str, Any]) -> LatencyTable:
         """A table from its JSON form; `engine.latency_check.parse_table` checks one made elsewhere first."""
         if data.get("format") != TABLE_FORMAT:
             raise ValueError(f"not a {TABLE_FORMAT} table (format {data.get('format')!r})")
@@ -139,7 +142,7 @@ class LatencyTable:
         return write_json(path, self.to_dict())
 
     @classmethod
-    def load(cls, path: Path) -> "LatencyTable":
+    def load(cls, path: Path) -> LatencyTable:
         return cls.from_dict(json.loads(Path(path).read_text()))
 
 
@@ -155,8 +158,14 @@ def _bracket(levels: list[int], width: int) -> tuple[int, int, float]:
 
 # ---- what a table is measured over ---------------------------------------------------------------
 def table_key(supernet: Supernet, runtime: Runtime, batch_size: int, bins: int, max_levels: int | None) -> dict:
-    return {"net": supernet.spec.to_dict(), "batch_size": batch_size, "bins": bins, "max_levels": max_levels,
-            **runtime.describe(), "torch": torch.__version__}
+    return {
+        "net": supernet.spec.to_dict(),
+        "batch_size": batch_size,
+        "bins": bins,
+        "max_levels": max_levels,
+        **runtime.describe(),
+        "torch": torch.__version__,
+    }
 
 
 def greedy_ladder(group: Group, bins: int, max_levels: int | None = None) -> list[int]:
@@ -189,8 +198,10 @@ def node_axes(graph: PartialForward, node: fx.Node) -> list[dict]:
         if set(axes[0]["terms"]) & set(axes[1]["terms"]):
             return [axis_of([layer.inputs, layer.outputs])]
     else:
-        layouts = layouts_of(graph.layouts.get(node)) or [lay for n in node.all_input_nodes
-                                                          for lay in layouts_of(graph.layouts.get(n))][:1]
+        layouts = (
+            layouts_of(graph.layouts.get(node))
+            or [lay for n in node.all_input_nodes for lay in layouts_of(graph.layouts.get(n))][:1]
+        )
         axes = [axis_of(layouts)]
     return [axis for axis in axes if axis["terms"]]
 
@@ -233,8 +244,11 @@ def units(graph: PartialForward, nodes: list[fx.Node], fuses: bool) -> dict[fx.N
         axes = node_axes(graph, node)
         while len(unit[-1].users) == 1:
             (user,) = unit[-1].users
-            if user in absorbed or not (_fusable(graph, user) and all(a in axes for a in node_axes(graph, user))) or (
-                    _is_add(user) and any(map(_is_add, unit))):
+            if (
+                user in absorbed
+                or not (_fusable(graph, user) and all(a in axes for a in node_axes(graph, user)))
+                or (_is_add(user) and any(map(_is_add, unit)))
+            ):
                 break
             unit.append(user)
             absorbed.add(user)
@@ -252,8 +266,9 @@ def _is_add(node: fx.Node) -> bool:
 
 
 # ---- measuring ----------------------------------------------------------------------------------
-def measure_model(model: nn.Module, input_size: int, batch_size: int = 1, runtime: Runtime | None = None,
-                  timing: Timing | None = None) -> float:
+def measure_model(
+    model: nn.Module, input_size: int, batch_size: int = 1, runtime: Runtime | None = None, timing: Timing | None = None
+) -> float:
     """End-to-end milliseconds of one forward pass of ``model`` (default: eager torch on the CPU)."""
     runtime = runtime or TorchRuntime("cpu")
     return runtime.time_model(model, input_size, batch_size, timing or end_to_end_timing(Timing()))
@@ -322,8 +337,16 @@ class _UnitBench:
             layer = self.graph.supernet.space.layers[node.target]
             cin, cout = layer.inputs.count(widths), layer.outputs.count(widths)
         if isinstance(module, SlimConv2d):
-            return nn.Conv2d(cin, cout, module.kernel_size, module.stride, module.padding, module.dilation,
-                             cin if module.depthwise else module.groups, bias=module.bias is not None)
+            return nn.Conv2d(
+                cin,
+                cout,
+                module.kernel_size,
+                module.stride,
+                module.padding,
+                module.dilation,
+                cin if module.depthwise else module.groups,
+                bias=module.bias is not None,
+            )
         if isinstance(module, BN_TYPES):
             return nn.BatchNorm2d(cin)
         if isinstance(module, SlimLinear):
@@ -351,9 +374,16 @@ def _shape(value: Any) -> Any:
     return tuple(_shape(v) for v in value) if isinstance(value, (tuple, list)) else tuple(value.shape)
 
 
-def measure_table(supernet: Supernet, runtime: Runtime | None = None, batch_size: int = 1, bins: int = 10,
-                  max_levels: int | None = 5, timing: Timing | None = None,
-                  progress: Callable[[float], None] | None = None, fit_configs: int = 8) -> LatencyTable:
+def measure_table(
+    supernet: Supernet,
+    runtime: Runtime | None = None,
+    batch_size: int = 1,
+    bins: int = 10,
+    max_levels: int | None = 5,
+    timing: Timing | None = None,
+    progress: Callable[[float], None] | None = None,
+    fit_configs: int = 8,
+) -> LatencyTable:
     """Time every node over its levels, then fit scale and overhead on ``fit_configs + 2`` whole models.
 
     ``runtime`` defaults to eager torch on the CPU; ``max_levels`` None times every step of the
@@ -370,14 +400,18 @@ def measure_table(supernet: Supernet, runtime: Runtime | None = None, batch_size
     for done, (head, members) in enumerate(timed.items()):
         bench = _UnitBench(graph, members, shapes)
         configs = [axis_levels(axis, supernet.space, bins, max_levels) for axis in bench.axes]
-        flat = [runtime.time_op(*bench.unit({**full, **{k: v for part in point for k, v in part.items()}}), timing)
-                for point in itertools.product(*configs)]
+        flat = [
+            runtime.time_op(*bench.unit({**full, **{k: v for part in point for k, v in part.items()}}), timing)
+            for point in itertools.product(*configs)
+        ]
         counts = [[axis_count(axis, c) for c in cs] for axis, cs in zip(bench.axes, configs)]
         nodes[head.name] = NodeCost(bench.axes, counts, _reshape(flat, [len(c) for c in counts]))
         for member in members[1:]:  # run inside the head's kernel: no time of its own
             axes = node_axes(graph, member)
             levels = [counts[bench.axes.index(axis)] for axis in axes]
-            nodes[member.name] = NodeCost(axes, levels, _reshape([0.0] * math.prod(map(len, levels)), list(map(len, levels))))
+            nodes[member.name] = NodeCost(
+                axes, levels, _reshape([0.0] * math.prod(map(len, levels)), list(map(len, levels)))
+            )
         if progress:
             progress((done + 1) / len(timed))
     table = LatencyTable(table_key(supernet, runtime, batch_size, bins, max_levels), nodes)
@@ -399,22 +433,29 @@ FIT_ROUNDS = 2
 """Each whole model of the fit is timed this many times, in turn with the others, and the fastest kept."""
 
 
-def _fit_whole_models(table: LatencyTable, supernet: Supernet, runtime: Runtime, batch_size: int,
-                      timing: Timing, fit_configs: int) -> None:
+def _fit_whole_models(
+    table: LatencyTable, supernet: Supernet, runtime: Runtime, batch_size: int, timing: Timing, fit_configs: int
+) -> None:
     """Fit ``measured = scale * layers + overhead`` on end-to-end timings of whole slim models."""
     space, generator = supernet.space, torch.Generator().manual_seed(FIT_SEED)
-    configs = {"full": space.full(), "smallest": space.smallest(),
-               **{f"random-{i}": space.random(generator) for i in range(fit_configs)}}
+    configs = {
+        "full": space.full(),
+        "smallest": space.smallest(),
+        **{f"random-{i}": space.random(generator) for i in range(fit_configs)},
+    }
     whole, models = end_to_end_timing(timing), {name: export_slim(supernet, widths) for name, widths in configs.items()}
     measured = {name: float("inf") for name in configs}
     for _ in range(FIT_ROUNDS):  # rounds apart in time: a busy spell of the machine spoils one round, not all
         for name, model in models.items():
             measured[name] = min(measured[name], runtime.time_model(model, supernet.spec.input_size, batch_size, whole))
-    table.fit = {name: {"measured_ms": measured[name], "sum_of_layers_ms": table.layers_ms(widths)}
-                 for name, widths in configs.items()}
+    table.fit = {
+        name: {"measured_ms": measured[name], "sum_of_layers_ms": table.layers_ms(widths)}
+        for name, widths in configs.items()
+    }
     table.scale, table.overhead_ms = _line(
         [(m["sum_of_layers_ms"], m["measured_ms"]) for m in table.fit.values()],
-        lowest=table.layers_ms(space.smallest()))
+        lowest=table.layers_ms(space.smallest()),
+    )
 
 
 def _line(points: list[tuple[float, float]], lowest: float) -> tuple[float, float]:
@@ -437,9 +478,16 @@ def _line(points: list[tuple[float, float]], lowest: float) -> tuple[float, floa
     return mean_y / mean_x, 0.0
 
 
-def cached_table(supernet: Supernet, cache_dir: Path, runtime: Runtime | None = None, batch_size: int = 1,
-                 bins: int = 10, max_levels: int | None = 5, timing: Timing | None = None,
-                 progress: Callable[[float], None] | None = None) -> tuple[LatencyTable, bool]:
+def cached_table(
+    supernet: Supernet,
+    cache_dir: Path,
+    runtime: Runtime | None = None,
+    batch_size: int = 1,
+    bins: int = 10,
+    max_levels: int | None = 5,
+    timing: Timing | None = None,
+    progress: Callable[[float], None] | None = None,
+) -> tuple[LatencyTable, bool]:
     """The table for this network, device and runtime from ``cache_dir``, measured and stored if missing.
 
     Returns ``(table, was_cached)``.

@@ -23,8 +23,7 @@ import math
 from pathlib import Path
 from typing import Any
 
-from engine.latency import (TABLE_FORMAT, LatencyTable, NodeCost, axis_count, axis_levels, node_axes,
-                            runnable_nodes)
+from engine.latency import TABLE_FORMAT, LatencyTable, NodeCost, axis_count, axis_levels, node_axes, runnable_nodes
 from engine.partial_forward import PartialForward
 from models.supernet import NetSpec, Supernet
 
@@ -58,8 +57,11 @@ def read_table(raw: bytes | str) -> LatencyTable:
     except UnicodeDecodeError:
         raise TableError((), "not UTF-8 text; a latency table is the JSON file `autoslim profile` writes") from None
     except json.JSONDecodeError as err:
-        raise TableError((), f"not a complete JSON document ({err.msg} at line {err.lineno} column {err.colno}"
-                             f" of {len(raw)} bytes): a truncated or damaged file?") from None
+        raise TableError(
+            (),
+            f"not a complete JSON document ({err.msg} at line {err.lineno} column {err.colno}"
+            f" of {len(raw)} bytes): a truncated or damaged file?",
+        ) from None
     return parse_table(data)
 
 
@@ -68,8 +70,10 @@ def parse_table(data: Any) -> LatencyTable:
     if not isinstance(data, dict):
         raise TableError((), "a latency table is a JSON object")
     if data.get("format") != TABLE_FORMAT:
-        raise TableError(("format",), f"{data.get('format')!r} is not {TABLE_FORMAT!r}; write the table with "
-                                      "this version's `autoslim profile`")
+        raise TableError(
+            ("format",),
+            f"{data.get('format')!r} is not {TABLE_FORMAT!r}; write the table with this version's `autoslim profile`",
+        )
     key = _object(data, "key", ("key",))
     for name in KEY_TEXT:
         _typed(key, name, str, ("key", name))
@@ -97,8 +101,13 @@ def _node(cost: Any, loc: Loc) -> NodeCost:
     if not (isinstance(axes, list) and len(axes) <= 2):
         raise TableError((*loc, "axes"), "must be a list of at most 2 channel counts")
     for i, axis in enumerate(axes):
-        if not (isinstance(axis, dict) and _count(axis.get("fixed"), 0) and isinstance(axis.get("terms"), dict)
-                and axis["terms"] and all(isinstance(g, str) and _count(m, 1) for g, m in axis["terms"].items())):
+        if not (
+            isinstance(axis, dict)
+            and _count(axis.get("fixed"), 0)
+            and isinstance(axis.get("terms"), dict)
+            and axis["terms"]
+            and all(isinstance(g, str) and _count(m, 1) for g, m in axis["terms"].items())
+        ):
             raise TableError((*loc, "axes", i), 'must be {"fixed": count, "terms": {group: multiplicity}}')
     if not (isinstance(levels, list) and len(levels) == len(axes)):
         raise TableError((*loc, "levels"), f"must hold one list of levels per axis ({len(axes)})")
@@ -132,7 +141,9 @@ def _object(data: dict, name: str, loc: Loc) -> dict:
 def _typed(data: dict, name: str, kind: type, loc: Loc) -> Any:
     value = data.get(name)
     if not isinstance(value, kind) or isinstance(value, bool):
-        raise TableError(loc, "is missing" if value is None else f"must be {'an object' if kind is dict else kind.__name__}")
+        raise TableError(
+            loc, "is missing" if value is None else f"must be {'an object' if kind is dict else kind.__name__}"
+        )
     return value
 
 
@@ -158,21 +169,27 @@ def check_graph(table: LatencyTable, supernet: Supernet) -> None:
     expected = {node.name: node_axes(graph, node) for node in runnable_nodes(graph)}
     missing = [name for name in expected if name not in table.nodes]
     if missing:
-        raise TableError(("nodes",), f"has no timing of {len(missing)} of the {len(expected)} nodes of {arch} "
-                                     f"(the first: {missing[0]!r}); a table of another network or autoslim version?")
+        raise TableError(
+            ("nodes",),
+            f"has no timing of {len(missing)} of the {len(expected)} nodes of {arch} "
+            f"(the first: {missing[0]!r}); a table of another network or autoslim version?",
+        )
     extra = [name for name in table.nodes if name not in expected]
     if extra:
         raise TableError(("nodes", extra[0]), f"is no node of {arch}'s graph")
     for name, axes in expected.items():
         cost = table.nodes[name]
         if cost.axes != axes:
-            raise TableError(("nodes", name, "axes"), f"{arch}'s node {name} depends on {_names(axes)}, "
-                                                      f"not {_names(cost.axes)}")
+            raise TableError(
+                ("nodes", name, "axes"), f"{arch}'s node {name} depends on {_names(axes)}, not {_names(cost.axes)}"
+            )
         for i, (axis, level) in enumerate(zip(axes, cost.levels)):
             low, high = axis_count(axis, space.smallest()), axis_count(axis, space.full())
             if (level[0], level[-1]) != (low, high):
-                raise TableError(("nodes", name, "levels", i), f"spans {level[0]}..{level[-1]} channels of "
-                                                               f"{_names([axis])}, which spans {low}..{high}")
+                raise TableError(
+                    ("nodes", name, "levels", i),
+                    f"spans {level[0]}..{level[-1]} channels of {_names([axis])}, which spans {low}..{high}",
+                )
 
 
 def check_search(table: LatencyTable, spec: NetSpec, bins: int) -> None:
@@ -188,14 +205,19 @@ def check_search(table: LatencyTable, spec: NetSpec, bins: int) -> None:
             visited = [axis_count(axis, c) for c in axis_levels(axis, supernet.space, bins, None)]
             absent = [count for count in visited if count not in level]
             if absent:
-                raise TableError(("nodes", name, "levels", i), f"has no timing at {', '.join(map(str, absent))} "
-                                 f"channels of {_names([axis])}, which a search with {bins} bins visits (the table "
-                                 f"was profiled with {table.key['bins']} bins); profile with --bins {bins}")
+                raise TableError(
+                    ("nodes", name, "levels", i),
+                    f"has no timing at {', '.join(map(str, absent))} "
+                    f"channels of {_names([axis])}, which a search with {bins} bins visits (the table "
+                    f"was profiled with {table.key['bins']} bins); profile with --bins {bins}",
+                )
 
 
 def _names(axes: list[dict]) -> str:
     """``[features.1.conv.0.0]``, ``[2 x layer1.0.conv1 + 16]``: channel counts as a reader names them."""
+
     def one(axis: dict) -> str:
         terms = [g if m == 1 else f"{m} x {g}" for g, m in axis["terms"].items()]
         return " + ".join(terms + ([str(axis["fixed"])] if axis["fixed"] else []))
+
     return "[" + ", ".join(one(axis) for axis in axes) + "]"

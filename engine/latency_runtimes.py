@@ -21,10 +21,11 @@ import platform
 import tempfile
 import time
 import warnings
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterator, Protocol
+from typing import Any, Protocol
 
 import torch
 from torch import nn
@@ -54,8 +55,12 @@ def end_to_end_timing(per_op: Timing) -> Timing:
     return Timing(blocks=3 * per_op.blocks, block_s=25 * per_op.block_s, warmup=per_op.warmup)
 
 
-def timed_ms(run: Callable[[], object], timing: Timing, sync: Callable[[], None] = lambda: None,
-             clock: Callable[[], float] = time.perf_counter) -> float:
+def timed_ms(
+    run: Callable[[], object],
+    timing: Timing,
+    sync: Callable[[], None] = lambda: None,
+    clock: Callable[[], float] = time.perf_counter,
+) -> float:
     """Milliseconds per call of ``run``: the fastest of ``timing.blocks`` equal blocks of calls."""
     for _ in range(timing.warmup):
         run()
@@ -139,8 +144,13 @@ class TorchRuntime:
 
     def describe(self) -> dict[str, Any]:
         device = torch.cuda.get_device_name(self.device) if self.device.type == "cuda" else cpu_model()
-        return {"runtime": "torch", "version": torch.__version__, "provider": str(self.device), "device": device,
-                "threads": self.threads}
+        return {
+            "runtime": "torch",
+            "version": torch.__version__,
+            "provider": str(self.device),
+            "device": device,
+            "threads": self.threads,
+        }
 
     def _sync(self) -> None:
         if self.device.type == "cuda":
@@ -151,7 +161,9 @@ class TorchRuntime:
         module = module.to(self.device).eval()
         inputs = tuple(_moved(x, self.device) for x in inputs)
         with torch.inference_mode(), cpu_threads(self.threads):
-            return timed_ms(lambda: module(*inputs), timing, self._sync, clock_for(self.threads, self.device.type == "cpu"))
+            return timed_ms(
+                lambda: module(*inputs), timing, self._sync, clock_for(self.threads, self.device.type == "cpu")
+            )
 
     def time_model(self, model: nn.Module, input_size: int, batch_size: int, timing: Timing) -> float:
         x = torch.randn(batch_size, 3, input_size, input_size)
@@ -167,16 +179,22 @@ class OnnxRuntime:
         import onnxruntime
 
         if provider not in onnxruntime.get_available_providers():
-            raise ValueError(f"ONNX Runtime here has no {provider} (available: "
-                             f"{', '.join(onnxruntime.get_available_providers())})")
+            raise ValueError(
+                f"ONNX Runtime here has no {provider} (available: {', '.join(onnxruntime.get_available_providers())})"
+            )
         if threads < 1:
             raise ValueError(f"threads must be at least 1, got {threads}")
         self.ort, self.provider, self.threads = onnxruntime, provider, threads
 
     def describe(self) -> dict[str, Any]:
         cpu = self.provider == "CPUExecutionProvider" or not torch.cuda.is_available()
-        return {"runtime": "onnxruntime", "version": self.ort.__version__, "provider": self.provider,
-                "device": cpu_model() if cpu else torch.cuda.get_device_name(0), "threads": self.threads}
+        return {
+            "runtime": "onnxruntime",
+            "version": self.ort.__version__,
+            "provider": self.provider,
+            "device": cpu_model() if cpu else torch.cuda.get_device_name(0),
+            "threads": self.threads,
+        }
 
     def session(self, model: bytes | str) -> Any:
         options = self.ort.SessionOptions()
@@ -198,8 +216,9 @@ class OnnxRuntime:
         buffer, leaves = io.BytesIO(), list(_leaves(inputs))  # the exporter flattens tuples of tensors
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # the TorchScript exporter's deprecation notice
-            torch.onnx.export(module.eval(), inputs, buffer, input_names=[f"x{i}" for i in range(len(leaves))],
-                              dynamo=False)
+            torch.onnx.export(
+                module.eval(), inputs, buffer, input_names=[f"x{i}" for i in range(len(leaves))], dynamo=False
+            )
         return self.time_onnx(buffer.getvalue(), tuple(x.numpy() for x in leaves), timing)
 
     def time_model(self, model: nn.Module, input_size: int, batch_size: int, timing: Timing) -> float:
@@ -224,8 +243,9 @@ def _leaves(value: Any) -> Iterator[torch.Tensor]:
         yield value
 
 
-def make_runtime(name: str, device: str = "cpu", provider: str = "CPUExecutionProvider",
-                 threads: int | None = None) -> Runtime:
+def make_runtime(
+    name: str, device: str = "cpu", provider: str = "CPUExecutionProvider", threads: int | None = None
+) -> Runtime:
     """A runtime by name: ``torch`` on ``device``, or ``onnxruntime`` with ``provider`` (1 thread by default)."""
     if name == "torch":
         return TorchRuntime(device, threads)

@@ -10,8 +10,8 @@ resolution gets its own traced channel space; the weights are shared.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import replace
-from typing import Callable
 
 import torch.nn.functional as F
 
@@ -37,8 +37,10 @@ def at_resolution(supernet: Supernet, resolution: int) -> Supernet:
     if resolution == supernet.spec.input_size:
         return supernet
     if uses_cifar_stem(resolution) != uses_cifar_stem(supernet.spec.input_size):
-        raise ValueError(f"resolution {resolution} would change {supernet.spec.arch}'s stem; "
-                         f"keep every resolution on the same side of the CIFAR/ImageNet stem threshold")
+        raise ValueError(
+            f"resolution {resolution} would change {supernet.spec.arch}'s stem; "
+            f"keep every resolution on the same side of the CIFAR/ImageNet stem threshold"
+        )
     other = Supernet(replace(supernet.spec, input_size=resolution))
     other.load_state_dict(supernet.state_dict())
     device = next(supernet.parameters()).device
@@ -53,10 +55,15 @@ def resized(batches: Batches, resolution: int) -> Batches:
     return Batches(x, batches.y, batches.batch_size)
 
 
-def score_mutual_points(supernet: Supernet, calib: Batches, score: Batches, resolutions: list[int],
-                        latency: Callable[[int, dict[str, int]], float] | None = None,
-                        should_cancel: CancelFn | None = None,
-                        on_point: Callable[[TrajectoryPoint, float], None] | None = None) -> list[TrajectoryPoint]:
+def score_mutual_points(
+    supernet: Supernet,
+    calib: Batches,
+    score: Batches,
+    resolutions: list[int],
+    latency: Callable[[int, dict[str, int]], float] | None = None,
+    should_cancel: CancelFn | None = None,
+    on_point: Callable[[TrajectoryPoint, float], None] | None = None,
+) -> list[TrajectoryPoint]:
     """Score every (width ratio, resolution), numbered in that order; ``on_point(point, fraction_done)`` after each."""
     ratios = width_ratios(supernet.spec.width_min)
     points: list[TrajectoryPoint] = []
@@ -71,11 +78,17 @@ def score_mutual_points(supernet: Supernet, calib: Batches, score: Batches, reso
             net.set_widths(widths)
             calibrate_bn(net, calib_r)
             result = evaluate(net, score_r)
-            point = TrajectoryPoint(index=len(points), widths=widths, macs=count_macs(net.space, widths),
-                                    params=count_params(net.space, widths),
-                                    latency_ms=None if latency is None else latency(resolution, widths),
-                                    val_accuracy=result.accuracy, val_loss=result.loss, ratio=ratio,
-                                    resolution=resolution)
+            point = TrajectoryPoint(
+                index=len(points),
+                widths=widths,
+                macs=count_macs(net.space, widths),
+                params=count_params(net.space, widths),
+                latency_ms=None if latency is None else latency(resolution, widths),
+                val_accuracy=result.accuracy,
+                val_loss=result.loss,
+                ratio=ratio,
+                resolution=resolution,
+            )
             points.append(point)
             if on_point:
                 on_point(point, len(points) / total)
@@ -86,8 +99,10 @@ def mutual_range(supernet: Supernet, resolutions: list[int]) -> Ranges:
     """MACs and params the width x resolution points span (the smallest width at the lowest resolution, the full at the highest)."""
     low, high = at_resolution(supernet, min(resolutions)), at_resolution(supernet, max(resolutions))
     small, full = low.space.uniform(supernet.spec.width_min), high.space.full()
-    return {"macs": {"min": count_macs(low.space, small), "max": count_macs(high.space, full)},
-            "params": {"min": count_params(low.space, small), "max": count_params(high.space, full)}}
+    return {
+        "macs": {"min": count_macs(low.space, small), "max": count_macs(high.space, full)},
+        "params": {"min": count_params(low.space, small), "max": count_params(high.space, full)},
+    }
 
 
 def best_under(points: list[TrajectoryPoint], budget: Budget) -> TrajectoryPoint | None:

@@ -29,7 +29,9 @@ def lr_factor(step: int, total_steps: int, warmup_steps: int) -> float:
     return 0.5 * (1.0 + math.cos(math.pi * min(1.0, (step - warmup_steps) / span)))
 
 
-def make_schedule(optimizer: torch.optim.Optimizer, spec: TrainSpec, steps_per_epoch: int) -> torch.optim.lr_scheduler.LambdaLR:
+def make_schedule(
+    optimizer: torch.optim.Optimizer, spec: TrainSpec, steps_per_epoch: int
+) -> torch.optim.lr_scheduler.LambdaLR:
     total = spec.epochs * steps_per_epoch
     warmup = min(total, round(spec.warmup_epochs * steps_per_epoch))
     return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: lr_factor(step, total, warmup))

@@ -92,8 +92,11 @@ class PartialForward:
 
     def last_batchnorm(self) -> int:
         """Position just after the last BN node: calibration need not run further."""
-        return 1 + max(i for i, n in enumerate(self.nodes)
-                       if n.op == "call_module" and isinstance(self.modules[n.target], (SlimBatchNorm2d, SwitchableBatchNorm2d)))
+        return 1 + max(
+            i
+            for i, n in enumerate(self.nodes)
+            if n.op == "call_module" and isinstance(self.modules[n.target], (SlimBatchNorm2d, SwitchableBatchNorm2d))
+        )
 
     # ---- execution --------------------------------------------------------------------------
     def start(self, x: torch.Tensor) -> Env:
@@ -186,8 +189,12 @@ def _narrowed(value, layout, parent: dict[str, int], child: dict[str, int]):
         return value
     # Keep the search's memory format; a tensor contiguous in both (1x1 spatial, an SE gate) stays in
     # the default one, as the full forward leaves it (another layout picks other kernels, other rounding).
-    channels_last = (value.dim() == 4 and value.is_contiguous(memory_format=torch.channels_last)
-                     and not value.is_contiguous() and value.shape[1] > 1)
+    channels_last = (
+        value.dim() == 4
+        and value.is_contiguous(memory_format=torch.channels_last)
+        and not value.is_contiguous()
+        and value.shape[1] > 1
+    )
     fmt = torch.channels_last if channels_last else torch.contiguous_format
     return take(value, layout.keep_within(parent, child), 1).contiguous(memory_format=fmt)
 

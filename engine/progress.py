@@ -122,6 +122,7 @@ class JobProgress:
     def sub(self, phase: str, offset: float = 0.0, share: float = 1.0) -> ReportFn:
         """A ``report`` for a routine with its own 0-100 percent (training, retraining), mapped into
         ``offset .. offset + share`` of ``phase``; its other fields pass through."""
+
         def forward(event: dict[str, Any]) -> None:
             extra = {k: v for k, v in event.items() if k not in ("phase", "percent")}
             self(phase, offset + share * float(event.get("percent", 0.0)) / 100.0, **extra)

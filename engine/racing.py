@@ -20,13 +20,13 @@ per-image differences are of cross-entropy instead (``d = candidate_loss - leade
 from __future__ import annotations
 
 import math
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 
 from engine.calibrate import Score
-from engine.data.batches import Batches
 from engine.candidate_scoring import Scorer, make_scorer
+from engine.data.batches import Batches
 from engine.spec import CRITERIA
 from models.supernet import Supernet
 
@@ -62,9 +62,17 @@ def per_image_merit(score: Score, criterion: str) -> torch.Tensor:
 class RacingScorer:
     """Ranks a step's candidates with a first round on part of the data, then exact scores for the rest."""
 
-    def __init__(self, supernet: Supernet, calib: Batches, score: Batches, fraction: float, z: float,
-                 kind: str = "shared", shard: Callable[[Scorer], Scorer] = lambda scorer: scorer,
-                 criterion: str = "accuracy") -> None:
+    def __init__(
+        self,
+        supernet: Supernet,
+        calib: Batches,
+        score: Batches,
+        fraction: float,
+        z: float,
+        kind: str = "shared",
+        shard: Callable[[Scorer], Scorer] = lambda scorer: scorer,
+        criterion: str = "accuracy",
+    ) -> None:
         """``shard`` wraps each round's scorer (`engine.distributed.shard_scorer` spreads it over ranks)."""
         if not 0 < fraction < 1:
             raise ValueError(f"race fraction must be between 0 and 1 (exclusive), got {fraction}")
@@ -78,8 +86,7 @@ class RacingScorer:
         order = list(candidates)
         first = ranked(self.first.score(parent, candidates), order, self.criterion)
         leader = per_image_merit(first[0][1], self.criterion)
-        alive = [g for g, s in first
-                 if not leader_is_surely_better(leader, per_image_merit(s, self.criterion), self.z)]
+        alive = [g for g, s in first if not leader_is_surely_better(leader, per_image_merit(s, self.criterion), self.z)]
         self.last_survivors = len(alive)
         exact = ranked(self.exact.score(parent, {g: candidates[g] for g in alive}), order, self.criterion)
         return exact + [(g, s) for g, s in first if g not in set(alive)]

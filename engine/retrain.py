@@ -25,8 +25,8 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from engine.calibrate import Score, calibrate_bn, evaluate
-from engine.data.batches import Batches
 from engine.data import DataSplits, as_batches
+from engine.data.batches import Batches
 from engine.device import autocast, batch_to, pick_device, to_device
 from engine.optim import make_optimizer, make_schedule
 from engine.spec import CancelFn, Cancelled, ReportFn, TrainSpec
@@ -46,8 +46,13 @@ class Retrained:
 
     def record(self, epochs: int, from_scratch: bool) -> dict[str, Any]:
         """What ``retrain.json`` beside the model holds (a search's work folder and `autoslim retrain` alike)."""
-        return {"test_accuracy": self.test.accuracy, "test_loss": self.test.loss, "epochs": epochs,
-                "from_scratch": from_scratch, "seconds": round(self.seconds, 2)}
+        return {
+            "test_accuracy": self.test.accuracy,
+            "test_loss": self.test.loss,
+            "epochs": epochs,
+            "from_scratch": from_scratch,
+            "seconds": round(self.seconds, 2),
+        }
 
 
 def initial_model(config: ChannelConfig, supernet: Supernet | None, calib: Batches | None, seed: int = 0) -> nn.Module:
@@ -73,9 +78,20 @@ def distillation_loss(logits: torch.Tensor, teacher: nn.Module, x: torch.Tensor,
     return soft_cross_entropy(logits, targets)
 
 
-def retrain(model: nn.Module, data: DataSplits, recipe: TrainSpec, epochs: int, lr: float, *, fine_tune: bool = True,
-            seed: int = 0, device: str = "auto", report: ReportFn | None = None,
-            should_cancel: CancelFn | None = None, teacher: nn.Module | None = None) -> Retrained:
+def retrain(
+    model: nn.Module,
+    data: DataSplits,
+    recipe: TrainSpec,
+    epochs: int,
+    lr: float,
+    *,
+    fine_tune: bool = True,
+    seed: int = 0,
+    device: str = "auto",
+    report: ReportFn | None = None,
+    should_cancel: CancelFn | None = None,
+    teacher: nn.Module | None = None,
+) -> Retrained:
     """Train ``model`` (in place) on ``data.train`` and score it on ``data.test``.
 
     Batches are the same pure function of (seed, epoch) as the supernet trainer's, so two runs with
@@ -111,9 +127,17 @@ def retrain(model: nn.Module, data: DataSplits, recipe: TrainSpec, epochs: int, 
                 optimizer.step()
                 schedule.step()
             if report is not None:
-                report({"phase": "retrain", "percent": 100.0 * (epoch + 1) / epochs, "epoch": epoch + 1,
-                        "epochs": epochs, "step": (epoch + 1) * per_epoch, "loss": loss.item(),
-                        "lr": optimizer.param_groups[0]["lr"]})
+                report(
+                    {
+                        "phase": "retrain",
+                        "percent": 100.0 * (epoch + 1) / epochs,
+                        "epoch": epoch + 1,
+                        "epochs": epochs,
+                        "step": (epoch + 1) * per_epoch,
+                        "loss": loss.item(),
+                        "lr": optimizer.param_groups[0]["lr"],
+                    }
+                )
     model.eval()
     test = evaluate(model, as_batches(data.test, batch_size=EVAL_BATCH, device=target))
     return Retrained(model.cpu().eval(), test, time.monotonic() - started)

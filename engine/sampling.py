@@ -54,8 +54,9 @@ def check_mode(mode: str, supernet: Supernet) -> None:
 class WidthSampler:
     """Draws each step's members from its own generator (saved in checkpoints, so resuming repeats them)."""
 
-    def __init__(self, supernet: Supernet, mode: str, num_sandwich: int = 4, resolutions: list[int] | None = None,
-                 seed: int = 0) -> None:
+    def __init__(
+        self, supernet: Supernet, mode: str, num_sandwich: int = 4, resolutions: list[int] | None = None, seed: int = 0
+    ) -> None:
         check_mode(mode, supernet)
         if num_sandwich < 2 and mode != "snet":
             raise ValueError(f"the sandwich rule needs at least 2 widths, got {num_sandwich}")

@@ -19,7 +19,7 @@ timed in this process; a resumed search starts its clock where it resumes.
 from __future__ import annotations
 
 import time
-from typing import Callable
+from collections.abc import Callable
 
 from engine.budgets import Budget
 from engine.greedy import Cost, Step
@@ -31,8 +31,9 @@ MoveSize = Callable[[Cost], int]
 class SearchEta:
     """Seconds left of a greedy search, updated after every step."""
 
-    def __init__(self, budgets: list[Budget], full: Cost, move_size: MoveSize,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self, budgets: list[Budget], full: Cost, move_size: MoveSize, clock: Callable[[], float] = time.monotonic
+    ) -> None:
         self.budgets, self.full, self.move_size, self.clock = budgets, full, move_size, clock
         self.previous: Step | None = None
         self.started: float | None = None

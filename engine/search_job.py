@@ -19,16 +19,16 @@ from __future__ import annotations
 import hashlib
 import json
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import torch
 
 from engine.atomic import write_json
 from engine.budget_fill import fill_budget
-from engine.budgets import (Budget, budgets_of, check_budgets, check_targets, first_fit, space_range,
-                            until_all_met)
+from engine.budgets import Budget, budgets_of, check_budgets, check_targets, first_fit, space_range, until_all_met
 from engine.data import DataSplits, as_batches, load_data
 from engine.distributed import Ranks, current
 from engine.export_results import calibrated_slim, export_answer
@@ -40,10 +40,21 @@ from engine.latency_runtimes import TorchRuntime
 from engine.mutual_search import at_resolution, best_under, mutual_range, resized, score_mutual_points
 from engine.progress import JobProgress
 from engine.retrain import initial_model, retrain
-from engine.search_eta import SearchEta
 from engine.sampling import default_resolutions
-from engine.spec import (BUDGET_KINDS, BudgetAnswer, CacheFolders, CancelFn, Cancelled, ReportFn, SearchResult,
-                         SearchSpec, SupernetRef, TrajectoryPoint, UniformPoint)
+from engine.search_eta import SearchEta
+from engine.spec import (
+    BUDGET_KINDS,
+    BudgetAnswer,
+    CacheFolders,
+    CancelFn,
+    Cancelled,
+    ReportFn,
+    SearchResult,
+    SearchSpec,
+    SupernetRef,
+    TrajectoryPoint,
+    UniformPoint,
+)
 from engine.supernet_cache import fresh_supernet, obtain_supernet
 from engine.train import load_supernet, pick_device
 from engine.width_scores import baseline_ratios, score_uniform
@@ -62,9 +73,14 @@ class _Answer:
     point: TrajectoryPoint
 
 
-def run_search(spec: SearchSpec | dict, workdir: Path, report: ReportFn | None = None,
-               should_cancel: CancelFn | None = None, ranks: Ranks | None = None,
-               caches: CacheFolders | None = None) -> dict[str, Any]:
+def run_search(
+    spec: SearchSpec | dict,
+    workdir: Path,
+    report: ReportFn | None = None,
+    should_cancel: CancelFn | None = None,
+    ranks: Ranks | None = None,
+    caches: CacheFolders | None = None,
+) -> dict[str, Any]:
     """Run (or resume) the search ``spec`` in ``workdir``; returns the result as JSON-able data:
     `engine.spec.SearchResult.to_dict()` (read it back with ``SearchResult.from_dict``), also
     written to ``workdir/result.json``.
@@ -86,8 +102,15 @@ def run_search(spec: SearchSpec | dict, workdir: Path, report: ReportFn | None =
 
 
 class _Job:
-    def __init__(self, spec: SearchSpec, workdir: Path, caches: CacheFolders, report: ReportFn | None,
-                 should_cancel: CancelFn | None, ranks: Ranks) -> None:
+    def __init__(
+        self,
+        spec: SearchSpec,
+        workdir: Path,
+        caches: CacheFolders,
+        report: ReportFn | None,
+        should_cancel: CancelFn | None,
+        ranks: Ranks,
+    ) -> None:
         self.spec, self.workdir, self.caches, self.ranks = spec, workdir, caches, ranks
         self.own_cancel = should_cancel or (lambda: False)  # this rank's: training agrees on it itself
         self.cancel = ranks.agreed(self.own_cancel)  # collective until the search ends (every rank calls it)
@@ -108,16 +131,22 @@ class _Job:
         started = time.monotonic()
         self._validate()
         data, budgets = self._prepare()
-        entry = self._timed("train_s", lambda: obtain_supernet(self.spec, data, self.caches.supernets,
-                                                               self.progress.sub("train"), self.own_cancel,
-                                                               self.ranks))
+        entry = self._timed(
+            "train_s",
+            lambda: obtain_supernet(
+                self.spec, data, self.caches.supernets, self.progress.sub("train"), self.own_cancel, self.ranks
+            ),
+        )
         if entry.reused:
             self.progress.skip_training()
         device = self.ranks.device(self.spec.device)
         supernet = load_supernet(entry.path, device)
-        calib = as_batches(data.train_plain, self.spec.search.calib_size, self.spec.search.calib_batch_size,
-                           self.spec.seed, device)
-        score = as_batches(data.val, self.spec.search.score_size, self.spec.search.calib_batch_size, self.spec.seed, device)
+        calib = as_batches(
+            data.train_plain, self.spec.search.calib_size, self.spec.search.calib_batch_size, self.spec.seed, device
+        )
+        score = as_batches(
+            data.val, self.spec.search.score_size, self.spec.search.calib_batch_size, self.spec.seed, device
+        )
         if self.mutual and not self.ranks.is_main:
             return None  # the width x resolution points are few: rank 0 scores it alone
         search = self._mutual if self.mutual else self._greedy
@@ -129,10 +158,17 @@ class _Job:
         tested = self._timed("retrain_s", lambda: self._retrain(supernet, data, calib, answers))
         results = self._timed("export_s", lambda: self._export(answers, tested, calib))
         self.timings["total_s"] = time.monotonic() - started
-        result = SearchResult(budgets=results, trajectory=trajectory, full=full, uniform=uniform,
-                              supernet=SupernetRef(entry.key, str(entry.path), entry.reused),
-                              timings={k: round(v, 3) for k, v in self.timings.items()}, spec=self.spec.to_dict(),
-                              spec_hash=self.spec_hash, ranks=self.ranks.world)
+        result = SearchResult(
+            budgets=results,
+            trajectory=trajectory,
+            full=full,
+            uniform=uniform,
+            supernet=SupernetRef(entry.key, str(entry.path), entry.reused),
+            timings={k: round(v, 3) for k, v in self.timings.items()},
+            spec=self.spec.to_dict(),
+            spec_hash=self.spec_hash,
+            ranks=self.ranks.world,
+        )
         write_json(self.workdir / "result.json", result.to_dict(), indent=2)
         self.progress("done", 1.0)
         return result
@@ -148,17 +184,23 @@ class _Job:
 
     def _validate(self) -> None:
         if self.spec.train.mode == "snet":
-            raise ValueError("an S-Net supernet runs only at its switches and cannot be slimmed per layer; "
-                             "train it in usnet-nonuniform (AutoSlim), usnet or mutual mode")
+            raise ValueError(
+                "an S-Net supernet runs only at its switches and cannot be slimmed per layer; "
+                "train it in usnet-nonuniform (AutoSlim), usnet or mutual mode"
+            )
         if self.spec.train.teacher == "original" and not self.spec.weights:
-            raise ValueError("train.teacher 'original' distils from the network the supernet starts from: "
-                             "it needs trained weights (weights)")
+            raise ValueError(
+                "train.teacher 'original' distils from the network the supernet starts from: "
+                "it needs trained weights (weights)"
+            )
         if self.mutual and self.spec.retrain.epochs > 0:
             raise ValueError("MutualNet search picks (width, resolution) points of the trained supernet: no retraining")
         if self.spec.latency_table:
             if self.mutual:
-                raise ValueError("a latency table describes one input size; a MutualNet search spans several "
-                                 "resolutions, so it predicts latency on the worker's device only")
+                raise ValueError(
+                    "a latency table describes one input size; a MutualNet search spans several "
+                    "resolutions, so it predicts latency on the worker's device only"
+                )
             self.named = load_table_file(self.spec.latency_table)  # a damaged file fails before any work
         check_targets(self.spec.macs, self.spec.latency_ms, self.spec.params)  # before the data are loaded
 
@@ -171,8 +213,12 @@ class _Job:
         """Data, the budgets (resolved and checked), and the latency tables: everything before training."""
         self.progress("data", 0.0)
         with self.ranks.main_first():  # a dataset download or cache is made once
-            data = self._timed("data_s", lambda: load_data(self.spec.dataset, self.spec.input_size,
-                                                           self.spec.search.val_fraction, self.spec.seed))
+            data = self._timed(
+                "data_s",
+                lambda: load_data(
+                    self.spec.dataset, self.spec.input_size, self.spec.search.val_fraction, self.spec.seed
+                ),
+            )
         untrained = fresh_supernet(self.spec, data)
         if self.spec.weights:  # a file that does not fit fails before any work
             check_fits(untrained.spec, shapes_of(read_state_dict(Path(self.spec.weights))))
@@ -186,8 +232,11 @@ class _Job:
         with self.ranks.main_first():  # rank 0 measures, the others read the cached tables
             self.worker_tables = self._timed("latency_s", lambda: self._latency_tables(untrained, resolutions))
         self.tables = {self.spec.input_size: self.named} if self.named else self.worker_tables
-        estimates = [(t.predict(net.space.smallest()), t.predict(net.space.full()))
-                     for r, t in self.tables.items() for net in [at_resolution(untrained, r)]]
+        estimates = [
+            (t.predict(net.space.smallest()), t.predict(net.space.full()))
+            for r, t in self.tables.items()
+            for net in [at_resolution(untrained, r)]
+        ]
         ranges["latency_ms"] = {"min": min(lo for lo, _ in estimates), "max": max(hi for _, hi in estimates)}
         full["latency_ms"] = ranges["latency_ms"]["max"]
         check_budgets(self._budgets(full, ("latency_ms",)), ranges)
@@ -204,47 +253,84 @@ class _Job:
         tables = {}
         for i, resolution in enumerate(resolutions):
             on = lambda f, i=i: self.progress("data", 0.5 + 0.5 * (i + f) / len(resolutions), detail="latency table")  # noqa: E731
-            tables[resolution], _ = cached_table(at_resolution(untrained, resolution), root, runtime, LATENCY_BATCH,
-                                                 self.spec.search.bins, progress=on)
+            tables[resolution], _ = cached_table(
+                at_resolution(untrained, resolution), root, runtime, LATENCY_BATCH, self.spec.search.bins, progress=on
+            )
         return tables
 
-    def _greedy(self, supernet: Supernet, calib, score, budgets: list[Budget],
-                supernet_key: str) -> tuple[list[_Answer], list[TrajectoryPoint], TrajectoryPoint]:
+    def _greedy(
+        self, supernet: Supernet, calib, score, budgets: list[Budget], supernet_key: str
+    ) -> tuple[list[_Answer], list[TrajectoryPoint], TrajectoryPoint]:
         table = self.tables[self.spec.input_size]
         knobs = self.spec.search
-        slimmer = GreedySlimmer(supernet, calib, score, knobs.bins, latency=table.predict, budgets=budgets,
-                                bins_per_step=knobs.bins_per_step, race_fraction=knobs.race_fraction, race_z=knobs.race_z,
-                                channels_last=knobs.channels_last, ranks=self.ranks, criterion=knobs.criterion)
-        state_key = _hash({"supernet": supernet_key, "search": asdict(self.spec.search), "seed": self.spec.seed,
-                           "latency": table.key, "latency_fit": [table.scale, table.overhead_ms],
-                           "device": self.spec.device})
+        slimmer = GreedySlimmer(
+            supernet,
+            calib,
+            score,
+            knobs.bins,
+            latency=table.predict,
+            budgets=budgets,
+            bins_per_step=knobs.bins_per_step,
+            race_fraction=knobs.race_fraction,
+            race_z=knobs.race_z,
+            channels_last=knobs.channels_last,
+            ranks=self.ranks,
+            criterion=knobs.criterion,
+        )
+        state_key = _hash(
+            {
+                "supernet": supernet_key,
+                "search": asdict(self.spec.search),
+                "seed": self.spec.seed,
+                "latency": table.key,
+                "latency_fit": [table.scale, table.overhead_ms],
+                "device": self.spec.device,
+            }
+        )
         space, full = supernet.space, supernet.space.full()
-        track = _search_fraction(budgets, {"macs": count_macs(space, full), "params": count_params(space, full),
-                                           "latency_ms": table.predict(full)})
+        track = _search_fraction(
+            budgets,
+            {"macs": count_macs(space, full), "params": count_params(space, full), "latency_ms": table.predict(full)},
+        )
 
         eta = SearchEta(budgets, slimmer.full_cost, slimmer.bins_this_step)
 
         def on_step(step) -> None:
-            self.progress("search", track(step), trajectory_step=step.to_dict(space), steps_done=step.index,
-                          eta_s=eta.update(step))
+            self.progress(
+                "search",
+                track(step),
+                trajectory_step=step.to_dict(space),
+                steps_done=step.index,
+                eta_s=eta.update(step),
+            )
 
         steps = slimmer.run(until_all_met(budgets), self.workdir / "search_state.json", state_key, self.cancel, on_step)
         trajectory = [TrajectoryPoint.from_dict(s.to_dict(space)) for s in steps]
         if knobs.fill and self.ranks.is_main:  # the other ranks return after the search
-            fills = [fill_budget(supernet, calib, score, first_fit(steps, b), b, slimmer.cost, knobs.criterion)
-                     for b in budgets]
+            fills = [
+                fill_budget(supernet, calib, score, first_fit(steps, b), b, slimmer.cost, knobs.criterion)
+                for b in budgets
+            ]
             chosen = [TrajectoryPoint.from_dict(step.to_dict(space)) for step in fills]
         else:
             chosen = [first_fit(trajectory, b) for b in budgets]
         answers = [_Answer(b, supernet, point) for b, point in zip(budgets, chosen)]
         return answers, trajectory, trajectory[0]
 
-    def _mutual(self, supernet: Supernet, calib, score, budgets: list[Budget],
-                supernet_key: str) -> tuple[list[_Answer], list[TrajectoryPoint], TrajectoryPoint]:
+    def _mutual(
+        self, supernet: Supernet, calib, score, budgets: list[Budget], supernet_key: str
+    ) -> tuple[list[_Answer], list[TrajectoryPoint], TrajectoryPoint]:
         nets = {r: at_resolution(supernet, r) for r in self._resolutions()}
         latency = lambda r, widths: self.tables[r].predict(widths)  # noqa: E731
-        points = score_mutual_points(supernet, calib, score, list(nets), latency, self.cancel,
-                                     lambda p, f: self.progress("search", f, trajectory_step=p.to_dict()))
+        points = score_mutual_points(
+            supernet,
+            calib,
+            score,
+            list(nets),
+            latency,
+            self.cancel,
+            lambda p, f: self.progress("search", f, trajectory_step=p.to_dict()),
+        )
         answers = []
         for budget in budgets:
             best = best_under(points, budget)
@@ -267,13 +353,25 @@ class _Job:
                 config = ChannelConfig.from_widths(supernet, answer.point.widths)
                 model = initial_model(config, None if settings.from_scratch else supernet, calib, self.spec.seed)
                 sub = self.progress.sub("retrain", i / len(answers), 1 / len(answers))
-                done = retrain(model, data, self.spec.train, settings.epochs, settings.lr,
-                               fine_tune=not settings.from_scratch, seed=self.spec.seed, device=self.spec.device,
-                               report=sub, should_cancel=self.cancel)
+                done = retrain(
+                    model,
+                    data,
+                    self.spec.train,
+                    settings.epochs,
+                    settings.lr,
+                    fine_tune=not settings.from_scratch,
+                    seed=self.spec.seed,
+                    device=self.spec.device,
+                    report=sub,
+                    should_cancel=self.cancel,
+                )
                 folder.mkdir(parents=True, exist_ok=True)
                 torch.save(done.model, folder / "model.pt")
                 write_json(folder / "retrain.json", done.record(settings.epochs, settings.from_scratch), indent=2)
-            out[answer.budget.label] = {**json.loads((folder / "retrain.json").read_text()), "model": folder / "model.pt"}
+            out[answer.budget.label] = {
+                **json.loads((folder / "retrain.json").read_text()),
+                "model": folder / "model.pt",
+            }
         return out
 
     def _export(self, answers: list[_Answer], tested: dict[str, dict], calib) -> list[BudgetAnswer]:
@@ -282,17 +380,37 @@ class _Job:
             self._check_cancel("before export")
             budget, net, point = answer.budget, answer.net, answer.point
             retrained = tested.get(budget.label)
-            model = (_load_module(retrained["model"]) if retrained
-                     else calibrated_slim(net, point.widths, resized(calib, net.spec.input_size)))
+            model = (
+                _load_module(retrained["model"])
+                if retrained
+                else calibrated_slim(net, point.widths, resized(calib, net.spec.input_size))
+            )
             figures = _figures(point)
             if retrained:
                 figures["test_accuracy"] = retrained["test_accuracy"]
             figures.update(self._latency_figures(net, point.widths))
-            files = export_answer(net, point.widths, self.workdir / "budgets" / budget.label, self.workdir,
-                                  self.spec.export_formats, model, figures.get("test_accuracy", point.val_accuracy),
-                                  budget={"kind": budget.kind, "target": budget.target}, **figures)
-            results.append(BudgetAnswer(kind=budget.kind, target=budget.target, macs=point.macs, params=point.params,
-                                        channels=net.space.to_layers(point.widths), files=files, **figures))
+            files = export_answer(
+                net,
+                point.widths,
+                self.workdir / "budgets" / budget.label,
+                self.workdir,
+                self.spec.export_formats,
+                model,
+                figures.get("test_accuracy", point.val_accuracy),
+                budget={"kind": budget.kind, "target": budget.target},
+                **figures,
+            )
+            results.append(
+                BudgetAnswer(
+                    kind=budget.kind,
+                    target=budget.target,
+                    macs=point.macs,
+                    params=point.params,
+                    channels=net.space.to_layers(point.widths),
+                    files=files,
+                    **figures,
+                )
+            )
             self.progress("export", (i + 1) / len(answers))
         return results
 
@@ -321,15 +439,24 @@ def _uniform_baseline(supernet: Supernet, calib, score) -> list[UniformPoint]:
     """The supernet at evenly spaced uniform width ratios, BN calibrated and scored like the greedy
     candidates: the width-multiplier baseline the trajectory is drawn against."""
     space = supernet.space
-    return [UniformPoint(ratio=row.ratio, macs=row.macs, params=count_params(space, space.uniform(row.ratio)),
-                         val_accuracy=row.score.accuracy, val_loss=row.score.loss)
-            for row in score_uniform(supernet, baseline_ratios(supernet), score, calib)]
+    return [
+        UniformPoint(
+            ratio=row.ratio,
+            macs=row.macs,
+            params=count_params(space, space.uniform(row.ratio)),
+            val_accuracy=row.score.accuracy,
+            val_loss=row.score.loss,
+        )
+        for row in score_uniform(supernet, baseline_ratios(supernet), score, calib)
+    ]
 
 
 def latency_figures(table: LatencyTable, widths: dict[str, int], prefix: str = "") -> dict[str, Any]:
     """``{prefix}latency_ms`` predicted by ``table``, with the device and runtime it is a figure of beside it."""
-    return {f"{prefix}latency_ms": round(table.predict(widths), 6), **{f"{prefix}latency_{k}": v
-                                                                      for k, v in table.describe().items()}}
+    return {
+        f"{prefix}latency_ms": round(table.predict(widths), 6),
+        **{f"{prefix}latency_{k}": v for k, v in table.describe().items()},
+    }
 
 
 def _figures(point: TrajectoryPoint) -> dict[str, Any]:
@@ -341,11 +468,14 @@ def _figures(point: TrajectoryPoint) -> dict[str, Any]:
 
 def _search_fraction(budgets: list[Budget], full: dict[str, float]) -> Callable[[Any], float]:
     """How far a greedy step is toward meeting every budget (each in its own metric, from ``full``)."""
+
     def fraction(step) -> float:
         parts = []
         for b in budgets:
             now = b.value(step) or 0.0
-            parts.append(1.0 if now <= b.target else max(0.0, (full[b.kind] - now) / max(full[b.kind] - b.target, 1e-12)))
+            parts.append(
+                1.0 if now <= b.target else max(0.0, (full[b.kind] - now) / max(full[b.kind] - b.target, 1e-12))
+            )
         return min(parts)
 
     return fraction

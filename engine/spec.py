@@ -7,9 +7,10 @@ spec without importing the training stack.  Everything here round-trips through 
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
-from typing import Any, Callable, Literal
+from typing import Any, Literal
 
 TrainMode = Literal["snet", "usnet", "usnet-nonuniform", "mutual"]
 TRAIN_MODES: tuple[str, ...] = ("snet", "usnet", "usnet-nonuniform", "mutual")
@@ -133,14 +134,20 @@ class SearchSpec:
         """The supernet's shape, as `models.NetSpec`'s fields: the one place where the spec's
         architecture fields, ``train.width_min`` (the narrowest width trained, so the narrowest the
         search may go) and ``search.divisor`` (the channel grid) come together."""
-        return {"arch": self.arch, "num_classes": num_classes, "input_size": self.input_size,
-                "width_mult": self.width_mult, "divisor": self.search.divisor, "width_min": self.train.width_min}
+        return {
+            "arch": self.arch,
+            "num_classes": num_classes,
+            "input_size": self.input_size,
+            "width_mult": self.width_mult,
+            "divisor": self.search.divisor,
+            "width_min": self.train.width_min,
+        }
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "SearchSpec":
+    def from_dict(cls, data: dict[str, Any]) -> SearchSpec:
         """Build from JSON-like data; unknown keys are an error so typos never pass silently.
 
         With ``weights``, training fields not given take `PRETRAINED_TRAIN`'s values."""
@@ -199,7 +206,7 @@ class TrajectoryPoint:
         return out
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "TrajectoryPoint":
+    def from_dict(cls, data: dict[str, Any]) -> TrajectoryPoint:
         return _strict(cls, data, "trajectory point")
 
 
@@ -233,7 +240,7 @@ class BudgetAnswer:
         return {k: v for k, v in asdict(self).items() if k in required or v is not None}
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "BudgetAnswer":
+    def from_dict(cls, data: dict[str, Any]) -> BudgetAnswer:
         return _strict(cls, data, "budget answer")
 
 
@@ -252,7 +259,7 @@ class UniformPoint:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "UniformPoint":
+    def from_dict(cls, data: dict[str, Any]) -> UniformPoint:
         return _strict(cls, data, "uniform point")
 
 
@@ -283,13 +290,20 @@ class SearchResult:
     ranks: int = 1
 
     def to_dict(self) -> dict[str, Any]:
-        return {"budgets": [b.to_dict() for b in self.budgets], "trajectory": [p.to_dict() for p in self.trajectory],
-                "full": self.full.to_dict(), "uniform": [u.to_dict() for u in self.uniform],
-                "supernet": asdict(self.supernet), "timings": dict(self.timings), "spec": self.spec,
-                "spec_hash": self.spec_hash, "ranks": self.ranks}
+        return {
+            "budgets": [b.to_dict() for b in self.budgets],
+            "trajectory": [p.to_dict() for p in self.trajectory],
+            "full": self.full.to_dict(),
+            "uniform": [u.to_dict() for u in self.uniform],
+            "supernet": asdict(self.supernet),
+            "timings": dict(self.timings),
+            "spec": self.spec,
+            "spec_hash": self.spec_hash,
+            "ranks": self.ranks,
+        }
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "SearchResult":
+    def from_dict(cls, data: dict[str, Any]) -> SearchResult:
         data = dict(data)
         data["budgets"] = [BudgetAnswer.from_dict(b) for b in data.get("budgets", [])]
         data["trajectory"] = [TrajectoryPoint.from_dict(p) for p in data.get("trajectory", [])]
@@ -309,7 +323,7 @@ class CacheFolders:
     latency: Path
 
     @classmethod
-    def beside(cls, workdir: Path | str) -> "CacheFolders":
+    def beside(cls, workdir: Path | str) -> CacheFolders:
         """``supernets/`` and ``latency/`` next to ``workdir``: every job under one folder shares them."""
         parent = Path(workdir).resolve().parent
         return cls(parent / "supernets", parent / "latency")

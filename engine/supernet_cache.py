@@ -16,10 +16,10 @@ from __future__ import annotations
 import fcntl
 import hashlib
 import json
+from collections.abc import Iterator
 from contextlib import contextmanager, nullcontext
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Iterator
 
 from engine.data import DataSplits
 from engine.distributed import Ranks, current
@@ -27,6 +27,7 @@ from engine.initial_weights import file_sha256, start_from_weights
 from engine.spec import CancelFn, ReportFn, SearchSpec
 from engine.train import build_for_mode, train_supernet
 from models import Supernet
+
 
 @dataclass
 class CachedSupernet:
@@ -38,9 +39,17 @@ class CachedSupernet:
 def recipe(spec: SearchSpec, data: DataSplits) -> dict:
     """Everything that determines the trained weights (the cache key is its hash).  The weights' file is
     named by its content, so the same upload under another path reuses the supernet."""
-    out = {"arch": spec.arch, "dataset": data.name, "num_classes": data.num_classes, "input_size": spec.input_size,
-           "width_mult": spec.width_mult, "divisor": spec.search.divisor, "val_fraction": spec.search.val_fraction,
-           "train": asdict(spec.train), "seed": spec.seed}
+    out = {
+        "arch": spec.arch,
+        "dataset": data.name,
+        "num_classes": data.num_classes,
+        "input_size": spec.input_size,
+        "width_mult": spec.width_mult,
+        "divisor": spec.search.divisor,
+        "val_fraction": spec.search.val_fraction,
+        "train": asdict(spec.train),
+        "seed": spec.seed,
+    }
     if spec.weights:
         out["weights_sha256"] = file_sha256(spec.weights)
     return out
@@ -55,8 +64,14 @@ def fresh_supernet(spec: SearchSpec, data: DataSplits) -> Supernet:
     return build_for_mode(mode=spec.train.mode, seed=spec.seed, **spec.network(data.num_classes))
 
 
-def obtain_supernet(spec: SearchSpec, data: DataSplits, root: Path, report: ReportFn | None = None,
-                    should_cancel: CancelFn | None = None, ranks: Ranks | None = None) -> CachedSupernet:
+def obtain_supernet(
+    spec: SearchSpec,
+    data: DataSplits,
+    root: Path,
+    report: ReportFn | None = None,
+    should_cancel: CancelFn | None = None,
+    ranks: Ranks | None = None,
+) -> CachedSupernet:
     """The trained supernet of ``spec``: from the cache, or trained into it (resuming a partial run).
 
     With several ranks, rank 0 alone takes the lock and decides (the others follow its answer), and
@@ -77,8 +92,17 @@ def obtain_supernet(spec: SearchSpec, data: DataSplits, root: Path, report: Repo
         supernet = fresh_supernet(spec, data)
         if spec.weights:
             start_from_weights(supernet, spec, data, report if ranks.is_main else None)
-        train_supernet(supernet, data, spec.train, folder, seed=spec.seed, device=spec.device,
-                       report=report, should_cancel=should_cancel, ranks=ranks)
+        train_supernet(
+            supernet,
+            data,
+            spec.train,
+            folder,
+            seed=spec.seed,
+            device=spec.device,
+            report=report,
+            should_cancel=should_cancel,
+            ranks=ranks,
+        )
     return CachedSupernet(key, final, False)
 
 

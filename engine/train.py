@@ -38,8 +38,8 @@ from torch.utils.data import DataLoader
 from engine.checkpoint import CheckpointError, load_checkpoint, restore_rng_states, rng_states, save_checkpoint
 from engine.data import DataSplits
 from engine.data.images import ImageTensors
-from engine.distributed import Ranks, current
 from engine.device import autocast, batch_to, configure_threads, loader_workers, pick_device, to_device
+from engine.distributed import Ranks, current
 from engine.optim import make_optimizer, make_schedule
 from engine.progress import Meter
 from engine.sampling import Member, WidthSampler, check_mode, snet_switches
@@ -56,8 +56,16 @@ class TrainingDiverged(ValueError):
     """The loss became NaN or infinite (usually a learning rate too high for the batch size)."""
 
 
-def build_for_mode(arch: str, mode: str, num_classes: int, input_size: int = 32, width_mult: float = 1.0,
-                   width_min: float = 0.25, divisor: int = 8, seed: int = 0) -> Supernet:
+def build_for_mode(
+    arch: str,
+    mode: str,
+    num_classes: int,
+    input_size: int = 32,
+    width_mult: float = 1.0,
+    width_min: float = 0.25,
+    divisor: int = 8,
+    seed: int = 0,
+) -> Supernet:
     """A freshly initialised supernet for ``mode``: switchable BN for S-Net, shared BN otherwise.
 
     Initialisation is seeded (without touching the global generator), so the same arguments give
@@ -105,8 +113,16 @@ def soft_cross_entropy(logits: torch.Tensor, target_probs: torch.Tensor) -> torc
     return -(target_probs * F.log_softmax(logits, dim=1)).sum(dim=1).mean()
 
 
-def sandwich_step(supernet: Supernet, members: list[Member], x: torch.Tensor, y: torch.Tensor, spec: TrainSpec,
-                  device: torch.device, share: float = 1.0, teacher: nn.Module | None = None) -> float:
+def sandwich_step(
+    supernet: Supernet,
+    members: list[Member],
+    x: torch.Tensor,
+    y: torch.Tensor,
+    spec: TrainSpec,
+    device: torch.device,
+    share: float = 1.0,
+    teacher: nn.Module | None = None,
+) -> float:
     """Forward and backward every member, accumulating gradients; returns the full network's loss.
 
     ``share`` is this rank's part of the global batch (``len(y) / global batch``): each loss is
@@ -166,13 +182,25 @@ def epoch_batches(num_images: int, batch_size: int, seed: int, epoch: int) -> li
     order = torch.randperm(num_images, generator=generator).tolist()
     item_seeds = torch.randint(2**62, (num_images,), generator=generator).tolist()
     size = min(batch_size, num_images)
-    return [[(order[i], item_seeds[i]) for i in range(s * size, (s + 1) * size)]
-            for s in range(steps_per_epoch(num_images, batch_size))]
+    return [
+        [(order[i], item_seeds[i]) for i in range(s * size, (s + 1) * size)]
+        for s in range(steps_per_epoch(num_images, batch_size))
+    ]
 
 
-def train_supernet(supernet: Supernet, data: DataSplits, spec: TrainSpec, out_dir: Path, *, seed: int = 0,
-                   device: str = "auto", report: ReportFn | None = None, should_cancel: CancelFn | None = None,
-                   checkpoint_every_s: float = 300.0, ranks: Ranks | None = None) -> Path:
+def train_supernet(
+    supernet: Supernet,
+    data: DataSplits,
+    spec: TrainSpec,
+    out_dir: Path,
+    *,
+    seed: int = 0,
+    device: str = "auto",
+    report: ReportFn | None = None,
+    should_cancel: CancelFn | None = None,
+    checkpoint_every_s: float = 300.0,
+    ranks: Ranks | None = None,
+) -> Path:
     """Train ``supernet`` in place on ``data.train``; returns ``out_dir/final.pt``.
 
     Continues from ``out_dir/last.pt`` when it exists (it must come from the same network, training
@@ -186,26 +214,46 @@ def train_supernet(supernet: Supernet, data: DataSplits, spec: TrainSpec, out_di
     """
     ranks = ranks or current()
     return _Trainer(supernet, data, spec, Path(out_dir), seed, ranks.device(device), ranks).fit(
-        report if ranks.is_main else None, should_cancel, checkpoint_every_s)
+        report if ranks.is_main else None, should_cancel, checkpoint_every_s
+    )
 
 
 class _Trainer:
-    def __init__(self, supernet: Supernet, data: DataSplits, spec: TrainSpec, out_dir: Path, seed: int,
-                 device: torch.device, ranks: Ranks) -> None:
+    def __init__(
+        self,
+        supernet: Supernet,
+        data: DataSplits,
+        spec: TrainSpec,
+        out_dir: Path,
+        seed: int,
+        device: torch.device,
+        ranks: Ranks,
+    ) -> None:
         check_mode(spec.mode, supernet)
         if spec.teacher not in TEACHERS:
             raise ValueError(f"unknown teacher {spec.teacher!r}; choose from {', '.join(TEACHERS)}")
         if seed < 0 or spec.epochs < 1 or spec.batch_size < 1:
-            raise ValueError(f"seed must be >= 0 and epochs, batch size >= 1 (got {seed}, {spec.epochs}, {spec.batch_size})")
+            raise ValueError(
+                f"seed must be >= 0 and epochs, batch size >= 1 (got {seed}, {spec.epochs}, {spec.batch_size})"
+            )
         if spec.width_min != supernet.spec.width_min:
-            raise ValueError(f"training spec width_min {spec.width_min} differs from the supernet's {supernet.spec.width_min}")
+            raise ValueError(
+                f"training spec width_min {spec.width_min} differs from the supernet's {supernet.spec.width_min}"
+            )
         if len(data.train) < 2:
             raise ValueError(f"{data.name}: the training split has {len(data.train)} images; need at least 2")
         self.global_batch = min(spec.batch_size, len(data.train))
         if self.global_batch < ranks.world:
             raise ValueError(f"batch size {self.global_batch} is smaller than the {ranks.world} ranks it is split over")
         seed = ranks.broadcast_seed(seed)
-        self.supernet, self.data, self.spec, self.seed, self.device, self.ranks = supernet, data, spec, seed, device, ranks
+        self.supernet, self.data, self.spec, self.seed, self.device, self.ranks = (
+            supernet,
+            data,
+            spec,
+            seed,
+            device,
+            ranks,
+        )
         self.last, self.final = out_dir / "last.pt", out_dir / "final.pt"
         self.workers = loader_workers(isinstance(data.train, ImageTensors))
         self.steps_per_epoch = steps_per_epoch(len(data.train), spec.batch_size)
@@ -226,9 +274,16 @@ class _Trainer:
     # ---- run ---------------------------------------------------------------------------------
     def fit(self, report: ReportFn | None, should_cancel: CancelFn | None, checkpoint_every_s: float) -> Path:
         configure_threads(self.workers)
-        cuda = [torch.cuda.current_device() if self.device.index is None else self.device.index] if self.device.type == "cuda" else []
+        cuda = (
+            [torch.cuda.current_device() if self.device.index is None else self.device.index]
+            if self.device.type == "cuda"
+            else []
+        )
         try:
-            with torch.random.fork_rng(devices=cuda), synchronised_batch_norm() if self.ranks.distributed else nullcontext():
+            with (
+                torch.random.fork_rng(devices=cuda),
+                synchronised_batch_norm() if self.ranks.distributed else nullcontext(),
+            ):
                 torch.manual_seed(self.seed)
                 finished = self._resume()
                 self._seed_dropout()
@@ -293,14 +348,25 @@ class _Trainer:
         batches = [batch[rank::world] for batch in batches]
         # Its own generator: a loader draws a worker seed when iterated, which must not come from (and
         # shift) the global generator that dropout uses, or a resumed run would drift from a straight one.
-        return DataLoader(self.data.train, batch_sampler=batches[done:], num_workers=self.workers,
-                          pin_memory=self.device.type == "cuda", generator=torch.Generator().manual_seed(self.seed))
+        return DataLoader(
+            self.data.train,
+            batch_sampler=batches[done:],
+            num_workers=self.workers,
+            pin_memory=self.device.type == "cuda",
+            generator=torch.Generator().manual_seed(self.seed),
+        )
 
     def _event(self, meter: Meter) -> dict[str, Any]:
         """A progress report; ``loss`` is the full network's mean label loss since the last report."""
-        return {"phase": "train", "percent": 100.0 * self.step / self.total_steps, "epoch": self.epoch + 1,
-                "epochs": self.spec.epochs, "step": self.step, "lr": self.optimizer.param_groups[0]["lr"],
-                **meter.snapshot(self.step)}
+        return {
+            "phase": "train",
+            "percent": 100.0 * self.step / self.total_steps,
+            "epoch": self.epoch + 1,
+            "epochs": self.spec.epochs,
+            "step": self.step,
+            "lr": self.optimizer.param_groups[0]["lr"],
+            **meter.snapshot(self.step),
+        }
 
     # ---- checkpoints -------------------------------------------------------------------------
     def _checkpoint(self, since: float) -> None:
@@ -310,11 +376,20 @@ class _Trainer:
     def _save(self, path: Path, finished: bool) -> None:
         if not self.ranks.is_main:
             return
-        save_checkpoint({
-            **self.identity, "model": self.supernet.state_dict(), "optimizer": self.optimizer.state_dict(),
-            "scheduler": self.schedule.state_dict(), "rng": rng_states(self.sampler.generator),
-            "epoch": self.epoch, "step": self.step, "finished": finished, "elapsed_s": self.elapsed_s,
-        }, path)
+        save_checkpoint(
+            {
+                **self.identity,
+                "model": self.supernet.state_dict(),
+                "optimizer": self.optimizer.state_dict(),
+                "scheduler": self.schedule.state_dict(),
+                "rng": rng_states(self.sampler.generator),
+                "epoch": self.epoch,
+                "step": self.step,
+                "finished": finished,
+                "elapsed_s": self.elapsed_s,
+            },
+            path,
+        )
 
     def _resume(self) -> bool:
         """Load ``last.pt`` if there is one; returns whether that run had already finished."""
@@ -323,8 +398,10 @@ class _Trainer:
         state = load_checkpoint(self.last, self.device)
         for key, expected in self.identity.items():
             if state.get(key) != expected:
-                raise CheckpointError(f"{self.last} belongs to a different run ({key}: {_difference(state.get(key), expected)}); "
-                                      "use another output folder")
+                raise CheckpointError(
+                    f"{self.last} belongs to a different run ({key}: {_difference(state.get(key), expected)}); "
+                    "use another output folder"
+                )
         self.supernet.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.schedule.load_state_dict(state["scheduler"])

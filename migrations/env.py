@@ -23,8 +23,13 @@ def _render_item(kind: str, obj: object, autogen_context) -> str | bool:  # noqa
 
 
 def _run(connection) -> None:  # noqa: ANN001 - a SQLAlchemy Connection
-    context.configure(connection=connection, target_metadata=target_metadata, render_as_batch=True,
-                      compare_type=True, render_item=_render_item)
+    context.configure(
+        connection=connection,
+        target_metadata=target_metadata,
+        render_as_batch=True,
+        compare_type=True,
+        render_item=_render_item,
+    )
     with context.begin_transaction():
         context.run_migrations()
 
@@ -43,8 +48,12 @@ def run_migrations_online() -> None:
 
 
 if context.is_offline_mode():
-    context.configure(url=config.get_main_option("sqlalchemy.url") or get_settings().db_url, target_metadata=target_metadata,
-                      render_as_batch=True, literal_binds=True)
+    context.configure(
+        url=config.get_main_option("sqlalchemy.url") or get_settings().db_url,
+        target_metadata=target_metadata,
+        render_as_batch=True,
+        literal_binds=True,
+    )
     with context.begin_transaction():
         context.run_migrations()
 else:

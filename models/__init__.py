@@ -20,12 +20,23 @@ from models.convert import convert
 from models.counting import count_macs, count_params
 from models.export import export_slim
 from models.registry import check_arch, list_archs
-from models.zoo import allow_modules
 from models.supernet import NetSpec, Supernet, build_supernet
+from models.zoo import allow_modules
 
 __all__ = [
-    "allow_modules", "check_arch", "ChannelConfig", "ConfigError", "NetSpec", "Supernet", "build", "build_supernet", "convert", "count_macs",
-    "count_params", "export_slim", "list_archs",
+    "allow_modules",
+    "check_arch",
+    "ChannelConfig",
+    "ConfigError",
+    "NetSpec",
+    "Supernet",
+    "build",
+    "build_supernet",
+    "convert",
+    "count_macs",
+    "count_params",
+    "export_slim",
+    "list_archs",
 ]
 
 

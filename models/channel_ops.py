@@ -15,8 +15,9 @@ from __future__ import annotations
 
 import math
 import operator
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import torch
@@ -270,7 +271,7 @@ def _slice(layout: np.ndarray, sizes: list[int], ctx: OpContext) -> list[np.ndar
     parts, start = [], 0
     for size in sizes:
         ctx.table.cut(layout, start)
-        parts.append(layout[start:start + size])
+        parts.append(layout[start : start + size])
         start += size
     return parts
 
@@ -429,8 +430,13 @@ def _record(ctx: OpContext, node: fx.Node, module: nn.Module, inputs: np.ndarray
     geometry: dict[str, Any] = {"in_full": len(inputs), "out_full": len(outputs)}
     if kind == "conv":
         shape = out_shape(node)
-        geometry.update(kernel=tuple(module.kernel_size), groups=module.groups, depthwise=_depthwise(module),
-                        bias=module.bias is not None, out_hw=(int(shape[-2]), int(shape[-1])))
+        geometry.update(
+            kernel=tuple(module.kernel_size),
+            groups=module.groups,
+            depthwise=_depthwise(module),
+            bias=module.bias is not None,
+            out_hw=(int(shape[-2]), int(shape[-1])),
+        )
     elif kind == "linear":
         geometry.update(bias=module.bias is not None)
     ctx.layers[node.target] = LayerRecord(kind, inputs, outputs, geometry)
@@ -471,11 +477,37 @@ def _name(node: fx.Node) -> str:
     return node.target if isinstance(node.target, str) else getattr(node.target, "__name__", "")
 
 
-_ACTIVATIONS = (nn.ReLU, nn.ReLU6, nn.Hardswish, nn.Hardsigmoid, nn.SiLU, nn.Sigmoid, nn.Tanh, nn.GELU, nn.ELU,
-                nn.LeakyReLU, nn.Mish, nn.PReLU, nn.Hardtanh, nn.Softplus, nn.CELU, nn.SELU)
-_POOLING = (nn.MaxPool2d, nn.AvgPool2d, nn.AdaptiveAvgPool2d, nn.AdaptiveMaxPool2d, nn.Upsample,
-            nn.UpsamplingBilinear2d, nn.UpsamplingNearest2d, nn.ZeroPad2d, nn.ConstantPad2d, nn.ReflectionPad2d,
-            nn.ReplicationPad2d)
+_ACTIVATIONS = (
+    nn.ReLU,
+    nn.ReLU6,
+    nn.Hardswish,
+    nn.Hardsigmoid,
+    nn.SiLU,
+    nn.Sigmoid,
+    nn.Tanh,
+    nn.GELU,
+    nn.ELU,
+    nn.LeakyReLU,
+    nn.Mish,
+    nn.PReLU,
+    nn.Hardtanh,
+    nn.Softplus,
+    nn.CELU,
+    nn.SELU,
+)
+_POOLING = (
+    nn.MaxPool2d,
+    nn.AvgPool2d,
+    nn.AdaptiveAvgPool2d,
+    nn.AdaptiveMaxPool2d,
+    nn.Upsample,
+    nn.UpsamplingBilinear2d,
+    nn.UpsamplingNearest2d,
+    nn.ZeroPad2d,
+    nn.ConstantPad2d,
+    nn.ReflectionPad2d,
+    nn.ReplicationPad2d,
+)
 _DROPOUT = (nn.Dropout, nn.Dropout2d, nn.AlphaDropout, nn.Identity, nn.InstanceNorm2d)
 
 MODULE_HANDLERS: list[tuple[type | tuple[type, ...], Handler]] = [
@@ -487,15 +519,80 @@ MODULE_HANDLERS: list[tuple[type | tuple[type, ...], Handler]] = [
 """Leaf modules by type (nn.PReLU is channel-wise only with one shared slope; see `weight_layer`)."""
 
 NAME_HANDLERS: dict[str, Handler] = {
-    **dict.fromkeys(["relu", "relu_", "relu6", "hardswish", "hardsigmoid", "sigmoid", "sigmoid_", "tanh", "silu",
-                     "gelu", "elu", "leaky_relu", "mish", "hardtanh", "softplus", "dropout", "dropout2d",
-                     "alpha_dropout", "max_pool2d", "avg_pool2d", "adaptive_avg_pool2d", "adaptive_max_pool2d",
-                     "interpolate", "upsample", "stochastic_depth", "drop_path", "contiguous", "clone", "float",
-                     "half", "to", "type_as", "abs", "neg", "clamp", "clamp_min", "clamp_max", "exp", "sqrt",
-                     "rsqrt", "square", "pow", "detach", "instance_norm", "hardswish_", "silu_", "sigmoid_"],
-                    channelwise),
-    **dict.fromkeys(["add", "add_", "iadd", "sub", "sub_", "isub", "mul", "mul_", "imul", "truediv", "div",
-                     "div_", "itruediv", "maximum", "minimum", "where", "addcmul"], elementwise),
+    **dict.fromkeys(
+        [
+            "relu",
+            "relu_",
+            "relu6",
+            "hardswish",
+            "hardsigmoid",
+            "sigmoid",
+            "sigmoid_",
+            "tanh",
+            "silu",
+            "gelu",
+            "elu",
+            "leaky_relu",
+            "mish",
+            "hardtanh",
+            "softplus",
+            "dropout",
+            "dropout2d",
+            "alpha_dropout",
+            "max_pool2d",
+            "avg_pool2d",
+            "adaptive_avg_pool2d",
+            "adaptive_max_pool2d",
+            "interpolate",
+            "upsample",
+            "stochastic_depth",
+            "drop_path",
+            "contiguous",
+            "clone",
+            "float",
+            "half",
+            "to",
+            "type_as",
+            "abs",
+            "neg",
+            "clamp",
+            "clamp_min",
+            "clamp_max",
+            "exp",
+            "sqrt",
+            "rsqrt",
+            "square",
+            "pow",
+            "detach",
+            "instance_norm",
+            "hardswish_",
+            "silu_",
+            "sigmoid_",
+        ],
+        channelwise,
+    ),
+    **dict.fromkeys(
+        [
+            "add",
+            "add_",
+            "iadd",
+            "sub",
+            "sub_",
+            "isub",
+            "mul",
+            "mul_",
+            "imul",
+            "truediv",
+            "div",
+            "div_",
+            "itruediv",
+            "maximum",
+            "minimum",
+            "where",
+            "addcmul",
+        ],
+        elementwise,
+    ),
     **dict.fromkeys(["cat", "concat", "concatenate"], concat),
     "chunk": chunk,
     **dict.fromkeys(["split", "split_with_sizes", "tensor_split", "unbind"], split),

@@ -38,12 +38,19 @@ class ChannelConfig:
         return self.net.arch
 
     @classmethod
-    def from_widths(cls, supernet: Supernet, widths: dict[str, int], accuracy: float | None = None,
-                    **extra: Any) -> "ChannelConfig":
+    def from_widths(
+        cls, supernet: Supernet, widths: dict[str, int], accuracy: float | None = None, **extra: Any
+    ) -> ChannelConfig:
         """Describe ``supernet`` at group ``widths``; MACs and params are counted exactly."""
         space = supernet.space
-        return cls(supernet.spec, space.to_layers(widths), count_macs(space, widths),
-                   count_params(space, widths), accuracy, dict(extra))
+        return cls(
+            supernet.spec,
+            space.to_layers(widths),
+            count_macs(space, widths),
+            count_params(space, widths),
+            accuracy,
+            dict(extra),
+        )
 
     def widths(self, supernet: Supernet) -> dict[str, int]:
         """Group widths for ``supernet`` (raises ConfigError naming the offending layer)."""
@@ -53,8 +60,15 @@ class ChannelConfig:
             raise ConfigError(str(err)) from None
 
     def to_dict(self) -> dict[str, Any]:
-        return {"format": FORMAT, **self.net.to_dict(), "channels": self.channels, "macs": self.macs,
-                "params": self.params, "accuracy": self.accuracy, **self.extra}
+        return {
+            "format": FORMAT,
+            **self.net.to_dict(),
+            "channels": self.channels,
+            "macs": self.macs,
+            "params": self.params,
+            "accuracy": self.accuracy,
+            **self.extra,
+        }
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), indent=2)
@@ -66,7 +80,7 @@ class ChannelConfig:
         return path
 
     @classmethod
-    def from_dict(cls, data: Any) -> "ChannelConfig":
+    def from_dict(cls, data: Any) -> ChannelConfig:
         """Parse and validate; MACs and params are recomputed, never trusted from the file."""
         if not isinstance(data, dict):
             raise ConfigError("a channel config must be a JSON object")
@@ -88,7 +102,7 @@ class ChannelConfig:
         return config
 
     @classmethod
-    def load(cls, path: str | Path) -> "ChannelConfig":
+    def load(cls, path: str | Path) -> ChannelConfig:
         path = Path(path)
         try:
             data = json.loads(path.read_text())

@@ -43,8 +43,14 @@ def slimmable(module: nn.Module) -> nn.Module:
     return module
 
 
-def convert(module: nn.Module, input_size: int, divisor: int = 8, width_min: float = 0.25,
-            keep: tuple[str, ...] | list[str] = (), name: str | None = None):
+def convert(
+    module: nn.Module,
+    input_size: int,
+    divisor: int = 8,
+    width_min: float = 0.25,
+    keep: tuple[str, ...] | list[str] = (),
+    name: str | None = None,
+):
     """A `models.Supernet` of a copy of ``module`` (ordinary conv/BN/linear layers), traced at ``input_size``.
 
     ``keep`` lists modules whose channels are never removed (for ops autoslim cannot model);
@@ -55,8 +61,15 @@ def convert(module: nn.Module, input_size: int, divisor: int = 8, width_min: flo
 
     net = slimmable(copy.deepcopy(module))
     num_classes = _num_classes(net, input_size)
-    spec = NetSpec(name or f"custom:{type(module).__qualname__}", num_classes, input_size, 1.0, divisor, width_min,
-                   keep=tuple(keep))
+    spec = NetSpec(
+        name or f"custom:{type(module).__qualname__}",
+        num_classes,
+        input_size,
+        1.0,
+        divisor,
+        width_min,
+        keep=tuple(keep),
+    )
     return Supernet(spec, net=net)
 
 
@@ -66,20 +79,38 @@ def _slim_twin(name: str, child: nn.Module) -> nn.Module | None:
     if kind is nn.Conv2d:
         if child.padding_mode != "zeros":
             raise TypeError(f"layer {name!r}: padding_mode {child.padding_mode!r} is not supported (only 'zeros')")
-        return SlimConv2d(child.in_channels, child.out_channels, child.kernel_size, child.stride, child.padding,
-                          child.dilation, child.groups, child.bias is not None)
+        return SlimConv2d(
+            child.in_channels,
+            child.out_channels,
+            child.kernel_size,
+            child.stride,
+            child.padding,
+            child.dilation,
+            child.groups,
+            child.bias is not None,
+        )
     if kind is nn.BatchNorm2d:
         return SlimBatchNorm2d(child.num_features, child.eps, child.momentum, child.affine, child.track_running_stats)
     if kind is nn.Linear or _qualified(kind) in SAME_AS_LINEAR:
         return SlimLinear(child.in_features, child.out_features, child.bias is not None)
     if _is_timm_bn_act(child):
-        return SlimBatchNormAct2d(child.num_features, child.eps, child.momentum, child.affine,
-                                  child.track_running_stats, drop=child.drop, act=child.act)
+        return SlimBatchNormAct2d(
+            child.num_features,
+            child.eps,
+            child.momentum,
+            child.affine,
+            child.track_running_stats,
+            drop=child.drop,
+            act=child.act,
+        )
     if isinstance(child, (nn.Conv2d, nn.BatchNorm2d, nn.Linear)) and not isinstance(
-            child, (SlimConv2d, SlimBatchNorm2d, SlimLinear)):
-        raise TypeError(f"layer {name!r} is a {kind.__module__}.{kind.__qualname__}, a subclass of "
-                        f"{nn.Conv2d.__name__ if isinstance(child, nn.Conv2d) else type(child).__mro__[1].__name__} "
-                        "with its own forward, which autoslim cannot slice; keep the network's plain layers")
+        child, (SlimConv2d, SlimBatchNorm2d, SlimLinear)
+    ):
+        raise TypeError(
+            f"layer {name!r} is a {kind.__module__}.{kind.__qualname__}, a subclass of "
+            f"{nn.Conv2d.__name__ if isinstance(child, nn.Conv2d) else type(child).__mro__[1].__name__} "
+            "with its own forward, which autoslim cannot slice; keep the network's plain layers"
+        )
     return None
 
 
@@ -93,8 +124,12 @@ def _qualified(kind: type) -> str:
 
 def _is_timm_bn_act(child: nn.Module) -> bool:
     kind = type(child)
-    return (kind.__name__ == "BatchNormAct2d" and kind.__module__.startswith("timm.")
-            and hasattr(child, "act") and hasattr(child, "drop"))
+    return (
+        kind.__name__ == "BatchNormAct2d"
+        and kind.__module__.startswith("timm.")
+        and hasattr(child, "act")
+        and hasattr(child, "drop")
+    )
 
 
 def _num_classes(net: nn.Module, input_size: int) -> int:

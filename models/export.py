@@ -44,8 +44,16 @@ def _plain(module: nn.Module, layer: Layer, widths: dict[str, int]) -> nn.Module
         return _plain_bn(module, rows)
     if isinstance(module, SlimConv2d):
         groups = cin if module.depthwise else module.groups
-        out = nn.Conv2d(cin, cout, module.kernel_size, module.stride, module.padding, module.dilation, groups,
-                        bias=module.bias is not None)
+        out = nn.Conv2d(
+            cin,
+            cout,
+            module.kernel_size,
+            module.stride,
+            module.padding,
+            module.dilation,
+            groups,
+            bias=module.bias is not None,
+        )
     elif isinstance(module, SlimLinear):
         out = nn.Linear(cin, cout, bias=module.bias is not None)
     else:
@@ -66,5 +74,3 @@ def _plain_bn(module: nn.BatchNorm2d, rows) -> nn.BatchNorm2d:
     out.running_var.copy_(take(module.running_var, rows, 0))
     out.num_batches_tracked.copy_(module.num_batches_tracked)
     return out
-
-

@@ -60,6 +60,13 @@ def save_model(model: nn.Module, path: Path, input_size: int) -> Path:
     elif kind == "torchscript":
         torch.jit.trace(model, example).save(str(path))
     else:
-        torch.onnx.export(model, (example,), str(path), input_names=["input"], output_names=["logits"],
-                          dynamic_axes={"input": {0: "batch"}, "logits": {0: "batch"}}, dynamo=False)
+        torch.onnx.export(
+            model,
+            (example,),
+            str(path),
+            input_names=["input"],
+            output_names=["logits"],
+            dynamic_axes={"input": {0: "batch"}, "logits": {0: "batch"}},
+            dynamo=False,
+        )
     return path

@@ -95,13 +95,20 @@ def trace(net: nn.Module) -> fx.Graph:
     except fx.proxy.TraceError as err:
         raise NotImplementedError(
             f"torch.fx cannot trace {type(net).__name__} ({err}); autoslim analyses a network's graph, so its "
-            "forward must not branch on tensor values") from None
+            "forward must not branch on tensor values"
+        ) from None
     finally:
         net.train(was_training)
 
 
-def analyse(net: nn.Module, input_size: int, divisor: int = 8, width_min: float = 0.25,
-            in_channels: int = 3, keep: tuple[str, ...] = ()) -> ChannelGraph:
+def analyse(
+    net: nn.Module,
+    input_size: int,
+    divisor: int = 8,
+    width_min: float = 0.25,
+    in_channels: int = 3,
+    keep: tuple[str, ...] = (),
+) -> ChannelGraph:
     """Trace ``net`` and derive its channel groups (bounds: ``width_min`` of each, rounded to ``divisor``).
 
     ``keep`` names modules (dotted paths) whose channels are never removed: everything they read
@@ -140,8 +147,15 @@ def _propagate_shapes(module: fx.GraphModule, net: nn.Module, input_size: int, i
         net.train(was_training)
 
 
-def _assemble(context: OpContext, blocks: Blocks, nodes: list[fx.Node], input_size: int, in_channels: int,
-              divisor: int, width_min: float) -> ChannelGraph:
+def _assemble(
+    context: OpContext,
+    blocks: Blocks,
+    nodes: list[fx.Node],
+    input_size: int,
+    in_channels: int,
+    divisor: int,
+    width_min: float,
+) -> ChannelGraph:
     groups = _groups(context, blocks, divisor, width_min)
     group_of_root = {g.blocks[0][0]: name for name, g in groups.items()}
     resolve = lambda raw: Layout.solved(raw, blocks, group_of_root, groups)  # noqa: E731
@@ -206,10 +220,12 @@ def _explain(node: fx.Node, why: str) -> str:
     stack = node.meta.get("nn_module_stack") or {}
     where = next(reversed(stack), "") if stack else ""
     where = f" in module {where!r}" if where else ""
-    return (f"autoslim cannot model graph node {node.name!r} ({_describe(node)}){where}: {why}. "
-            "Rewrite that part with ops autoslim models (conv/BN/linear layers, activations, pooling, "
-            "add/mul, cat, chunk, torch.nn.functional.channel_shuffle), or keep its channels whole with "
-            "models.convert(..., keep=[module path])")
+    return (
+        f"autoslim cannot model graph node {node.name!r} ({_describe(node)}){where}: {why}. "
+        "Rewrite that part with ops autoslim models (conv/BN/linear layers, activations, pooling, "
+        "add/mul, cat, chunk, torch.nn.functional.channel_shuffle), or keep its channels whole with "
+        "models.convert(..., keep=[module path])"
+    )
 
 
 def _describe(node: fx.Node) -> str:

@@ -33,14 +33,16 @@ class Layout:
     fixed_count: int
 
     @classmethod
-    def solved(cls, slots: np.ndarray, blocks: Blocks, group_of_root: dict[int, str],
-               groups: dict[str, Group]) -> "Layout":
+    def solved(
+        cls, slots: np.ndarray, blocks: Blocks, group_of_root: dict[int, str], groups: dict[str, Group]
+    ) -> Layout:
         fixed = blocks.fixed[slots] if len(slots) else np.zeros(0, bool)
         roots = blocks.root[slots]
         names = [group_of_root[r] for r in dict.fromkeys(roots[~fixed].tolist())]
         lookup = {group_of_root[r]: i for i, r in enumerate(dict.fromkeys(roots[~fixed].tolist()))}
-        gid = np.array([-1 if f else lookup[group_of_root[r]] for r, f in zip(roots.tolist(), fixed.tolist())],
-                       np.int64)
+        gid = np.array(
+            [-1 if f else lookup[group_of_root[r]] for r, f in zip(roots.tolist(), fixed.tolist())], np.int64
+        )
         multiplicity = {}
         for i, name in enumerate(names):
             present = int((gid == i).sum())

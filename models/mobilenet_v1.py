@@ -22,10 +22,12 @@ class MobileNetV1(nn.Module):
         features = [conv_bn_relu(layers, 3, width, 3, 1 if cifar_stem else 2)]
         for channels, stride in BLOCKS:
             out = make_divisible(channels * width_mult)
-            features.append(nn.Sequential(
-                conv_bn_relu(layers, width, width, 3, stride, groups=width),
-                conv_bn_relu(layers, width, out, 1, 1),
-            ))
+            features.append(
+                nn.Sequential(
+                    conv_bn_relu(layers, width, width, 3, stride, groups=width),
+                    conv_bn_relu(layers, width, out, 1, 1),
+                )
+            )
             width = out
         self.features = nn.Sequential(*features)
         self.pool = nn.AdaptiveAvgPool2d(1)

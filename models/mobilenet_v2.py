@@ -11,7 +11,9 @@ from models.registry import register
 SETTINGS = [(1, 16, 1, 1), (6, 24, 2, 2), (6, 32, 3, 2), (6, 64, 4, 2), (6, 96, 3, 1), (6, 160, 3, 2), (6, 320, 1, 1)]
 
 
-def conv_bn(layers: LayerFactory, cin: int, cout: int, kernel: int, stride: int = 1, groups: int = 1, relu: bool = True) -> nn.Sequential:
+def conv_bn(
+    layers: LayerFactory, cin: int, cout: int, kernel: int, stride: int = 1, groups: int = 1, relu: bool = True
+) -> nn.Sequential:
     parts = [layers.conv(cin, cout, kernel, stride, groups), layers.bn(cout)]
     if relu:
         parts.append(nn.ReLU6(inplace=True))
@@ -23,7 +25,10 @@ class InvertedResidual(nn.Module):
         super().__init__()
         hidden = cin * expand
         parts = [conv_bn(layers, cin, hidden, 1)] if expand != 1 else []
-        parts += [conv_bn(layers, hidden, hidden, 3, stride, groups=hidden), conv_bn(layers, hidden, cout, 1, relu=False)]
+        parts += [
+            conv_bn(layers, hidden, hidden, 3, stride, groups=hidden),
+            conv_bn(layers, hidden, cout, 1, relu=False),
+        ]
         self.conv = nn.Sequential(*parts)
         self.residual = stride == 1 and cin == cout
 

@@ -10,8 +10,9 @@ channels.  ``None`` keeps everything.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any, Iterator
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -41,7 +42,9 @@ class SlimConv2d(nn.Conv2d):
         else:
             cols = _prefix_if_narrow(cols, cin // self.groups, self.in_channels // self.groups)
         weight, bias = _select(self.weight, self.bias, rows, cols)
-        return F.conv2d(x, weight, bias, self.stride, self.padding, self.dilation, cin if self.depthwise else self.groups)
+        return F.conv2d(
+            x, weight, bias, self.stride, self.padding, self.dilation, cin if self.depthwise else self.groups
+        )
 
 
 class SlimLinear(nn.Linear):
@@ -53,8 +56,9 @@ class SlimLinear(nn.Linear):
         self.cols: Selection | None = None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        weight, bias = _select(self.weight, self.bias, self.rows,
-                               _prefix_if_narrow(self.cols, x.shape[1], self.in_features))
+        weight, bias = _select(
+            self.weight, self.bias, self.rows, _prefix_if_narrow(self.cols, x.shape[1], self.in_features)
+        )
         return F.linear(x, weight, bias)
 
 
@@ -62,8 +66,9 @@ def _prefix_if_narrow(selection: Selection | None, arriving: int, full: int) -> 
     return slice(0, arriving) if selection is None and arriving < full else selection
 
 
-def _select(weight: torch.Tensor, bias: torch.Tensor | None, rows: Selection | None,
-            cols: Selection | None) -> tuple[torch.Tensor, torch.Tensor | None]:
+def _select(
+    weight: torch.Tensor, bias: torch.Tensor | None, rows: Selection | None, cols: Selection | None
+) -> tuple[torch.Tensor, torch.Tensor | None]:
     if rows is not None:
         weight = take(weight, rows, 0)
         bias = None if bias is None else take(bias, rows, 0)
@@ -94,8 +99,16 @@ class SlimBatchNorm2d(nn.BatchNorm2d):
         rows = _prefix_if_narrow(self.rows, x.shape[1], self.num_features)
         pick = (lambda t: t) if rows is None else (lambda t: None if t is None else take(t, rows, 0))
         running_mean, running_var = pick(self.running_mean), pick(self.running_var)
-        out = batch_norm(x, running_mean, running_var, pick(self.weight) if self.affine else None,
-                         pick(self.bias) if self.affine else None, use_batch_stats, factor, self.eps)
+        out = batch_norm(
+            x,
+            running_mean,
+            running_var,
+            pick(self.weight) if self.affine else None,
+            pick(self.bias) if self.affine else None,
+            use_batch_stats,
+            factor,
+            self.eps,
+        )
         if isinstance(rows, torch.Tensor) and self.training and self.track_running_stats:
             with torch.no_grad():  # gathered copies: write the updated statistics back
                 self.running_mean.index_copy_(0, rows.to(x.device), running_mean)
@@ -125,18 +138,32 @@ def synchronised_batch_norm(group: Any = None) -> Iterator[None]:
         _SYNC.pop()
 
 
-def batch_norm(x: torch.Tensor, running_mean: torch.Tensor | None, running_var: torch.Tensor | None,
-               weight: torch.Tensor | None, bias: torch.Tensor | None, batch_stats: bool, factor: float,
-               eps: float) -> torch.Tensor:
+def batch_norm(
+    x: torch.Tensor,
+    running_mean: torch.Tensor | None,
+    running_var: torch.Tensor | None,
+    weight: torch.Tensor | None,
+    bias: torch.Tensor | None,
+    batch_stats: bool,
+    factor: float,
+    eps: float,
+) -> torch.Tensor:
     """`F.batch_norm`, with batch statistics reduced across ranks inside `synchronised_batch_norm`."""
     if not (batch_stats and _SYNC):
         return F.batch_norm(x, running_mean, running_var, weight, bias, batch_stats, factor, eps)
     return _synced_batch_norm(x, running_mean, running_var, weight, bias, factor, eps, _SYNC[-1])
 
 
-def _synced_batch_norm(x: torch.Tensor, running_mean: torch.Tensor | None, running_var: torch.Tensor | None,
-                       weight: torch.Tensor | None, bias: torch.Tensor | None, factor: float, eps: float,
-                       group: Any) -> torch.Tensor:
+def _synced_batch_norm(
+    x: torch.Tensor,
+    running_mean: torch.Tensor | None,
+    running_var: torch.Tensor | None,
+    weight: torch.Tensor | None,
+    bias: torch.Tensor | None,
+    factor: float,
+    eps: float,
+    group: Any,
+) -> torch.Tensor:
     """Per-channel sum and sum of squares (and the count) summed over the ranks in one all-reduce
     that autograd differentiates (its backward sums the ranks' gradients of the statistics), so
     each rank's input gradient is the one the whole batch would give it."""
@@ -148,7 +175,7 @@ def _synced_batch_norm(x: torch.Tensor, running_mean: torch.Tensor | None, runni
     totals = dist_nn.functional.all_reduce(torch.cat([xf.sum((0, 2, 3)), (xf * xf).sum((0, 2, 3)), count]), group=group)
     n = totals[2 * c]
     mean = totals[:c] / n
-    var = (totals[c:2 * c] / n - mean * mean).clamp_min(0)
+    var = (totals[c : 2 * c] / n - mean * mean).clamp_min(0)
     if running_mean is not None and running_var is not None:
         with torch.no_grad():
             running_mean.mul_(1 - factor).add_(mean.detach().to(running_mean.dtype), alpha=factor)
@@ -221,7 +248,9 @@ class LayerFactory:
         self.switch_ratios = switch_ratios
         self.divisor = divisor
 
-    def conv(self, cin: int, cout: int, kernel: int, stride: int = 1, groups: int = 1, bias: bool = False) -> SlimConv2d:
+    def conv(
+        self, cin: int, cout: int, kernel: int, stride: int = 1, groups: int = 1, bias: bool = False
+    ) -> SlimConv2d:
         return SlimConv2d(cin, cout, kernel, stride, padding=(kernel - 1) // 2, groups=groups, bias=bias)
 
     def bn(self, channels: int) -> nn.Module:

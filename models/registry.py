@@ -7,7 +7,7 @@ done generically, and the test-suite is parametrised over this registry.
 from __future__ import annotations
 
 import functools
-from typing import Callable
+from collections.abc import Callable
 
 from torch import nn
 

@@ -51,7 +51,15 @@ def _shortcut(layers: LayerFactory, cin: int, cout: int, stride: int) -> nn.Modu
 
 
 class ResNet(nn.Module):
-    def __init__(self, layers: LayerFactory, block: type, depths: list[int], num_classes: int, width_mult: float, cifar_stem: bool) -> None:
+    def __init__(
+        self,
+        layers: LayerFactory,
+        block: type,
+        depths: list[int],
+        num_classes: int,
+        width_mult: float,
+        cifar_stem: bool,
+    ) -> None:
         super().__init__()
         width = make_divisible(64 * width_mult)
         if cifar_stem:  # 3x3 stride-1 stem, no max-pool: 32 px inputs keep their resolution

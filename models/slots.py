@@ -69,7 +69,7 @@ class SlotTable:
     def fix(self, slots: np.ndarray) -> None:
         self._fixed.append(np.asarray(slots, np.int64).ravel())
 
-    def solve(self) -> "Blocks":
+    def solve(self) -> Blocks:
         return Blocks(self)
 
 
@@ -154,7 +154,9 @@ def _union_blocks(block_start: np.ndarray, index: np.ndarray, left: np.ndarray, 
     if len(left):
         if not np.array_equal(index[left], index[right]):
             bad = int(np.flatnonzero(index[left] != index[right])[0])
-            raise ValueError(f"tied channels {int(left[bad])} and {int(right[bad])} sit at different places in their blocks")
+            raise ValueError(
+                f"tied channels {int(left[bad])} and {int(right[bad])} sit at different places in their blocks"
+            )
         pairs = np.unique(np.stack([block_start[left], block_start[right]], 1), axis=0)
         for a, b in pairs.tolist():
             ra, rb = find(a), find(b)

@@ -27,8 +27,11 @@ class ChannelSpace:
         self.layers: dict[str, Layer] = graph.layers
         self.input_size = graph.input_size
         self.in_channels = graph.in_channels
-        self.prunable = {name: layer for name, layer in graph.layers.items()
-                         if layer.kind in ("conv", "linear") and not layer.outputs.fixed}
+        self.prunable = {
+            name: layer
+            for name, layer in graph.layers.items()
+            if layer.kind in ("conv", "linear") and not layer.outputs.fixed
+        }
         """Layers whose output channels a configuration changes: the keys of a config's ``channels``."""
 
     # ---- configurations -------------------------------------------------------------------
@@ -78,7 +81,9 @@ class ChannelSpace:
         """
         unknown = sorted(set(channels) - set(self.prunable))
         if unknown:
-            raise ValueError(f"unknown layer {unknown[0]!r} (this network's prunable layers: {', '.join(self.prunable)})")
+            raise ValueError(
+                f"unknown layer {unknown[0]!r} (this network's prunable layers: {', '.join(self.prunable)})"
+            )
         for name in self.prunable:
             count = channels.get(name)
             if name not in channels:
@@ -93,12 +98,16 @@ class ChannelSpace:
             group = layout.group_names[0]
             share, rest = divmod(channels[name] - layout.fixed_count, layout.multiplicity[group])
             if rest or share < 1:
-                raise ValueError(f"layer {name!r}: {channels[name]} channels cannot be split evenly over its "
-                                 f"{layout.multiplicity[group]} tied blocks")
+                raise ValueError(
+                    f"layer {name!r}: {channels[name]} channels cannot be split evenly over its "
+                    f"{layout.multiplicity[group]} tied blocks"
+                )
             if group in widths and widths[group] != share:
-                raise ValueError(f"layer {name!r} has {channels[name]} channels but must match {group!r} "
-                                 f"({self.groups[group].layers[0]} has {widths[group]} per block): "
-                                 "they are tied by a residual addition, a gate, a chunk or a depthwise conv")
+                raise ValueError(
+                    f"layer {name!r} has {channels[name]} channels but must match {group!r} "
+                    f"({self.groups[group].layers[0]} has {widths[group]} per block): "
+                    "they are tied by a residual addition, a gate, a chunk or a depthwise conv"
+                )
             self.check_width(self.groups[group], share, name)
             widths[group] = share
         missing = [g for g in self.groups if g not in widths]
@@ -106,8 +115,9 @@ class ChannelSpace:
             raise ValueError(f"group {missing[0]!r} is not determined by any layer's channel count")
         for name, layer in self.prunable.items():
             if layer.outputs.count(widths) != channels[name]:
-                raise ValueError(f"layer {name!r} has {channels[name]} channels; its groups give "
-                                 f"{layer.outputs.count(widths)}")
+                raise ValueError(
+                    f"layer {name!r} has {channels[name]} channels; its groups give {layer.outputs.count(widths)}"
+                )
         return widths
 
     def check_width(self, group: Group, count: int, layer: str) -> None:
@@ -117,7 +127,8 @@ class ChannelSpace:
             raise ValueError(f"layer {layer!r}: {count} channels is not a multiple of {group.divisor}")
 
 
-def trace_space(net: nn.Module, input_size: int, divisor: int = 8, width_min: float = 0.25,
-                keep: tuple[str, ...] = ()) -> ChannelSpace:
+def trace_space(
+    net: nn.Module, input_size: int, divisor: int = 8, width_min: float = 0.25, keep: tuple[str, ...] = ()
+) -> ChannelSpace:
     """Analyse ``net`` and derive its channel space (see `models.graph.analyse`)."""
     return ChannelSpace(analyse(net, input_size, divisor, width_min, keep=keep))

@@ -36,7 +36,7 @@ class NetSpec:
         return {**asdict(self), "switches": list(self.switches), "keep": list(self.keep)}
 
     @classmethod
-    def from_dict(cls, data: dict) -> "NetSpec":
+    def from_dict(cls, data: dict) -> NetSpec:
         known = {k: data[k] for k in cls.__dataclass_fields__ if k in data}
         known["switches"] = tuple(known.get("switches", ()))
         known["keep"] = tuple(known.get("keep", ()))
@@ -53,8 +53,13 @@ class Supernet(nn.Module):
 
     def __init__(self, spec: NetSpec, net: nn.Module | None = None) -> None:
         super().__init__()
-        if (spec.width_mult <= 0 or spec.num_classes < 1 or spec.input_size < 8 or spec.divisor < 1
-                or not 0 < spec.width_min <= 1):
+        if (
+            spec.width_mult <= 0
+            or spec.num_classes < 1
+            or spec.input_size < 8
+            or spec.divisor < 1
+            or not 0 < spec.width_min <= 1
+        ):
             raise ValueError(f"invalid network spec {spec}")
         if net is None:
             switches = sorted({*spec.switches, 1.0}) if spec.switches else None
@@ -66,10 +71,15 @@ class Supernet(nn.Module):
         modules = dict(self.net.named_modules())
         for name in self.space.layers:
             if not isinstance(modules[name], SLIM_LEAVES):
-                raise TypeError(f"layer {name!r} is a plain {type(modules[name]).__name__}; build networks from "
-                                "models.ops layers, or convert an ordinary module with models.convert")
-        self._slim = [(modules[name], layer) for name, layer in self.space.layers.items()
-                      if isinstance(modules[name], (SlimConv2d, SlimLinear, SlimBatchNorm2d))]
+                raise TypeError(
+                    f"layer {name!r} is a plain {type(modules[name]).__name__}; build networks from "
+                    "models.ops layers, or convert an ordinary module with models.convert"
+                )
+        self._slim = [
+            (modules[name], layer)
+            for name, layer in self.space.layers.items()
+            if isinstance(modules[name], (SlimConv2d, SlimLinear, SlimBatchNorm2d))
+        ]
         self.widths: dict[str, int] = self.space.full()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -116,9 +126,17 @@ def selections(module: nn.Module, layer: Layer, widths: dict[str, int]) -> tuple
     return rows, full(layer.inputs.select(widths), layer.in_full)
 
 
-def build_supernet(arch: str, num_classes: int = 10, input_size: int = 32, width_mult: float = 1.0,
-                   divisor: int = 8, width_min: float = 0.25, switches: tuple[float, ...] = (),
-                   keep: tuple[str, ...] = ()) -> Supernet:
+def build_supernet(
+    arch: str,
+    num_classes: int = 10,
+    input_size: int = 32,
+    width_mult: float = 1.0,
+    divisor: int = 8,
+    width_min: float = 0.25,
+    switches: tuple[float, ...] = (),
+    keep: tuple[str, ...] = (),
+) -> Supernet:
     """Build a supernet by architecture name (see ``models.list_archs()``)."""
-    return Supernet(NetSpec(arch, num_classes, input_size, width_mult, divisor, width_min, tuple(switches),
-                            tuple(keep)))
+    return Supernet(
+        NetSpec(arch, num_classes, input_size, width_mult, divisor, width_min, tuple(switches), tuple(keep))
+    )

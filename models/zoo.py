@@ -12,8 +12,8 @@ from __future__ import annotations
 
 import functools
 import importlib
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import Callable, Iterator
 
 import torch
 from torch import nn
@@ -41,7 +41,9 @@ def check_external(arch: str) -> None:
     prefix, _, name = arch.partition(":")
     if prefix == "torchvision":
         if f"torchvision:{name}" not in torchvision_cnns():
-            raise KeyError(f"{arch!r} is not one of torchvision's conv/BN classification networks; see `autoslim archs`")
+            raise KeyError(
+                f"{arch!r} is not one of torchvision's conv/BN classification networks; see `autoslim archs`"
+            )
     elif prefix == "timm":
         _timm_names_check(name)
     else:
@@ -90,8 +92,10 @@ def _timm_names_check(name: str):
 def _installed_builder(module_name: str, function: str) -> Callable[..., nn.Module]:
     if module_name not in _ALLOWED_MODULES:
         allowed = ", ".join(sorted(_ALLOWED_MODULES)) or "none"
-        raise KeyError(f"module {module_name!r} is not on the allow-list of network modules "
-                       f"(AUTOSLIM_MODEL_MODULES; allowed: {allowed})")
+        raise KeyError(
+            f"module {module_name!r} is not on the allow-list of network modules "
+            f"(AUTOSLIM_MODEL_MODULES; allowed: {allowed})"
+        )
     try:
         builder = getattr(importlib.import_module(module_name), function, None)
     except ImportError as err:

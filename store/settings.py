@@ -33,28 +33,42 @@ class Settings(BaseSettings):
     supernet_cache: Path | None = Field(default=None, description="Trained supernets; default home/supernets.")
     latency_cache: Path | None = Field(default=None, description="Measured latency tables; default home/latency.")
     data_roots: Annotated[list[Path], NoDecode] = Field(
-        default_factory=list, description="Folders datasets may live under (os.pathsep-separated).")
+        default_factory=list, description="Folders datasets may live under (os.pathsep-separated)."
+    )
     default_queue: Queue = "cpu"
     max_epochs: int = Field(default=1000, description="Training epochs above this are rejected as absurd.")
     max_attempts: int = Field(default=3, description="Worker claims per search before the reaper fails it.")
-    worker_gpus: str = Field(default="", description="GPUs one search of this worker runs on, one rank each "
-                                                     "(e.g. 0,1,2,3), or cpu:N for N ranks on the CPU; "
-                                                     "empty = one device.")
+    worker_gpus: str = Field(
+        default="",
+        description="GPUs one search of this worker runs on, one rank each "
+        "(e.g. 0,1,2,3), or cpu:N for N ranks on the CPU; "
+        "empty = one device.",
+    )
     heartbeat_s: float = Field(default=5.0, description="Seconds between worker heartbeats.")
     progress_every_s: float = Field(default=2.0, description="Progress is written at most this often.")
     stale_after_s: float = Field(default=120.0, description="A running search with an older heartbeat is reaped.")
     reaper_every_s: float = Field(default=30.0, description="How often each worker looks for stale searches.")
-    visibility_timeout_s: int = Field(default=7 * 24 * 3600,
-                                      description="Redis redelivery of unacked tasks; longer than any search.")
+    visibility_timeout_s: int = Field(
+        default=7 * 24 * 3600, description="Redis redelivery of unacked tasks; longer than any search."
+    )
     page_size_max: int = 100
-    max_body_bytes: int = Field(default=1024 * 1024, ge=1024, description=(
-        "Request bodies larger than this are refused with 413 before they are read (uploads such as "
-        "latency tables have their own limit)."))
+    max_body_bytes: int = Field(
+        default=1024 * 1024,
+        ge=1024,
+        description=(
+            "Request bodies larger than this are refused with 413 before they are read (uploads such as "
+            "latency tables have their own limit)."
+        ),
+    )
     session_hours: float = Field(default=12.0, gt=0, description="How long a dashboard login lasts.")
-    max_weights_bytes: int = Field(default=1 << 30, ge=1, description=(
-        "Largest weights upload (POST /weights); 1 GiB holds any torchvision CNN's fp32 state dict."))
+    max_weights_bytes: int = Field(
+        default=1 << 30,
+        ge=1,
+        description=("Largest weights upload (POST /weights); 1 GiB holds any torchvision CNN's fp32 state dict."),
+    )
     model_modules: Annotated[list[str], NoDecode] = Field(
-        default_factory=list, description="Modules whose FUNCTION may be named as MODULE:FUNCTION (comma-separated).")
+        default_factory=list, description="Modules whose FUNCTION may be named as MODULE:FUNCTION (comma-separated)."
+    )
 
     @field_validator("data_roots", mode="before")
     @classmethod

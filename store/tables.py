@@ -64,8 +64,11 @@ NAMING = {
 
 class Base(DeclarativeBase):
     metadata = MetaData(naming_convention=NAMING)
-    type_annotation_map = {datetime: UTCDateTime, dict[str, Any]: JSON(none_as_null=True),
-                           list[Any]: JSON(none_as_null=True)}
+    type_annotation_map = {
+        datetime: UTCDateTime,
+        dict[str, Any]: JSON(none_as_null=True),
+        list[Any]: JSON(none_as_null=True),
+    }
 
 
 class Token(Base):
@@ -151,8 +154,11 @@ class Search(Base):
 
     supernet: Mapped[Supernet | None] = relationship(lazy="joined")
     budgets: Mapped[list[BudgetResult]] = relationship(
-        back_populates="search", cascade="all, delete-orphan", passive_deletes=True,
-        order_by="(BudgetResult.kind, BudgetResult.target)")
+        back_populates="search",
+        cascade="all, delete-orphan",
+        passive_deletes=True,
+        order_by="(BudgetResult.kind, BudgetResult.target)",
+    )
 
 
 class TrajectoryStep(Base):

@@ -45,8 +45,13 @@ def _compose_env(tmp_path: Path) -> dict[str, str]:
 def _resolved(env: dict[str, str], *profiles: str) -> dict:
     """The file as Compose resolves it (anchors merged, variables substituted) for ``profiles``."""
     flags = [arg for p in profiles for arg in ("--profile", p)]
-    done = subprocess.run(["docker", "compose", "-f", str(ROOT / "docker-compose.yml"), *flags, "config", "--format", "json"],
-                          env=env, capture_output=True, text=True, cwd=ROOT)
+    done = subprocess.run(
+        ["docker", "compose", "-f", str(ROOT / "docker-compose.yml"), *flags, "config", "--format", "json"],
+        env=env,
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+    )
     assert done.returncode == 0, done.stderr
     return json.loads(done.stdout)
 
@@ -64,7 +69,9 @@ def config(compose_env: dict[str, str]) -> dict:
 def _autoslim_args(command: list[str]) -> list[list[str]]:
     """The ``autoslim ...`` invocations in a service command (plain or inside ``sh -c``)."""
     text = command[-1] if command[:2] == ["sh", "-c"] else " ".join(command)
-    return [part.split()[1:] for part in re.split(r"&&|;", text.replace("exec ", "")) if part.split()[:1] == ["autoslim"]]
+    return [
+        part.split()[1:] for part in re.split(r"&&|;", text.replace("exec ", "")) if part.split()[:1] == ["autoslim"]
+    ]
 
 
 def test_compose_has_the_services_with_health_checks(config: dict) -> None:
@@ -80,7 +87,9 @@ def test_api_migrates_then_serves_after_its_backends_are_healthy(config: dict) -
     for args in commands:
         build_parser().parse_args(args)  # exits (SystemExit) on an option the CLI does not have
     assert {k: v["condition"] for k, v in api["depends_on"].items()} == {
-        "postgres": "service_healthy", "redis": "service_healthy"}
+        "postgres": "service_healthy",
+        "redis": "service_healthy",
+    }
     env = api["environment"]
     assert env["AUTOSLIM_DATABASE_URL"] == "postgresql+psycopg://autoslim:secret@postgres:5432/autoslim"
     assert env["AUTOSLIM_BROKER_URL"].startswith("redis://redis:")
@@ -113,7 +122,10 @@ def test_data_checkpoints_and_results_are_volumes(config: dict) -> None:
     mounts = {s: {m["target"]: m for m in config["services"][s]["volumes"]} for s in ("api", "worker")}
     env = config["services"]["worker"]["environment"]
     assert (env["AUTOSLIM_DATA_ROOTS"], env["AUTOSLIM_WORK_DIR"], env["AUTOSLIM_SUPERNET_CACHE"]) == (
-        "/data", "/results", "/checkpoints")
+        "/data",
+        "/results",
+        "/checkpoints",
+    )
     for target in ("/data", "/results", "/checkpoints"):
         assert target in mounts["worker"] and target in mounts["api"]
     assert not mounts["worker"]["/results"].get("read_only"), "the worker writes its results"

@@ -96,6 +96,10 @@ def current(text: str) -> str:
 
 
 def test_every_module_and_name_the_docs_cite_exists():
-    missing = [f"{doc.name}: {name}" for doc in DOCS
-               for name in sorted(set(DOTTED.findall(current(doc.read_text())))) if not resolves(name)]
+    missing = [
+        f"{doc.name}: {name}"
+        for doc in DOCS
+        for name in sorted(set(DOTTED.findall(current(doc.read_text()))))
+        if not resolves(name)
+    ]
     assert not missing, "dotted names in the docs that do not resolve: " + ", ".join(missing)

@@ -40,8 +40,12 @@ def transport_options(settings: Settings) -> dict[str, Any]:
         for sub in ("messages", "control"):
             (folder / sub).mkdir(parents=True, exist_ok=True)
         messages = str(folder / "messages")
-        return {"data_folder_in": messages, "data_folder_out": messages,
-                "control_folder": str(folder / "control"), "store_processed": False}
+        return {
+            "data_folder_in": messages,
+            "data_folder_out": messages,
+            "control_folder": str(folder / "control"),
+            "store_processed": False,
+        }
     options: dict[str, Any] = {"visibility_timeout": settings.visibility_timeout_s}
     if settings.broker_prefix:
         options["global_keyprefix"] = settings.broker_prefix

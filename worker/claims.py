@@ -30,29 +30,46 @@ class ClaimLost(RuntimeError):
     """The search was reaped and handed to another worker (or removed); this worker must stop."""
 
 
-def claim(engine: Engine, search_id: str, worker: str) -> "Claim | None":
+def claim(engine: Engine, search_id: str, worker: str) -> Claim | None:
     """queued -> running for exactly one caller; None when the search is not queued (a duplicate
     or late message, a cancelled or finished search): the message is then simply acknowledged."""
     claim_id, now = uuid.uuid4().hex, utcnow()
     with session_scope(engine) as session:
         result = session.execute(
-            update(Search).where(Search.id == search_id, Search.status == Status.queued)
-            .values(status=Status.running, claim_id=claim_id, worker=worker, attempts=Search.attempts + 1,
-                    heartbeat_at=now, started_at=now, updated_at=now))
+            update(Search)
+            .where(Search.id == search_id, Search.status == Status.queued)
+            .values(
+                status=Status.running,
+                claim_id=claim_id,
+                worker=worker,
+                attempts=Search.attempts + 1,
+                heartbeat_at=now,
+                started_at=now,
+                updated_at=now,
+            )
+        )
         if result.rowcount != 1:
             return None
-        attempt, percent, timings = session.execute(select(Search.attempts, Search.percent, Search.timings)
-                                                    .where(Search.id == search_id)).one()
-        session.add(Event(search_id=search_id, kind="claimed", message=f"attempt {attempt} on {worker}",
-                          data={"attempt": attempt, "claim_id": claim_id, "worker": worker}))
+        attempt, percent, timings = session.execute(
+            select(Search.attempts, Search.percent, Search.timings).where(Search.id == search_id)
+        ).one()
+        session.add(
+            Event(
+                search_id=search_id,
+                kind="claimed",
+                message=f"attempt {attempt} on {worker}",
+                data={"attempt": attempt, "claim_id": claim_id, "worker": worker},
+            )
+        )
     return Claim(engine, search_id, claim_id, percent, timings)
 
 
 class Claim:
     """Writes on behalf of the worker holding a search."""
 
-    def __init__(self, engine: Engine, search_id: str, claim_id: str, percent: float = 0.0,
-                 timings: dict[str, Any] | None = None) -> None:
+    def __init__(
+        self, engine: Engine, search_id: str, claim_id: str, percent: float = 0.0, timings: dict[str, Any] | None = None
+    ) -> None:
         self.engine, self.search_id, self.claim_id = engine, search_id, claim_id
         self.percent_before = percent  # what earlier attempts reached: a resumed search's bar never goes back
         self.clock = SearchClock(timings)
@@ -63,13 +80,22 @@ class Claim:
             self.update_in(session, **values)
 
     def update_in(self, session, **values: Any) -> None:  # noqa: ANN001 - a Session
-        result = session.execute(update(Search).where(Search.id == self.search_id, Search.claim_id == self.claim_id)
-                                 .values(updated_at=utcnow(), **values))
+        result = session.execute(
+            update(Search)
+            .where(Search.id == self.search_id, Search.claim_id == self.claim_id)
+            .values(updated_at=utcnow(), **values)
+        )
         if result.rowcount != 1:
             raise ClaimLost(f"search {self.search_id} is no longer held by claim {self.claim_id}")
 
-    def event(self, session, kind: str, message: str, level: str = "info",  # noqa: ANN001
-              data: dict[str, Any] | None = None) -> None:
+    def event(
+        self,
+        session,
+        kind: str,
+        message: str,
+        level: str = "info",  # noqa: ANN001
+        data: dict[str, Any] | None = None,
+    ) -> None:
         session.add(Event(search_id=self.search_id, kind=kind, message=message, level=level, data=data))
 
     def cancel_requested(self) -> bool:
@@ -96,8 +122,14 @@ class Claim:
 
 def step_row(search_id: str, step: dict[str, Any]) -> dict[str, Any]:
     """A trajectory step as the engine reports it (`engine.greedy.Step.to_dict`) to a table row."""
-    return {"search_id": search_id, "step": int(step["index"]), "macs": step.get("macs"),
-            "params": step.get("params"), "val_accuracy": step.get("val_accuracy"), "data": step}
+    return {
+        "search_id": search_id,
+        "step": int(step["index"]),
+        "macs": step.get("macs"),
+        "params": step.get("params"),
+        "val_accuracy": step.get("val_accuracy"),
+        "data": step,
+    }
 
 
 class ProgressWriter:
@@ -112,7 +144,7 @@ class ProgressWriter:
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._beat, name=f"heartbeat-{claim.search_id[:8]}", daemon=True)
 
-    def __enter__(self) -> "ProgressWriter":
+    def __enter__(self) -> ProgressWriter:
         self._thread.start()
         return self
 
@@ -149,13 +181,21 @@ class ProgressWriter:
         progress = {k: report[k] for k in PROGRESS_KEYS if k in report}
         with session_scope(self.claim.engine) as session:
             percent = max(self.claim.percent_before, float(report.get("percent", 0.0)))
-            self.claim.update_in(session, phase=phase, percent=percent, eta_s=report.get("eta_s"), progress=progress,
-                                 heartbeat_at=utcnow(), timings=self.claim.clock.snapshot())
+            self.claim.update_in(
+                session,
+                phase=phase,
+                percent=percent,
+                eta_s=report.get("eta_s"),
+                progress=progress,
+                heartbeat_at=utcnow(),
+                timings=self.claim.clock.snapshot(),
+            )
             if phase != self.phase:
                 self.claim.event(session, "phase", f"phase {phase}", data=progress)
             if step is not None:
                 self.claim.add_steps(session, [step])
             if notice is not None:  # the engine's notices (e.g. a replaced head) go to the log as they are
-                self.claim.event(session, notice["kind"], notice["message"], notice.get("level", "info"),
-                                 notice.get("data"))
+                self.claim.event(
+                    session, notice["kind"], notice["message"], notice.get("level", "info"), notice.get("data")
+                )
         self.phase = phase

@@ -29,8 +29,12 @@ UNSENT_GRACE_S = 2.0
 def send(session: Session, celery: Celery, search_id: str, queue: str) -> None:
     """Send the search's message and mark it sent (committed); `BrokerUnavailable` leaves it unsent."""
     enqueue(celery, search_id, queue)
-    session.execute(update(Search).where(Search.id == search_id, Search.status == Status.queued)
-                    .values(enqueued_at=utcnow()).execution_options(synchronize_session=False))
+    session.execute(
+        update(Search)
+        .where(Search.id == search_id, Search.status == Status.queued)
+        .values(enqueued_at=utcnow())
+        .execution_options(synchronize_session=False)
+    )
     session.commit()
 
 
@@ -39,9 +43,11 @@ def send_unsent(engine: Engine, celery: Celery, grace_s: float = UNSENT_GRACE_S)
     first broker failure (the next pass tries again)."""
     cutoff = utcnow() - timedelta(seconds=grace_s)
     with session_scope(engine) as session:
-        unsent = session.execute(select(Search.id, Search.queue).where(
-            Search.status == Status.queued, Search.enqueued_at.is_(None), Search.updated_at < cutoff)
-            .order_by(Search.created_at)).all()
+        unsent = session.execute(
+            select(Search.id, Search.queue)
+            .where(Search.status == Status.queued, Search.enqueued_at.is_(None), Search.updated_at < cutoff)
+            .order_by(Search.created_at)
+        ).all()
     sent: list[str] = []
     for row in unsent:
         with session_scope(engine) as session:

@@ -39,8 +39,10 @@ def parse_gpus(text: str) -> list[str]:
         return ["cpu"] * int(cpu.group(1))
     gpus = [part.strip() for part in text.split(",") if part.strip()]
     if any(not g.isdigit() for g in gpus) or len(set(gpus)) != len(gpus):
-        raise ValueError("--gpus must be distinct GPU indices separated by commas, e.g. 0,1,2,3, or cpu:N for N "
-                         f"ranks on the CPU (got {text!r})")
+        raise ValueError(
+            "--gpus must be distinct GPU indices separated by commas, e.g. 0,1,2,3, or cpu:N for N "
+            f"ranks on the CPU (got {text!r})"
+        )
     return gpus
 
 
@@ -88,11 +90,11 @@ def run_on_ranks(gpus: list[str], spec: dict[str, Any], workdir: Path, claim_inf
 def search_rank(spec: dict[str, Any], workdir: str, claim_info: dict[str, Any]) -> dict[str, Any] | str | None:
     """One rank of the search; rank 0 reports through the claim and returns the result, and every
     rank returns `CANCELLED` when the search stopped on a cancel."""
-    from store.db import engine_for
     from engine import run_search
     from engine.distributed import init_from_env, shutdown
     from engine.spec import CacheFolders
     from models import allow_modules
+    from store.db import engine_for
     from worker.claims import Claim, ProgressWriter
 
     allow_modules(claim_info["model_modules"])
@@ -103,12 +105,18 @@ def search_rank(spec: dict[str, Any], workdir: str, claim_info: dict[str, Any]) 
             run_search(spec, Path(workdir), ranks=ranks, caches=caches)
             return None
         # the task's claim, with what earlier attempts reached and took (a resumed bar never goes back)
-        claim = Claim(engine_for(claim_info["db_url"]), claim_info["search_id"], claim_info["claim_id"],
-                      claim_info["percent"], claim_info["timings"])
+        claim = Claim(
+            engine_for(claim_info["db_url"]),
+            claim_info["search_id"],
+            claim_info["claim_id"],
+            claim_info["percent"],
+            claim_info["timings"],
+        )
         writer = ProgressWriter(claim, claim_info["progress_every_s"], claim_info["heartbeat_s"])
         with writer:
-            return run_search(spec, Path(workdir), report=writer, should_cancel=writer.should_cancel, ranks=ranks,
-                              caches=caches)
+            return run_search(
+                spec, Path(workdir), report=writer, should_cancel=writer.should_cancel, ranks=ranks, caches=caches
+            )
     except Cancelled:
         return CANCELLED
     finally:

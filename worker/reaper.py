@@ -31,9 +31,11 @@ def reap(engine: Engine, celery: Celery, stale_after_s: float) -> dict[str, str]
     running searches requeued or failed, and queued searches whose message never left sent."""
     cutoff = utcnow() - timedelta(seconds=stale_after_s)
     with session_scope(engine) as session:
-        stale = session.execute(select(Search.id, Search.claim_id, Search.attempts, Search.max_attempts, Search.queue,
-                                       Search.worker)
-                                .where(Search.status == Status.running, Search.heartbeat_at < cutoff)).all()
+        stale = session.execute(
+            select(Search.id, Search.claim_id, Search.attempts, Search.max_attempts, Search.queue, Search.worker).where(
+                Search.status == Status.running, Search.heartbeat_at < cutoff
+            )
+        ).all()
     changed: dict[str, str] = {}
     for row in stale:
         outcome = _reap_one(engine, row, stale_after_s)
@@ -55,21 +57,36 @@ def _send_requeued(engine: Engine, celery: Celery, search_id: str, queue: str) -
 
 def _reap_one(engine: Engine, row, stale_after_s: float) -> str | None:  # noqa: ANN001 - a result Row
     requeue = row.attempts < row.max_attempts
-    values = ({"status": Status.queued, "claim_id": None, "worker": None, "enqueued_at": None} if requeue else
-              {"status": Status.failed, "claim_id": None, "finished_at": utcnow(),
-               "error": f"worker lost {row.attempts} times (no heartbeat for {stale_after_s:g} s); "
-                        "retry to continue from the checkpoints"})
+    values = (
+        {"status": Status.queued, "claim_id": None, "worker": None, "enqueued_at": None}
+        if requeue
+        else {
+            "status": Status.failed,
+            "claim_id": None,
+            "finished_at": utcnow(),
+            "error": f"worker lost {row.attempts} times (no heartbeat for {stale_after_s:g} s); "
+            "retry to continue from the checkpoints",
+        }
+    )
     with session_scope(engine) as session:
-        result = session.execute(update(Search).where(Search.id == row.id, Search.status == Status.running,
-                                                      Search.claim_id == row.claim_id)
-                                 .values(updated_at=utcnow(), **values))
+        result = session.execute(
+            update(Search)
+            .where(Search.id == row.id, Search.status == Status.running, Search.claim_id == row.claim_id)
+            .values(updated_at=utcnow(), **values)
+        )
         if result.rowcount != 1:
             return None  # it came back to life, or another reaper got there first
         outcome = "requeued" if requeue else "failed"
-        session.add(Event(search_id=row.id, kind=outcome, level="warning",
-                          message=f"no heartbeat from {row.worker} for {stale_after_s:g} s after attempt "
-                                  f"{row.attempts}; {outcome}",
-                          data={"attempt": row.attempts, "worker": row.worker}))
+        session.add(
+            Event(
+                search_id=row.id,
+                kind=outcome,
+                level="warning",
+                message=f"no heartbeat from {row.worker} for {stale_after_s:g} s after attempt "
+                f"{row.attempts}; {outcome}",
+                data={"attempt": row.attempts, "worker": row.worker},
+            )
+        )
     log.warning("search %s: stale heartbeat from %s; %s", row.id, row.worker, outcome)
     return outcome
 

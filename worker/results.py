@@ -15,9 +15,9 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from engine.spec import BudgetAnswer, SearchResult, SupernetRef
 from store.db import session_scope
 from store.tables import BudgetResult, Status, Supernet, utcnow
-from engine.spec import BudgetAnswer, SearchResult, SupernetRef
 from worker.claims import Claim
 
 
@@ -34,30 +34,49 @@ def store_success(claim: Claim, data: dict[str, Any], workdir: Path, spec: dict[
         for budget in result.budgets:
             session.add(budget_row(claim.search_id, budget, workdir))
         recovered = claim.add_steps(session, [p.to_dict() for p in result.trajectory])
-        claim.update_in(session, status=Status.succeeded, phase="done", percent=100.0, eta_s=0.0,
-                        finished_at=utcnow(), timings=timings, summary=result.full.to_dict(),
-                        uniform=[u.to_dict() for u in result.uniform],
-                        supernet_id=supernet.id, supernet_reused=reused, claim_id=None)
+        claim.update_in(
+            session,
+            status=Status.succeeded,
+            phase="done",
+            percent=100.0,
+            eta_s=0.0,
+            finished_at=utcnow(),
+            timings=timings,
+            summary=result.full.to_dict(),
+            uniform=[u.to_dict() for u in result.uniform],
+            supernet_id=supernet.id,
+            supernet_reused=reused,
+            claim_id=None,
+        )
         note = f"; {recovered} trajectory steps recovered from the result" if recovered else ""
-        claim.event(session, "succeeded", f"{len(result.budgets)} budgets answered{note}",
-                    data={"timings": timings})
+        claim.event(session, "succeeded", f"{len(result.budgets)} budgets answered{note}", data={"timings": timings})
 
 
 def budget_row(search_id: str, budget: BudgetAnswer, workdir: Path) -> BudgetResult:
     """A result row; the channel config is read from its file so any API host can serve it."""
     config = json.loads((workdir / budget.files["config"]).read_text())
-    return BudgetResult(search_id=search_id, kind=budget.kind, target=float(budget.target), macs=budget.macs,
-                        params=budget.params, latency_ms=budget.latency_ms, val_accuracy=budget.val_accuracy,
-                        test_accuracy=budget.test_accuracy, channels=budget.channels, config=config,
-                        files=budget.files)
+    return BudgetResult(
+        search_id=search_id,
+        kind=budget.kind,
+        target=float(budget.target),
+        macs=budget.macs,
+        params=budget.params,
+        latency_ms=budget.latency_ms,
+        val_accuracy=budget.val_accuracy,
+        test_accuracy=budget.test_accuracy,
+        channels=budget.channels,
+        config=config,
+        files=budget.files,
+    )
 
 
 def upsert_supernet(session: Session, info: SupernetRef, spec: dict[str, Any], search_id: str) -> Supernet:
     """Record the supernet the search trained or reused; reuse bumps its use count."""
     row = session.scalar(select(Supernet).where(Supernet.key == info.key))
     if row is None:
-        row = Supernet(key=info.key, arch=spec["arch"], dataset=spec["dataset"], path=info.path,
-                       first_search_id=search_id, uses=1)
+        row = Supernet(
+            key=info.key, arch=spec["arch"], dataset=spec["dataset"], path=info.path, first_search_id=search_id, uses=1
+        )
         session.add(row)
     else:
         row.uses += 1
@@ -69,16 +88,32 @@ def upsert_supernet(session: Session, info: SupernetRef, spec: dict[str, Any], s
 
 def store_cancelled(claim: Claim, phase: str | None) -> None:
     with session_scope(claim.engine) as session:
-        claim.update_in(session, status=Status.cancelled, finished_at=utcnow(), cancel_requested=False, claim_id=None,
-                        timings=claim.clock.snapshot())
-        claim.event(session, "cancelled", f"cancelled during {phase or 'start-up'}; checkpoints and "
-                                          "trajectory kept, a retry continues from them")
+        claim.update_in(
+            session,
+            status=Status.cancelled,
+            finished_at=utcnow(),
+            cancel_requested=False,
+            claim_id=None,
+            timings=claim.clock.snapshot(),
+        )
+        claim.event(
+            session,
+            "cancelled",
+            f"cancelled during {phase or 'start-up'}; checkpoints and trajectory kept, a retry continues from them",
+        )
 
 
 def store_failure(claim: Claim, err: BaseException) -> None:
     message = f"{type(err).__name__}: {err}"
     with session_scope(claim.engine) as session:
-        claim.update_in(session, status=Status.failed, finished_at=utcnow(), error=message, claim_id=None,
-                        timings=claim.clock.snapshot())
-        claim.event(session, "failed", message, level="error",
-                    data={"traceback": traceback.format_exception(err)[-20:]})
+        claim.update_in(
+            session,
+            status=Status.failed,
+            finished_at=utcnow(),
+            error=message,
+            claim_id=None,
+            timings=claim.clock.snapshot(),
+        )
+        claim.event(
+            session, "failed", message, level="error", data={"traceback": traceback.format_exception(err)[-20:]}
+        )

@@ -22,8 +22,7 @@ class SearchClock:
     """Seconds per phase and in all, over the attempts so far (``prior``) and the running one."""
 
     def __init__(self, prior: dict[str, Any] | None) -> None:
-        self.prior = {k: float(v) for k, v in (prior or {}).items()
-                      if k.endswith("_s") and isinstance(v, (int, float))}
+        self.prior = {k: float(v) for k, v in (prior or {}).items() if k.endswith("_s") and isinstance(v, (int, float))}
         self.started = self.mark = time.monotonic()
         self.phase: str | None = None
         self.current: dict[str, float] = {}
@@ -54,8 +53,11 @@ class SearchClock:
         seconds plus the engine's own timing of the last attempt (more exact than the clock, and
         with every phase key); in all, the wall time of every attempt.  The engine's figures are
         kept as ``last_attempt``."""
-        engine = {k: float(v) for k, v in (last_attempt or {}).items() if k.endswith("_s") and k != "total_s"
-                  and isinstance(v, (int, float))}
+        engine = {
+            k: float(v)
+            for k, v in (last_attempt or {}).items()
+            if k.endswith("_s") and k != "total_s" and isinstance(v, (int, float))
+        }
         out = dict(self.prior)
         for key, seconds in engine.items():
             out[key] = out.get(key, 0.0) + seconds

@@ -17,10 +17,10 @@ from pathlib import Path
 from celery import shared_task
 from celery.signals import worker_process_init, worker_ready
 
+from engine.spec import CacheFolders, Cancelled
 from store.db import engine_for, forget_inherited_connections
 from store.settings import Settings, get_settings
 from store.tables import Search
-from engine.spec import CacheFolders, Cancelled
 from worker.celery_app import TASK_NAME
 from worker.claims import ClaimLost, ProgressWriter, claim
 from worker.ranks import RankLost, RanksFailed, parse_gpus, run_on_ranks
@@ -66,12 +66,23 @@ def execute(settings: Settings, search_id: str) -> str:
             files = with_upload_files(engine, spec, workdir, settings.weights_root)
             gpus = parse_gpus(settings.worker_gpus)
             if len(gpus) > 1:  # one rank per GPU; rank 0 reports through the same claim
-                result = run_on_ranks(gpus, files, workdir, {
-                    "db_url": settings.db_url, "search_id": search_id, "claim_id": held.claim_id,
-                    "progress_every_s": settings.progress_every_s, "heartbeat_s": settings.heartbeat_s,
-                    "model_modules": settings.model_modules, "supernet_cache": str(caches.supernets),
-                    "latency_cache": str(caches.latency), "percent": held.percent_before,
-                    "timings": held.clock.prior})
+                result = run_on_ranks(
+                    gpus,
+                    files,
+                    workdir,
+                    {
+                        "db_url": settings.db_url,
+                        "search_id": search_id,
+                        "claim_id": held.claim_id,
+                        "progress_every_s": settings.progress_every_s,
+                        "heartbeat_s": settings.heartbeat_s,
+                        "model_modules": settings.model_modules,
+                        "supernet_cache": str(caches.supernets),
+                        "latency_cache": str(caches.latency),
+                        "percent": held.percent_before,
+                        "timings": held.clock.prior,
+                    },
+                )
             else:
                 result = run_search(files, workdir, report=writer, should_cancel=writer.should_cancel, caches=caches)
         store_success(held, result, Path(workdir), spec)

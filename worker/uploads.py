@@ -9,8 +9,9 @@ work folder (``Settings.weights_root/<sha256>``), put there by the API.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable, TypeVar
+from typing import Any, TypeVar
 
 from sqlalchemy import Engine
 
@@ -32,8 +33,9 @@ def with_upload_files(engine: Engine, spec: dict[str, Any], workdir: Path, weigh
     if spec.get("weights"):
         path = weights_root / _stored(engine, WeightsRow, spec["weights"], "weights", lambda row: row.sha256)
         if not path.is_file():
-            raise ValueError(f"the weights file {path} is not on this worker: workers must share AUTOSLIM_WORK_DIR "
-                             "with the API")
+            raise ValueError(
+                f"the weights file {path} is not on this worker: workers must share AUTOSLIM_WORK_DIR with the API"
+            )
         spec["weights"] = str(path)
     return spec
 

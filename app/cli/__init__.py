@@ -33,8 +33,8 @@ def main(argv: list[str] | None = None) -> int:
     args.argv = list(sys.argv[1:] if argv is None else argv)  # what `--nproc` ranks run again
     try:
         if args.command in NETWORK_COMMANDS:
-            from store.settings import get_settings
             from models import allow_modules
+            from store.settings import get_settings
 
             allow_modules(get_settings().model_modules)
         return int(args.handler(args) or 0)

@@ -13,12 +13,28 @@ from app.cli.ranks import add_nproc, launched
 from engine.spec import PRETRAINED_TRAIN, TRAIN_MODES, TrainSpec, with_pretrained_defaults
 
 # Options that must agree with a run being resumed, and where the checkpoint stores them.
-_STORED = {"arch": ("net", "arch"), "width_mult": ("net", "width_mult"), "input_size": ("net", "input_size"),
-           "width_min": ("net", "width_min"), "mode": ("train", "mode"), "epochs": ("train", "epochs"),
-           "batch_size": ("train", "batch_size"), "lr": ("train", "lr"), "warmup_epochs": ("train", "warmup_epochs")}
-_DEFAULTS = {"mode": "usnet-nonuniform", "epochs": TrainSpec.epochs, "batch_size": TrainSpec.batch_size,
-             "lr": TrainSpec.lr, "warmup_epochs": TrainSpec.warmup_epochs, "width_mult": 1.0, "input_size": 32,
-             "width_min": 0.25, "seed": 0}
+_STORED = {
+    "arch": ("net", "arch"),
+    "width_mult": ("net", "width_mult"),
+    "input_size": ("net", "input_size"),
+    "width_min": ("net", "width_min"),
+    "mode": ("train", "mode"),
+    "epochs": ("train", "epochs"),
+    "batch_size": ("train", "batch_size"),
+    "lr": ("train", "lr"),
+    "warmup_epochs": ("train", "warmup_epochs"),
+}
+_DEFAULTS = {
+    "mode": "usnet-nonuniform",
+    "epochs": TrainSpec.epochs,
+    "batch_size": TrainSpec.batch_size,
+    "lr": TrainSpec.lr,
+    "warmup_epochs": TrainSpec.warmup_epochs,
+    "width_mult": 1.0,
+    "input_size": 32,
+    "width_min": 0.25,
+    "seed": 0,
+}
 
 
 def add_commands(sub: argparse._SubParsersAction) -> None:
@@ -26,16 +42,25 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--arch", help="architecture (see `autoslim archs`)")
     p.add_argument("--dataset", help="digits | cifar10:DIR | imagefolder:DIR")
     p.add_argument("--mode", choices=TRAIN_MODES, help=f"training mode (default {_DEFAULTS['mode']})")
-    p.add_argument("--epochs", type=int, help=f"default {_DEFAULTS['epochs']}; {PRETRAINED_TRAIN['epochs']} with --weights")
+    p.add_argument(
+        "--epochs", type=int, help=f"default {_DEFAULTS['epochs']}; {PRETRAINED_TRAIN['epochs']} with --weights"
+    )
     p.add_argument("--out", type=Path, required=True, help="folder for last.pt (progress) and final.pt")
     p.add_argument("--resume", action="store_true", help="continue the run in --out (its settings are stored there)")
     p.add_argument("--width-mult", type=float, help="width of the full supernet (default 1.0)")
     p.add_argument("--width-min", type=float, help="lower width bound (default 0.25)")
     p.add_argument("--batch-size", type=int, help=f"default {_DEFAULTS['batch_size']}")
-    p.add_argument("--lr", type=float, help=f"peak learning rate (default {_DEFAULTS['lr']}; {PRETRAINED_TRAIN['lr']} "
-                                             "with --weights, which also skip the warm-up)")
-    p.add_argument("--weights", type=Path, help="trained weights of the full network to start from "
-                                                "(a state dict: .pt or .safetensors)")
+    p.add_argument(
+        "--lr",
+        type=float,
+        help=f"peak learning rate (default {_DEFAULTS['lr']}; {PRETRAINED_TRAIN['lr']} "
+        "with --weights, which also skip the warm-up)",
+    )
+    p.add_argument(
+        "--weights",
+        type=Path,
+        help="trained weights of the full network to start from (a state dict: .pt or .safetensors)",
+    )
     p.add_argument("--seed", type=int, help="default 0")
     p.add_argument("--input-size", type=int, help="pixels (default 32)")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
@@ -58,17 +83,40 @@ def cmd_train(args: argparse.Namespace) -> int:
     ranks = init_from_env(args.device)
     with ranks.main_first():  # a download happens once
         data = load_data(settings["dataset"], input_size=settings["input_size"], seed=settings["seed"])
-    supernet = build_for_mode(settings["arch"], settings["mode"], data.num_classes, settings["input_size"],
-                              settings["width_mult"], settings["width_min"], seed=settings["seed"])
+    supernet = build_for_mode(
+        settings["arch"],
+        settings["mode"],
+        data.num_classes,
+        settings["input_size"],
+        settings["width_mult"],
+        settings["width_min"],
+        seed=settings["seed"],
+    )
     if args.weights is not None:
         _start_from(supernet, args.weights)
-    spec = replace(TrainSpec(), mode=settings["mode"], epochs=settings["epochs"], batch_size=settings["batch_size"],
-                   lr=settings["lr"], warmup_epochs=settings["warmup_epochs"], width_min=settings["width_min"])
+    spec = replace(
+        TrainSpec(),
+        mode=settings["mode"],
+        epochs=settings["epochs"],
+        batch_size=settings["batch_size"],
+        lr=settings["lr"],
+        warmup_epochs=settings["warmup_epochs"],
+        width_min=settings["width_min"],
+    )
     stop = _StopOnInterrupt()
     try:
         with stop:
-            final = train_supernet(supernet, data, spec, args.out, seed=settings["seed"], device=args.device,
-                                   report=ProgressPrinter(), should_cancel=stop, ranks=ranks)
+            final = train_supernet(
+                supernet,
+                data,
+                spec,
+                args.out,
+                seed=settings["seed"],
+                device=args.device,
+                report=ProgressPrinter(),
+                should_cancel=stop,
+                ranks=ranks,
+            )
     except Cancelled:
         if not ranks.is_main:
             return 130
@@ -79,8 +127,11 @@ def cmd_train(args: argparse.Namespace) -> int:
     if not ranks.is_main:
         return 0
     print(f"wrote {final}")
-    _print_summary(supernet, as_batches(data.val, device=_device_of(supernet)),
-                   as_batches(data.train_plain, limit=args.calib_size, seed=settings["seed"], device=_device_of(supernet)))
+    _print_summary(
+        supernet,
+        as_batches(data.val, device=_device_of(supernet)),
+        as_batches(data.train_plain, limit=args.calib_size, seed=settings["seed"], device=_device_of(supernet)),
+    )
     return 0
 
 
@@ -93,7 +144,9 @@ def _settings(args: argparse.Namespace) -> dict[str, Any]:
         raise ValueError("--weights starts a new run; --resume continues the one in --out from its checkpoint")
     if not args.resume:
         if last.exists():
-            raise ValueError(f"{args.out} already holds a training run; pass --resume to continue it or choose another --out")
+            raise ValueError(
+                f"{args.out} already holds a training run; pass --resume to continue it or choose another --out"
+            )
         missing = [f"--{k}" for k in ("arch", "dataset") if k not in given]
         if missing:
             raise ValueError(f"missing {' and '.join(missing)}")
@@ -142,7 +195,7 @@ class _StopOnInterrupt:
     def __call__(self) -> bool:
         return self.requested
 
-    def __enter__(self) -> "_StopOnInterrupt":
+    def __enter__(self) -> _StopOnInterrupt:
         self._previous = signal.signal(signal.SIGINT, self._request)
         return self
 

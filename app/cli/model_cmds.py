@@ -17,7 +17,7 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--input-size", type=int, default=224)
     p.add_argument("--num-classes", type=int, default=1000)
     p.add_argument("--config", type=Path, help="channel-config JSON; overrides the other options")
-    p.add_argument("--json", action="store_true", help="print {\"macs\": int, \"params\": int}")
+    p.add_argument("--json", action="store_true", help='print {"macs": int, "params": int}')
     p.set_defaults(handler=cmd_macs)
 
     p = sub.add_parser("export", help="write the slim model a channel config describes (.pt, .ts, .onnx)")
@@ -44,8 +44,9 @@ def cmd_macs(args: argparse.Namespace) -> int:
             raise ValueError(f"config is for {config.arch!r}, not {args.arch!r}")
         macs, params = config.macs, config.params
     elif args.arch:
-        supernet = build_supernet(args.arch, num_classes=args.num_classes, input_size=args.input_size,
-                                  width_mult=args.width_mult)
+        supernet = build_supernet(
+            args.arch, num_classes=args.num_classes, input_size=args.input_size, width_mult=args.width_mult
+        )
         macs, params = count_macs(supernet.space, supernet.widths), count_params(supernet.space, supernet.widths)
     else:
         raise ValueError("give an architecture or --config")

@@ -15,8 +15,13 @@ from typing import Any
 
 
 def add_nproc(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--nproc", type=int, default=1, metavar="N",
-                   help="ranks on this machine (one per GPU; on the CPU, gloo); default 1")
+    p.add_argument(
+        "--nproc",
+        type=int,
+        default=1,
+        metavar="N",
+        help="ranks on this machine (one per GPU; on the CPU, gloo); default 1",
+    )
 
 
 def launched(args: argparse.Namespace) -> int | None:
@@ -36,8 +41,11 @@ def launched(args: argparse.Namespace) -> int | None:
         statuses = launch(args.nproc, rank_main, [without_nproc(args.argv)])
     except ChildFailedError as err:
         failed = ", ".join(f"rank {rank} ({_cause(f)})" for rank, f in sorted(err.failures.items()))
-        print(f"autoslim {args.command}: {failed} failed; the other ranks were stopped. "
-              "Run the command again to resume from the last checkpoint.", file=sys.stderr)
+        print(
+            f"autoslim {args.command}: {failed} failed; the other ranks were stopped. "
+            "Run the command again to resume from the last checkpoint.",
+            file=sys.stderr,
+        )
         return 1
     return int(statuses.get(0) or 0)
 

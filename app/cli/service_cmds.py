@@ -19,19 +19,33 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
 
     p = sub.add_parser("serve", help="the API only (production: workers run elsewhere)")
     _add_bind(p)
-    p.add_argument("--processes", type=int, default=1, metavar="N",
-                   help="API processes sharing the port (uvicorn workers); reads scale with them")
+    p.add_argument(
+        "--processes",
+        type=int,
+        default=1,
+        metavar="N",
+        help="API processes sharing the port (uvicorn workers); reads scale with them",
+    )
     p.set_defaults(handler=cmd_serve)
 
     p = sub.add_parser("worker", help="a search worker on this machine (solo pool: one search at a time)")
     p.add_argument("--queue", choices=("cpu", "gpu"), default=None, help="default AUTOSLIM_DEFAULT_QUEUE")
     p.add_argument("--loglevel", default="INFO")
-    p.add_argument("--gpus", default=None, metavar="0,1,...",
-                   help="run each search on all of these GPUs, one rank each, or cpu:N for N ranks on the CPU "
-                        "(default AUTOSLIM_WORKER_GPUS)")
-    p.add_argument("--max-tasks-per-child", type=int, default=0, metavar="N",
-                   help="run each search in a child process replaced after N searches, so the GPU memory "
-                        "(CUDA context included) is handed back; 0 = the solo pool (default)")
+    p.add_argument(
+        "--gpus",
+        default=None,
+        metavar="0,1,...",
+        help="run each search on all of these GPUs, one rank each, or cpu:N for N ranks on the CPU "
+        "(default AUTOSLIM_WORKER_GPUS)",
+    )
+    p.add_argument(
+        "--max-tasks-per-child",
+        type=int,
+        default=0,
+        metavar="N",
+        help="run each search in a child process replaced after N searches, so the GPU memory "
+        "(CUDA context included) is handed back; 0 = the solo pool (default)",
+    )
     p.set_defaults(handler=cmd_worker)
 
     p = sub.add_parser("migrate", help="bring the database to the newest schema")
@@ -53,9 +67,9 @@ def _add_bind(p: argparse.ArgumentParser) -> None:
 def _migrated_engine(upgrade: bool = False):  # noqa: ANN202 - (settings, engine)
     """Settings and an engine on a database at the newest migration (upgrading it if asked)."""
     from app.cli import CliError
-    from store.db import engine_for
     from app.migrate import SchemaError, require_current
     from app.migrate import upgrade as run_upgrade
+    from store.db import engine_for
     from store.settings import get_settings
 
     settings = get_settings()
@@ -91,7 +105,6 @@ def cmd_token_create(args: argparse.Namespace) -> int:
 
 def cmd_worker(args: argparse.Namespace) -> int:
     from worker.celery_app import make_celery
-
     from worker.ranks import parse_gpus
 
     settings, _ = _migrated_engine()
@@ -105,12 +118,26 @@ def cmd_worker(args: argparse.Namespace) -> int:
     # with more worker processes: one per GPU (CUDA_VISIBLE_DEVICES) and per machine.
     # With --max-tasks-per-child the search runs in one forked child (the parent never imports
     # torch) that exits after N searches, and the parent still answers pings while it works.
-    pool = (["--pool", "prefork", "--concurrency", "1", "--max-tasks-per-child", str(args.max_tasks_per_child)]
-            if args.max_tasks_per_child > 0 else ["--pool", "solo"])
-    make_celery(settings).worker_main([
-        "worker", "--queues", queue, *pool, "--loglevel", args.loglevel,
-        "--hostname", f"autoslim-{queue}-{os.getpid()}@{socket.gethostname()}",
-        "--without-gossip", "--without-mingle", "--without-heartbeat"])
+    pool = (
+        ["--pool", "prefork", "--concurrency", "1", "--max-tasks-per-child", str(args.max_tasks_per_child)]
+        if args.max_tasks_per_child > 0
+        else ["--pool", "solo"]
+    )
+    make_celery(settings).worker_main(
+        [
+            "worker",
+            "--queues",
+            queue,
+            *pool,
+            "--loglevel",
+            args.loglevel,
+            "--hostname",
+            f"autoslim-{queue}-{os.getpid()}@{socket.gethostname()}",
+            "--without-gossip",
+            "--without-mingle",
+            "--without-heartbeat",
+        ]
+    )
     return 0
 
 
@@ -121,8 +148,14 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     settings, _ = _migrated_engine()
     if args.processes > 1:  # each process builds its app from the same environment
-        uvicorn.run("app.main:create_app", factory=True, workers=args.processes, host=args.host, port=args.port,
-                    log_level="info")
+        uvicorn.run(
+            "app.main:create_app",
+            factory=True,
+            workers=args.processes,
+            host=args.host,
+            port=args.port,
+            log_level="info",
+        )
     else:
         uvicorn.run(create_app(settings), host=args.host, port=args.port, log_level="info")
     return 0

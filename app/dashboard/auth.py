@@ -54,8 +54,9 @@ def credentials_of(request: Request, header: HTTPAuthorizationCredentials | None
     return (cookie, True) if cookie else None
 
 
-def get_dashboard_admin(request: Request, session: SessionDep,
-                        header: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]) -> User:
+def get_dashboard_admin(
+    request: Request, session: SessionDep, header: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]
+) -> User:
     """The admin calling; a request with no credentials goes to the login form, a bad or
     non-admin token gets 401 / 403 as in the API."""
     found = credentials_of(request, header)
@@ -66,8 +67,9 @@ def get_dashboard_admin(request: Request, session: SessionDep,
     if user is None:
         if from_cookie:  # an expired or revoked session in an old cookie: log in again
             raise login_required(request.url.path)
-        raise HTTPException(status.HTTP_401_UNAUTHORIZED, "missing or invalid bearer token",
-                            headers={"WWW-Authenticate": "Bearer"})
+        raise HTTPException(
+            status.HTTP_401_UNAUTHORIZED, "missing or invalid bearer token", headers={"WWW-Authenticate": "Bearer"}
+        )
     if not user.is_admin:
         raise HTTPException(status.HTTP_403_FORBIDDEN, "the dashboard needs an admin token")
     request.state.csrf = csrf_token(secret) if from_cookie else None

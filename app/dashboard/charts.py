@@ -62,8 +62,13 @@ def padded(values: Sequence[float], fraction: float = 0.05) -> tuple[float, floa
     return lo - pad, hi + pad
 
 
-def accuracy_curve(trajectory: Sequence[Point], chosen: Sequence[Point] = (), baseline: Sequence[Point] = (),
-                   width: int = 720, height: int = 360) -> Markup:
+def accuracy_curve(
+    trajectory: Sequence[Point],
+    chosen: Sequence[Point] = (),
+    baseline: Sequence[Point] = (),
+    width: int = 720,
+    height: int = 360,
+) -> Markup:
     """Accuracy (%) against MACs: the greedy trajectory as a line of dots, each budget's chosen
     configuration as a ringed, labelled dot, and the uniform-width baseline dashed beside them."""
     points = [*trajectory, *chosen, *baseline]
@@ -81,26 +86,38 @@ def accuracy_curve(trajectory: Sequence[Point], chosen: Sequence[Point] = (), ba
 
 
 def _svg_open(width: int, height: int, title: str) -> str:
-    return (f'<svg xmlns="http://www.w3.org/2000/svg" class="chart" viewBox="0 0 {width} {height}" '
-            f'width="{width}" height="{height}" role="img" aria-label="{escape(title)}">')
+    return (
+        f'<svg xmlns="http://www.w3.org/2000/svg" class="chart" viewBox="0 0 {width} {height}" '
+        f'width="{width}" height="{height}" role="img" aria-label="{escape(title)}">'
+    )
 
 
 def _axes(x: Scale, y: Scale, width: int, height: int) -> str:
     bottom, left = height - MARGIN["bottom"], MARGIN["left"]
-    out = [f'<g class="axes"><line x1="{left}" y1="{bottom}" x2="{width - MARGIN["right"]}" y2="{bottom}"/>',
-           f'<line x1="{left}" y1="{MARGIN["top"]}" x2="{left}" y2="{bottom}"/>']
+    out = [
+        f'<g class="axes"><line x1="{left}" y1="{bottom}" x2="{width - MARGIN["right"]}" y2="{bottom}"/>',
+        f'<line x1="{left}" y1="{MARGIN["top"]}" x2="{left}" y2="{bottom}"/>',
+    ]
     for tick in nice_ticks(x.lo, x.hi, 6):
         px = x(tick)
-        out.append(f'<line class="grid" x1="{px:.1f}" y1="{MARGIN["top"]}" x2="{px:.1f}" y2="{bottom}"/>'
-                   f'<text x="{px:.1f}" y="{bottom + 16}" text-anchor="middle">{format_amount(tick)}</text>')
+        out.append(
+            f'<line class="grid" x1="{px:.1f}" y1="{MARGIN["top"]}" x2="{px:.1f}" y2="{bottom}"/>'
+            f'<text x="{px:.1f}" y="{bottom + 16}" text-anchor="middle">{format_amount(tick)}</text>'
+        )
     for tick in nice_ticks(y.lo, y.hi, 5):
         py = y(tick)
-        out.append(f'<line class="grid" x1="{left}" y1="{py:.1f}" x2="{width - MARGIN["right"]}" y2="{py:.1f}"/>'
-                   f'<text x="{left - 6}" y="{py + 4:.1f}" text-anchor="end">{tick:g}</text>')
-    out.append(f'<text class="label" x="{(left + width - MARGIN["right"]) / 2}" y="{height - 6}" '
-               f'text-anchor="middle">MACs</text>')
-    out.append(f'<text class="label" x="14" y="{(MARGIN["top"] + bottom) / 2}" text-anchor="middle" '
-               f'transform="rotate(-90 14 {(MARGIN["top"] + bottom) / 2})">accuracy (%)</text></g>')
+        out.append(
+            f'<line class="grid" x1="{left}" y1="{py:.1f}" x2="{width - MARGIN["right"]}" y2="{py:.1f}"/>'
+            f'<text x="{left - 6}" y="{py + 4:.1f}" text-anchor="end">{tick:g}</text>'
+        )
+    out.append(
+        f'<text class="label" x="{(left + width - MARGIN["right"]) / 2}" y="{height - 6}" '
+        f'text-anchor="middle">MACs</text>'
+    )
+    out.append(
+        f'<text class="label" x="14" y="{(MARGIN["top"] + bottom) / 2}" text-anchor="middle" '
+        f'transform="rotate(-90 14 {(MARGIN["top"] + bottom) / 2})">accuracy (%)</text></g>'
+    )
     return "".join(out)
 
 
@@ -112,19 +129,26 @@ def _series(points: Sequence[Point], x: Scale, y: Scale, name: str, marker: str)
     out = [f'<g class="series {name}"><polyline points="{path}"/>']
     for p in ordered:
         px, py = x(p.macs), y(p.accuracy)
-        shape = (f'<circle cx="{px:.1f}" cy="{py:.1f}" r="3"' if marker == "dot"
-                 else f'<rect x="{px - 3.5:.1f}" y="{py - 3.5:.1f}" width="7" height="7"')
-        out.append(f'{shape} class="point {name}-point" {_data(p)}><title>{_tooltip(p)}</title>'
-                   f'</{"circle" if marker == "dot" else "rect"}>')
+        shape = (
+            f'<circle cx="{px:.1f}" cy="{py:.1f}" r="3"'
+            if marker == "dot"
+            else f'<rect x="{px - 3.5:.1f}" y="{py - 3.5:.1f}" width="7" height="7"'
+        )
+        out.append(
+            f'{shape} class="point {name}-point" {_data(p)}><title>{_tooltip(p)}</title>'
+            f"</{'circle' if marker == 'dot' else 'rect'}>"
+        )
     out.append("</g>")
     return out
 
 
 def _chosen_mark(p: Point, x: Scale, y: Scale) -> str:
     px, py = x(p.macs), y(p.accuracy)
-    return (f'<g class="chosen"><circle cx="{px:.1f}" cy="{py:.1f}" r="7" class="point chosen-point" {_data(p)}>'
-            f'<title>{_tooltip(p)}</title></circle>'
-            f'<text x="{px:.1f}" y="{py - 11:.1f}" text-anchor="middle">{escape(p.label)}</text></g>')
+    return (
+        f'<g class="chosen"><circle cx="{px:.1f}" cy="{py:.1f}" r="7" class="point chosen-point" {_data(p)}>'
+        f"<title>{_tooltip(p)}</title></circle>"
+        f'<text x="{px:.1f}" y="{py - 11:.1f}" text-anchor="middle">{escape(p.label)}</text></g>'
+    )
 
 
 def _legend(width: int, height: int, baseline: bool, chosen: bool) -> str:
@@ -133,9 +157,11 @@ def _legend(width: int, height: int, baseline: bool, chosen: bool) -> str:
     items += [("chosen", "chosen for a budget")] if chosen else []
     items += [("baseline", "uniform width")] if baseline else []
     left, bottom = width - MARGIN["right"] - 150, height - MARGIN["bottom"] - 10
-    rows = "".join(f'<g class="legend-item {cls}"><circle cx="{left + 8}" cy="{bottom - 16 * (len(items) - 1 - i)}" r="4"/>'
-                   f'<text x="{left + 18}" y="{bottom + 4 - 16 * (len(items) - 1 - i)}">{text}</text></g>'
-                   for i, (cls, text) in enumerate(items))
+    rows = "".join(
+        f'<g class="legend-item {cls}"><circle cx="{left + 8}" cy="{bottom - 16 * (len(items) - 1 - i)}" r="4"/>'
+        f'<text x="{left + 18}" y="{bottom + 4 - 16 * (len(items) - 1 - i)}">{text}</text></g>'
+        for i, (cls, text) in enumerate(items)
+    )
     return f'<g class="legend">{rows}</g>'
 
 
@@ -159,17 +185,21 @@ def channel_bars(channels: Mapping[str, int], full: Mapping[str, int], width: in
     top, bottom = 8, height - 18
     slot = (width - MARGIN["left"] - MARGIN["right"]) / len(full)
     y = Scale(0, max(full.values()), bottom, top)
-    out = [_svg_open(width, height, "channels per layer against the full width"),
-           f'<g class="axes"><line x1="{MARGIN["left"]}" y1="{bottom}" x2="{width - MARGIN["right"]}" y2="{bottom}"/>',
-           f'<text x="{MARGIN["left"] - 6}" y="{top + 8}" text-anchor="end">{max(full.values())}</text>',
-           f'<text x="{MARGIN["left"] - 6}" y="{bottom}" text-anchor="end">0</text>',
-           f'<text class="label" x="{MARGIN["left"]}" y="{height - 4}">layers in network order</text></g>']
+    out = [
+        _svg_open(width, height, "channels per layer against the full width"),
+        f'<g class="axes"><line x1="{MARGIN["left"]}" y1="{bottom}" x2="{width - MARGIN["right"]}" y2="{bottom}"/>',
+        f'<text x="{MARGIN["left"] - 6}" y="{top + 8}" text-anchor="end">{max(full.values())}</text>',
+        f'<text x="{MARGIN["left"] - 6}" y="{bottom}" text-anchor="end">0</text>',
+        f'<text class="label" x="{MARGIN["left"]}" y="{height - 4}">layers in network order</text></g>',
+    ]
     for i, (layer, total) in enumerate(full.items()):
         kept = channels.get(layer, total)
         bx, bw = MARGIN["left"] + i * slot + slot * 0.1, slot * 0.8
-        out.append(f'<g class="layer" data-layer="{escape(layer)}" data-channels="{kept}" data-full="{total}">'
-                   f'<title>{escape(layer)}: {kept} of {total} channels</title>'
-                   f'<rect class="full" x="{bx:.1f}" y="{y(total):.1f}" width="{bw:.1f}" height="{bottom - y(total):.1f}"/>'
-                   f'<rect class="kept" x="{bx:.1f}" y="{y(kept):.1f}" width="{bw:.1f}" height="{bottom - y(kept):.1f}"/></g>')
+        out.append(
+            f'<g class="layer" data-layer="{escape(layer)}" data-channels="{kept}" data-full="{total}">'
+            f"<title>{escape(layer)}: {kept} of {total} channels</title>"
+            f'<rect class="full" x="{bx:.1f}" y="{y(total):.1f}" width="{bw:.1f}" height="{bottom - y(total):.1f}"/>'
+            f'<rect class="kept" x="{bx:.1f}" y="{y(kept):.1f}" width="{bw:.1f}" height="{bottom - y(kept):.1f}"/></g>'
+        )
     out.append("</svg>")
     return Markup("".join(out))

@@ -45,8 +45,13 @@ def duration_seconds(dialect: str) -> ColumnElement[Any]:
 
 
 def _sort_column(key: str, dialect: str) -> ColumnElement[Any]:
-    columns = {"created": Search.created_at, "arch": Search.arch, "dataset": Search.dataset, "owner": Search.owner,
-               "status": Search.status}
+    columns = {
+        "created": Search.created_at,
+        "arch": Search.arch,
+        "dataset": Search.dataset,
+        "owner": Search.owner,
+        "status": Search.status,
+    }
     return duration_seconds(dialect) if key == "duration" else columns[key]
 
 
@@ -70,16 +75,21 @@ def list_searches(session: Session, query: ListQuery) -> tuple[list[Search], int
     total = session.scalar(select(func.count()).select_from(statement.subquery())) or 0
     column = _sort_column(query.sort, session.get_bind().dialect.name)
     order = column.desc() if query.descending else column.asc()
-    rows = session.scalars(statement.options(selectinload(Search.budgets))
-                           .order_by(order.nulls_last(), Search.created_at.desc(), Search.id)
-                           .limit(query.limit).offset(query.offset))
+    rows = session.scalars(
+        statement.options(selectinload(Search.budgets))
+        .order_by(order.nulls_last(), Search.created_at.desc(), Search.id)
+        .limit(query.limit)
+        .offset(query.offset)
+    )
     return list(rows), total
 
 
 def filter_choices(session: Session) -> dict[str, list[str]]:
     """The owners and architectures that occur, for the filter drop-downs."""
-    return {"owner": list(session.scalars(select(Search.owner).distinct().order_by(Search.owner))),
-            "arch": list(session.scalars(select(Search.arch).distinct().order_by(Search.arch)))}
+    return {
+        "owner": list(session.scalars(select(Search.owner).distinct().order_by(Search.owner))),
+        "arch": list(session.scalars(select(Search.arch).distinct().order_by(Search.arch))),
+    }
 
 
 def budget_label(result: BudgetResult) -> str:
@@ -93,8 +103,7 @@ def best_accuracy(result: BudgetResult) -> float | None:
 
 def requested_labels(search: Search) -> list[str]:
     """The budgets the search was asked for (known before any result exists)."""
-    return [describe_target(kind, target) for kind in BUDGET_KINDS
-            for target in search.spec.get(kind) or []]
+    return [describe_target(kind, target) for kind in BUDGET_KINDS for target in search.spec.get(kind) or []]
 
 
 def duration(search: Search, now: datetime | None = None) -> float | None:

@@ -17,8 +17,8 @@ from markupsafe import Markup
 from app.dashboard import charts
 from app.dashboard.queries import budget_label
 from app.routes.downloads import available_formats
-from store.tables import BudgetResult, Search, TrajectoryStep
 from engine.spec import UniformPoint
+from store.tables import BudgetResult, Search, TrajectoryStep
 
 
 @dataclass
@@ -34,16 +34,26 @@ class BudgetView:
 def live_progress(search: Search) -> dict[str, Any]:
     """The fields the page polls for (status, phase, percent, epoch, ETA); JSON-able."""
     progress = search.progress or {}
-    return {"status": search.status, "phase": search.phase, "percent": round(search.percent or 0.0, 1),
-            "epoch": progress.get("epoch"), "epochs": progress.get("epochs"), "loss": progress.get("loss"),
-            "eta_s": search.eta_s, "cancel_requested": search.cancel_requested,
-            "updated_at": search.updated_at.isoformat() if search.updated_at else None}
+    return {
+        "status": search.status,
+        "phase": search.phase,
+        "percent": round(search.percent or 0.0, 1),
+        "epoch": progress.get("epoch"),
+        "epochs": progress.get("epochs"),
+        "loss": progress.get("loss"),
+        "eta_s": search.eta_s,
+        "cancel_requested": search.cancel_requested,
+        "updated_at": search.updated_at.isoformat() if search.updated_at else None,
+    }
 
 
 def trajectory_points(steps: list[TrajectoryStep]) -> list[charts.Point]:
     """Greedy steps with an accuracy, labelled by the group each one slimmed."""
-    return [charts.Point(s.macs, s.val_accuracy, _step_label(s)) for s in steps
-            if s.macs is not None and s.val_accuracy is not None]
+    return [
+        charts.Point(s.macs, s.val_accuracy, _step_label(s))
+        for s in steps
+        if s.macs is not None and s.val_accuracy is not None
+    ]
 
 
 def _step_label(step: TrajectoryStep) -> str:
@@ -74,8 +84,9 @@ def full_channels(search: Search, config: dict[str, Any]) -> dict[str, int]:
     recorded = (search.summary or {}).get("channels")
     if isinstance(recorded, dict) and set(config.get("channels", {})) <= set(recorded):
         return recorded
-    net = {k: config[k] for k in ("arch", "num_classes", "input_size", "width_mult", "divisor", "width_min")
-           if k in config}
+    net = {
+        k: config[k] for k in ("arch", "num_classes", "input_size", "width_mult", "divisor", "width_min") if k in config
+    }
     return dict(_full_layers(json.dumps(net, sort_keys=True)))
 
 
@@ -97,10 +108,18 @@ def download_links(base: str, result: BudgetResult) -> dict[str, str]:
 
 
 def budget_views(search: Search, base: str) -> list[BudgetView]:
-    return [BudgetView(r, budget_label(r), charts.channel_bars(r.channels, full_channels(search, r.config)),
-                       download_links(base, r)) for r in search.budgets]
+    return [
+        BudgetView(
+            r,
+            budget_label(r),
+            charts.channel_bars(r.channels, full_channels(search, r.config)),
+            download_links(base, r),
+        )
+        for r in search.budgets
+    ]
 
 
 def accuracy_chart(search: Search, steps: list[TrajectoryStep]) -> Markup:
-    return charts.accuracy_curve(trajectory_points(steps), chosen_points(list(search.budgets)),
-                                 baseline_points(uniform_baseline(search)))
+    return charts.accuracy_curve(
+        trajectory_points(steps), chosen_points(list(search.budgets)), baseline_points(uniform_baseline(search))
+    )

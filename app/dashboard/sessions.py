@@ -23,8 +23,9 @@ SESSION_PREFIX = "ads_"
 def open_session(session: Session, user: User, hours: float) -> str:
     """Store a session for the admin ``user`` and return its secret (the cookie's value)."""
     secret = SESSION_PREFIX + secrets.token_urlsafe(32)
-    session.add(AdminSession(id=hash_token(secret), token_id=user.token_id,
-                             expires_at=utcnow() + timedelta(hours=hours)))
+    session.add(
+        AdminSession(id=hash_token(secret), token_id=user.token_id, expires_at=utcnow() + timedelta(hours=hours))
+    )
     session.commit()
     return secret
 
@@ -34,13 +35,22 @@ def session_user(session: Session, secret: str) -> User | None:
     row = session.execute(
         select(Token.name, Token.role, Token.id)
         .join(AdminSession, AdminSession.token_id == Token.id)
-        .where(AdminSession.id == hash_token(secret), AdminSession.revoked_at.is_(None),
-               AdminSession.expires_at > utcnow(), Token.revoked_at.is_(None), Token.role == Role.admin)).first()
+        .where(
+            AdminSession.id == hash_token(secret),
+            AdminSession.revoked_at.is_(None),
+            AdminSession.expires_at > utcnow(),
+            Token.revoked_at.is_(None),
+            Token.role == Role.admin,
+        )
+    ).first()
     return User(name=row.name, role=row.role, token_id=row.id) if row else None
 
 
 def revoke_session(session: Session, secret: str) -> None:
     """End a session (logout); an unknown or already ended one is left as it is."""
-    session.execute(update(AdminSession).where(AdminSession.id == hash_token(secret), AdminSession.revoked_at.is_(None))
-                    .values(revoked_at=utcnow()))
+    session.execute(
+        update(AdminSession)
+        .where(AdminSession.id == hash_token(secret), AdminSession.revoked_at.is_(None))
+        .values(revoked_at=utcnow())
+    )
     session.commit()

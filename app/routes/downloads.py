@@ -20,9 +20,9 @@ from starlette.background import BackgroundTask
 
 from app import search_service as service
 from app.deps import CurrentUser, SessionDep
-from store.tables import BudgetResult, Search, Status
 from engine.budgets import format_amount
 from engine.spec import MODEL_FORMATS
+from store.tables import BudgetResult, Search, Status
 
 router = APIRouter(prefix="/searches", tags=["searches"])
 
@@ -65,23 +65,31 @@ def _exported(search: Search, result: BudgetResult, fmt: str) -> Path | None:
 def model_response(search: Search, result: BudgetResult, fmt: str) -> FileResponse:
     """Stream the model file, exporting it from the ``.pt`` module first when it was not exported."""
     if fmt not in available_formats(result):
-        raise service.NotFound(f"no {fmt} model for this budget (it has {', '.join(available_formats(result)) or 'none'})")
+        raise service.NotFound(
+            f"no {fmt} model for this budget (it has {', '.join(available_formats(result)) or 'none'})"
+        )
     name = download_name(result, fmt)
     path = _exported(search, result, fmt)
     if path is not None:
         return FileResponse(path, media_type=MEDIA_TYPES[fmt], filename=name)
     source = _exported(search, result, "pt")
     if source is None:
-        raise service.NotFound(f"the model files of search {search.id} are not on this API host "
-                               f"(work directory {search.workdir}); share the results folder with the workers")
+        raise service.NotFound(
+            f"the model files of search {search.id} are not on this API host "
+            f"(work directory {search.workdir}); share the results folder with the workers"
+        )
     folder = Path(tempfile.mkdtemp(prefix="autoslim-model-"))
     try:
         converted = _convert(source, folder / name, int(result.config["input_size"]))
     except BaseException:
         shutil.rmtree(folder, ignore_errors=True)
         raise
-    return FileResponse(converted, media_type=MEDIA_TYPES[fmt], filename=name,
-                        background=BackgroundTask(shutil.rmtree, folder, ignore_errors=True))
+    return FileResponse(
+        converted,
+        media_type=MEDIA_TYPES[fmt],
+        filename=name,
+        background=BackgroundTask(shutil.rmtree, folder, ignore_errors=True),
+    )
 
 
 def _convert(source: Path, target: Path, input_size: int) -> Path:
@@ -94,18 +102,28 @@ def _convert(source: Path, target: Path, input_size: int) -> Path:
     return save_model(model, target, input_size)
 
 
-@router.get("/{search_id}/model", response_class=FileResponse, responses={
-    200: {"description": "The slim model file; its name gives the architecture and MACs.",
-          "content": {"application/octet-stream": {}}},
-    404: {"description": "No such search, budget or model file."},
-    409: {"description": "The search has not succeeded (yet); the body gives its status."},
-    422: {"description": "An unreadable or ambiguous budget, or an unknown format."}})
-def download_model(search_id: str, session: SessionDep, user: CurrentUser,
-                   macs: Annotated[str | None, Query(description="The MACs budget, e.g. 2M.")] = None,
-                   latency_ms: Annotated[str | None, Query()] = None,
-                   params: Annotated[str | None, Query()] = None,
-                   format: Annotated[ModelFormat, Query(description="pt (torch.load), onnx or torchscript.")] = "pt",
-                   ) -> FileResponse:
+@router.get(
+    "/{search_id}/model",
+    response_class=FileResponse,
+    responses={
+        200: {
+            "description": "The slim model file; its name gives the architecture and MACs.",
+            "content": {"application/octet-stream": {}},
+        },
+        404: {"description": "No such search, budget or model file."},
+        409: {"description": "The search has not succeeded (yet); the body gives its status."},
+        422: {"description": "An unreadable or ambiguous budget, or an unknown format."},
+    },
+)
+def download_model(
+    search_id: str,
+    session: SessionDep,
+    user: CurrentUser,
+    macs: Annotated[str | None, Query(description="The MACs budget, e.g. 2M.")] = None,
+    latency_ms: Annotated[str | None, Query()] = None,
+    params: Annotated[str | None, Query()] = None,
+    format: Annotated[ModelFormat, Query(description="pt (torch.load), onnx or torchscript.")] = "pt",
+) -> FileResponse:
     """The slim model of one budget: `pt` (a whole module for `torch.load(..., weights_only=False)`), `onnx` or `torchscript`."""
     search = service.get_visible(session, user, search_id)
     result = pick_budget(search, {"macs": macs, "latency_ms": latency_ms, "params": params})

@@ -15,16 +15,19 @@ from fastapi.responses import JSONResponse
 from app import latency_table_service as service
 from app.body_limit import SELF_LIMITED
 from app.deps import CurrentUser, SessionDep, SettingsDep
-from app.listing import Limit, Offset, Owner, page_out
 from app.latency_table_views import LatencyTableOut, LatencyTablePage, table_out
+from app.listing import Limit, Offset, Owner, page_out
 from app.uploads import body_bytes
 
 router = APIRouter(prefix="/latency-tables", tags=["latency tables"])
 SELF_LIMITED.add(router.prefix)  # bounded by `table_file` below, not the general limit
 
 UNKNOWN = {404: {"description": "No such latency table (or not yours)."}}
-TABLE_FILE = {"required": True, "description": "The JSON file `autoslim profile` wrote, as it is.",
-              "content": {"application/json": {"schema": {"type": "object"}}}}
+TABLE_FILE = {
+    "required": True,
+    "description": "The JSON file `autoslim profile` wrote, as it is.",
+    "content": {"application/json": {"schema": {"type": "object"}}},
+}
 
 
 async def table_file(request: Request) -> bytes:
@@ -32,15 +35,25 @@ async def table_file(request: Request) -> bytes:
     return await body_bytes(request, service.MAX_TABLE_BYTES, "a latency table")
 
 
-@router.post("", status_code=status.HTTP_201_CREATED, response_model=LatencyTableOut,
-             openapi_extra={"requestBody": TABLE_FILE},
-             responses={413: {"description": "Larger than any table."},
-                        422: {"description": "Not a table, truncated, or not of the network its key names; "
-                                             "`loc` points into the file."}})
-def upload_table(raw: Annotated[bytes, Depends(table_file)], session: SessionDep, user: CurrentUser,
-                 response: Response,
-                 name: Annotated[str | None, Query(max_length=200, description="A label, e.g. the device.")] = None,
-                 ) -> LatencyTableOut:
+@router.post(
+    "",
+    status_code=status.HTTP_201_CREATED,
+    response_model=LatencyTableOut,
+    openapi_extra={"requestBody": TABLE_FILE},
+    responses={
+        413: {"description": "Larger than any table."},
+        422: {
+            "description": "Not a table, truncated, or not of the network its key names; `loc` points into the file."
+        },
+    },
+)
+def upload_table(
+    raw: Annotated[bytes, Depends(table_file)],
+    session: SessionDep,
+    user: CurrentUser,
+    response: Response,
+    name: Annotated[str | None, Query(max_length=200, description="A label, e.g. the device.")] = None,
+) -> LatencyTableOut:
     """Store a table profiled on a device (`autoslim profile ... --out table.json`), checked against its network."""
     row = service.upload(session, user, raw, name)
     response.headers["Location"] = f"/latency-tables/{row.id}"
@@ -48,8 +61,14 @@ def upload_table(raw: Annotated[bytes, Depends(table_file)], session: SessionDep
 
 
 @router.get("", response_model=LatencyTablePage)
-def list_tables(session: SessionDep, settings: SettingsDep, user: CurrentUser,
-                owner: Owner = None, limit: Limit = 20, offset: Offset = 0) -> LatencyTablePage:
+def list_tables(
+    session: SessionDep,
+    settings: SettingsDep,
+    user: CurrentUser,
+    owner: Owner = None,
+    limit: Limit = 20,
+    offset: Offset = 0,
+) -> LatencyTablePage:
     """Tables newest first, paginated; users see their own, admins everyone's."""
     found = service.list_visible(session, user, owner, min(limit, settings.page_size_max), offset)
     return page_out(LatencyTablePage, found, table_out, limit, offset)
@@ -65,11 +84,16 @@ def get_table(table_id: str, session: SessionDep, user: CurrentUser) -> LatencyT
 def download_table(table_id: str, session: SessionDep, user: CurrentUser) -> JSONResponse:
     """The table file itself (the uploaded JSON)."""
     row = service.get_visible(session, user, table_id)
-    return JSONResponse(row.data, headers={"Content-Disposition": f'attachment; filename="latency-table-{row.id}.json"'})
+    return JSONResponse(
+        row.data, headers={"Content-Disposition": f'attachment; filename="latency-table-{row.id}.json"'}
+    )
 
 
-@router.delete("/{table_id}", status_code=status.HTTP_204_NO_CONTENT, responses={
-    **UNKNOWN, 409: {"description": "A queued or running search still uses it."}})
+@router.delete(
+    "/{table_id}",
+    status_code=status.HTTP_204_NO_CONTENT,
+    responses={**UNKNOWN, 409: {"description": "A queued or running search still uses it."}},
+)
 def delete_table(table_id: str, session: SessionDep, user: CurrentUser) -> Response:
     """Delete a table (finished searches keep the device and runtime beside their figures)."""
     service.delete(session, service.get_visible(session, user, table_id))

@@ -22,8 +22,8 @@ from typing import Any
 from celery import Celery
 from fastapi import APIRouter, Request, Response
 from prometheus_client import CollectorRegistry
-from prometheus_client.exposition import choose_encoder
 from prometheus_client.core import GaugeMetricFamily, HistogramMetricFamily, Metric
+from prometheus_client.exposition import choose_encoder
 from prometheus_client.utils import floatToGoString
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
@@ -59,8 +59,11 @@ class SearchCollector:
         return family
 
     def _queues(self) -> Iterator[Metric]:
-        waiting = dict(self.session.execute(select(Search.queue, func.count()).where(Search.status == Status.queued)
-                                            .group_by(Search.queue)).all())
+        waiting = dict(
+            self.session.execute(
+                select(Search.queue, func.count()).where(Search.status == Status.queued).group_by(Search.queue)
+            ).all()
+        )
         family = GaugeMetricFamily("autoslim_queue_length", "Searches waiting for a worker.", labels=["queue"])
         for queue in QUEUES:
             family.add_metric([queue], waiting.get(queue, 0))
@@ -73,23 +76,27 @@ class SearchCollector:
             yield broker
 
     def _phase_histogram(self) -> Metric:
-        timings = self.session.scalars(select(Search.timings).where(Search.status == Status.succeeded,
-                                                                    Search.timings.is_not(None)))
+        timings = self.session.scalars(
+            select(Search.timings).where(Search.status == Status.succeeded, Search.timings.is_not(None))
+        )
         samples: dict[str, list[float]] = {}
         for entry in timings:
             for key, seconds in (entry or {}).items():
                 if key.endswith("_s") and isinstance(seconds, (int, float)):
                     samples.setdefault(key[:-2], []).append(float(seconds))
-        family = HistogramMetricFamily("autoslim_search_phase_seconds",
-                                       "Duration of each phase of succeeded searches.", labels=["phase"])
+        family = HistogramMetricFamily(
+            "autoslim_search_phase_seconds", "Duration of each phase of succeeded searches.", labels=["phase"]
+        )
         for phase, values in sorted(samples.items()):
             family.add_metric([phase], histogram_buckets(values, PHASE_BUCKETS_S), sum_value=sum(values))
         return family
 
     def _heartbeat_age(self) -> Metric:
         oldest = self.session.scalar(select(func.min(Search.heartbeat_at)).where(Search.status == Status.running))
-        family = GaugeMetricFamily("autoslim_running_heartbeat_age_seconds",
-                                   "Age of the stalest heartbeat of a running search (0 when none runs).")
+        family = GaugeMetricFamily(
+            "autoslim_running_heartbeat_age_seconds",
+            "Age of the stalest heartbeat of a running search (0 when none runs).",
+        )
         family.add_metric([], (utcnow() - _aware(oldest)).total_seconds() if oldest else 0.0)
         return family
 

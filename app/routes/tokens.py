@@ -12,8 +12,12 @@ from store.tables import Role
 router = APIRouter(prefix="/tokens", tags=["tokens"])
 
 
-@router.post("", status_code=status.HTTP_201_CREATED, response_model=TokenCreated,
-             responses={401: {"description": "No valid token."}, 403: {"description": "Not an admin token."}})
+@router.post(
+    "",
+    status_code=status.HTTP_201_CREATED,
+    response_model=TokenCreated,
+    responses={401: {"description": "No valid token."}, 403: {"description": "Not an admin token."}},
+)
 def create(body: TokenCreate, session: SessionDep, admin: AdminUser) -> TokenCreated:
     """Create a token for ``name``; the secret is in this response only."""
     secret = create_token(session, body.name, admin=body.admin)

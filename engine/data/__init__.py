@@ -19,8 +19,8 @@ import torch.nn.functional as F
 from torch.utils.data import Dataset
 
 from engine.data.batches import Batches
+from engine.data.images import ImageFiles, ImageTensors, PadCropFlip, ResizeCentre, ResizedCropFlip, unchanged
 from engine.data.names import DataError, class_folders, parse_dataset
-from engine.data.images import ImageFiles, ImageTensors, PadCropFlip, ResizedCropFlip, ResizeCentre, unchanged
 
 __all__ = ["DataError", "DataSplits", "as_batches", "load_data"]
 
@@ -46,8 +46,9 @@ class DataSplits:
     name: str
 
 
-def load_data(spec: str, input_size: int = 32, val_fraction: float = 0.1, seed: int = 0,
-              data_roots: list[Path] | None = None) -> DataSplits:
+def load_data(
+    spec: str, input_size: int = 32, val_fraction: float = 0.1, seed: int = 0, data_roots: list[Path] | None = None
+) -> DataSplits:
     """Load the dataset a SPEC names; relative DIRs are looked up in ``data_roots`` (then the cwd).
 
     The validation split is stratified by class and depends only on ``seed`` and ``val_fraction``;
@@ -64,8 +65,9 @@ def load_data(spec: str, input_size: int = 32, val_fraction: float = 0.1, seed: 
     return loader(_resolve(arg, data_roots), input_size, val_fraction, seed)
 
 
-def as_batches(dataset: Dataset, limit: int | None = None, batch_size: int = 200, seed: int = 0,
-               device: torch.device | str = "cpu") -> Batches:
+def as_batches(
+    dataset: Dataset, limit: int | None = None, batch_size: int = 200, seed: int = 0, device: torch.device | str = "cpu"
+) -> Batches:
     """A fixed random sample of ``dataset`` (``limit`` images, all if fewer) stacked into tensors.
 
     Calibration and scoring run over the same images for every candidate, so the sample is drawn
@@ -99,11 +101,26 @@ def stratified_split(labels: torch.Tensor, fraction: float, seed: int) -> tuple[
     return torch.cat(keep).sort().values, torch.cat(held).sort().values
 
 
-def _tensor_splits(train: ImageTensors, test: ImageTensors, augment, num_classes: int, input_size: int,
-                   val_fraction: float, seed: int, name: str) -> DataSplits:
+def _tensor_splits(
+    train: ImageTensors,
+    test: ImageTensors,
+    augment,
+    num_classes: int,
+    input_size: int,
+    val_fraction: float,
+    seed: int,
+    name: str,
+) -> DataSplits:
     keep, held = stratified_split(train.labels, val_fraction, seed)
-    return DataSplits(train.subset(keep, augment), train.subset(keep, None), train.subset(held, None), test,
-                      num_classes, input_size, name)
+    return DataSplits(
+        train.subset(keep, augment),
+        train.subset(keep, None),
+        train.subset(held, None),
+        test,
+        num_classes,
+        input_size,
+        name,
+    )
 
 
 # ---- digits -----------------------------------------------------------------------------------
@@ -119,8 +136,9 @@ def _digits(input_size: int, val_fraction: float, seed: int) -> DataSplits:
     rest, test = stratified_split(labels, OWN_TEST_FRACTION, 0)
     # A shift of about one original pixel; no flip (mirrored digits are not digits).
     augment = PadCropFlip(pad=max(1, input_size // 8), flip=False)
-    return _tensor_splits(full.subset(rest, None), full.subset(test, None), augment, 10, input_size, val_fraction,
-                          seed, "digits")
+    return _tensor_splits(
+        full.subset(rest, None), full.subset(test, None), augment, 10, input_size, val_fraction, seed, "digits"
+    )
 
 
 # ---- CIFAR-10 ---------------------------------------------------------------------------------
@@ -135,8 +153,9 @@ def _cifar10(root: Path, input_size: int, val_fraction: float, seed: int) -> Dat
     else:
         folder = root / "cifar-10-batches-py" if (root / "cifar-10-batches-py").is_dir() else root
         if not any((folder / name).exists() for name in [*CIFAR_BATCHES, "test_batch"]):
-            raise DataError(f"{root} holds neither CIFAR-10 python batches (data_batch_1..5, test_batch) "
-                            "nor train.npz + test.npz")
+            raise DataError(
+                f"{root} holds neither CIFAR-10 python batches (data_batch_1..5, test_batch) nor train.npz + test.npz"
+            )
         parts = [_read_pickle_batch(inside(root, folder / name)) for name in CIFAR_BATCHES]
         train_x, train_y = torch.cat([x for x, _ in parts]), torch.cat([y for _, y in parts])
         test_x, test_y = _read_pickle_batch(inside(root, folder / "test_batch"))
@@ -145,8 +164,16 @@ def _cifar10(root: Path, input_size: int, val_fraction: float, seed: int) -> Dat
             raise DataError(f"{root}: {where} labels must be in 0..9 for CIFAR-10")
     train_x, test_x = _resize_uint8(train_x, input_size), _resize_uint8(test_x, input_size)
     augment = PadCropFlip(pad=max(1, input_size // 8), flip=True)
-    return _tensor_splits(ImageTensors(train_x, train_y, *CIFAR10_NORM), ImageTensors(test_x, test_y, *CIFAR10_NORM),
-                          augment, 10, input_size, val_fraction, seed, f"cifar10:{root}")
+    return _tensor_splits(
+        ImageTensors(train_x, train_y, *CIFAR10_NORM),
+        ImageTensors(test_x, test_y, *CIFAR10_NORM),
+        augment,
+        10,
+        input_size,
+        val_fraction,
+        seed,
+        f"cifar10:{root}",
+    )
 
 
 def _read_pickle_batch(path: Path) -> tuple[torch.Tensor, torch.Tensor]:
@@ -213,9 +240,15 @@ def _imagefolder(root: Path, input_size: int, val_fraction: float, seed: int) ->
         augment = ResizedCropFlip(input_size, scale=(0.08, 1.0))
     everything = ImageFiles(train_paths, train_y, prepare, *IMAGENET_NORM)
     keep, held = stratified_split(train_y, val_fraction, seed)
-    return DataSplits(everything.subset(keep, unchanged, augment), everything.subset(keep, prepare, None),
-                      everything.subset(held, prepare, None), ImageFiles(test_paths, test_y, prepare, *IMAGENET_NORM),
-                      len(classes), input_size, f"imagefolder:{root}")
+    return DataSplits(
+        everything.subset(keep, unchanged, augment),
+        everything.subset(keep, prepare, None),
+        everything.subset(held, prepare, None),
+        ImageFiles(test_paths, test_y, prepare, *IMAGENET_NORM),
+        len(classes),
+        input_size,
+        f"imagefolder:{root}",
+    )
 
 
 def inside(root: Path, path: Path) -> Path:
@@ -234,8 +267,9 @@ def _scan_classes(folder: Path, root: Path) -> tuple[list[str], list[Path], torc
     paths, labels = [], []
     for label, name in enumerate(classes):
         inside(root, folder / name)
-        files = sorted(inside(root, p) for p in (folder / name).rglob("*")
-                       if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+        files = sorted(
+            inside(root, p) for p in (folder / name).rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES
+        )
         if not files:
             raise DataError(f"class folder {folder / name} holds no images ({', '.join(sorted(IMAGE_SUFFIXES))})")
         paths += files
@@ -251,5 +285,7 @@ def _resolve(arg: str, data_roots: list[Path] | None) -> Path:
             return candidate.resolve()
     if any(c.exists() for c in candidates):
         raise DataError(f"dataset path {arg} is not a directory")
-    raise DataError(f"dataset directory {arg} does not exist" + (
-        f" (looked in {', '.join(str(c) for c in candidates)})" if len(candidates) > 1 else ""))
+    raise DataError(
+        f"dataset directory {arg} does not exist"
+        + (f" (looked in {', '.join(str(c) for c in candidates)})" if len(candidates) > 1 else "")
+    )

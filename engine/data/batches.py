@@ -4,8 +4,8 @@ scoring and racing read data in (`engine.data.as_batches` draws one)."""
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Iterator
 
 import torch
 
@@ -25,14 +25,14 @@ class Batches:
     def __len__(self) -> int:
         return len(self.y)
 
-    def to(self, device: torch.device | str) -> "Batches":
+    def to(self, device: torch.device | str) -> Batches:
         return Batches(self.x.to(device), self.y.to(device), self.batch_size)
 
-    def channels_last(self) -> "Batches":
+    def channels_last(self) -> Batches:
         """The images in channels-last layout (NHWC in memory), the layout CPU convolutions run fastest in."""
         return Batches(self.x.contiguous(memory_format=torch.channels_last), self.y, self.batch_size)
 
-    def head(self, fraction: float) -> "Batches":
+    def head(self, fraction: float) -> Batches:
         """The first ``fraction`` of the sample (at least one image), in batches of equal size no larger
         than this one's: a racing round's share.  The sample was drawn at random
         (`engine.data.as_batches`), so its head is a random sample too; equal batches weigh equally in

@@ -11,8 +11,8 @@ the batches an uninterrupted run would have seen.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import torch
 import torch.nn.functional as F
@@ -95,7 +95,9 @@ class ResizedCropFlip:
 class Normalised(Dataset):
     """Common item path: fetch an image in [0, 1], augment it, replicate to 3 channels, normalise."""
 
-    def __init__(self, labels: torch.Tensor, mean: tuple[float, ...], std: tuple[float, ...], augment: Augment | None) -> None:
+    def __init__(
+        self, labels: torch.Tensor, mean: tuple[float, ...], std: tuple[float, ...], augment: Augment | None
+    ) -> None:
         self.labels = labels.long()
         self.mean = torch.tensor(mean).view(-1, 1, 1)
         self.std = torch.tensor(std).view(-1, 1, 1)
@@ -123,8 +125,14 @@ class ImageTensors(Normalised):
     Resizing to the input size happens once, when the dataset is built, never per item.
     """
 
-    def __init__(self, images: torch.Tensor, labels: torch.Tensor, mean: tuple[float, ...], std: tuple[float, ...],
-                 augment: Augment | None = None) -> None:
+    def __init__(
+        self,
+        images: torch.Tensor,
+        labels: torch.Tensor,
+        mean: tuple[float, ...],
+        std: tuple[float, ...],
+        augment: Augment | None = None,
+    ) -> None:
         super().__init__(labels, mean, std, augment)
         self.images = images
 
@@ -132,16 +140,28 @@ class ImageTensors(Normalised):
         img = self.images[index]
         return img.float() / 255 if img.dtype == torch.uint8 else img
 
-    def subset(self, indices: torch.Tensor, augment: Augment | None) -> "ImageTensors":
-        return ImageTensors(self.images[indices], self.labels[indices], tuple(self.mean.flatten().tolist()),
-                            tuple(self.std.flatten().tolist()), augment)
+    def subset(self, indices: torch.Tensor, augment: Augment | None) -> ImageTensors:
+        return ImageTensors(
+            self.images[indices],
+            self.labels[indices],
+            tuple(self.mean.flatten().tolist()),
+            tuple(self.std.flatten().tolist()),
+            augment,
+        )
 
 
 class ImageFiles(Normalised):
     """Images read from files on access (ImageFolder trees); a file that cannot be decoded is a DataError."""
 
-    def __init__(self, paths: list[Path], labels: torch.Tensor, prepare: Callable[[torch.Tensor], torch.Tensor],
-                 mean: tuple[float, ...], std: tuple[float, ...], augment: Augment | None = None) -> None:
+    def __init__(
+        self,
+        paths: list[Path],
+        labels: torch.Tensor,
+        prepare: Callable[[torch.Tensor], torch.Tensor],
+        mean: tuple[float, ...],
+        std: tuple[float, ...],
+        augment: Augment | None = None,
+    ) -> None:
         super().__init__(labels, mean, std, augment)
         self.paths = paths
         self.prepare = prepare  # deterministic resize for evaluation; identity when training augments
@@ -149,11 +169,18 @@ class ImageFiles(Normalised):
     def image(self, index: int) -> torch.Tensor:
         return self.prepare(read_image(self.paths[index]))
 
-    def subset(self, indices: torch.Tensor, prepare: Callable[[torch.Tensor], torch.Tensor],
-               augment: Augment | None) -> "ImageFiles":
+    def subset(
+        self, indices: torch.Tensor, prepare: Callable[[torch.Tensor], torch.Tensor], augment: Augment | None
+    ) -> ImageFiles:
         keep = indices.tolist()
-        return ImageFiles([self.paths[i] for i in keep], self.labels[indices], prepare,
-                          tuple(self.mean.flatten().tolist()), tuple(self.std.flatten().tolist()), augment)
+        return ImageFiles(
+            [self.paths[i] for i in keep],
+            self.labels[indices],
+            prepare,
+            tuple(self.mean.flatten().tolist()),
+            tuple(self.std.flatten().tolist()),
+            augment,
+        )
 
 
 def read_image(path: Path) -> torch.Tensor:
@@ -181,7 +208,9 @@ class ResizeCentre:
     def __call__(self, img: torch.Tensor) -> torch.Tensor:
         h, w = img.shape[-2:]
         short = round(self.size / self.crop_fraction)
-        new_h, new_w = (short, max(short, round(w * short / h))) if h <= w else (max(short, round(h * short / w)), short)
+        new_h, new_w = (
+            (short, max(short, round(w * short / h))) if h <= w else (max(short, round(h * short / w)), short)
+        )
         out = F.interpolate(img[None], size=(new_h, new_w), mode="bilinear", align_corners=False, antialias=True)[0]
         top, left = (new_h - self.size) // 2, (new_w - self.size) // 2
         return out[:, top : top + self.size, left : left + self.size]

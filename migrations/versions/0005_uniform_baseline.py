@@ -10,17 +10,17 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-revision = '0005'
-down_revision = '0004'
+revision = "0005"
+down_revision = "0004"
 branch_labels = None
 depends_on = None
 
 
 def upgrade() -> None:
-    with op.batch_alter_table('searches', schema=None) as batch_op:
-        batch_op.add_column(sa.Column('uniform', sa.JSON(), nullable=True))
+    with op.batch_alter_table("searches", schema=None) as batch_op:
+        batch_op.add_column(sa.Column("uniform", sa.JSON(), nullable=True))
 
 
 def downgrade() -> None:
-    with op.batch_alter_table('searches', schema=None) as batch_op:
-        batch_op.drop_column('uniform')
+    with op.batch_alter_table("searches", schema=None) as batch_op:
+        batch_op.drop_column("uniform")

@@ -11,34 +11,34 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-revision = '0006'
-down_revision = '0005'
+revision = "0006"
+down_revision = "0005"
 branch_labels = None
 depends_on = None
 
-_searches = sa.table('searches', sa.column('id', sa.String), sa.column('spec', sa.JSON))
-_budgets = sa.table('budget_results', sa.column('id', sa.Integer), sa.column('files', sa.JSON))
+_searches = sa.table("searches", sa.column("id", sa.String), sa.column("spec", sa.JSON))
+_budgets = sa.table("budget_results", sa.column("id", sa.Integer), sa.column("files", sa.JSON))
 
 
 def upgrade() -> None:
-    with op.batch_alter_table('trajectory_steps', schema=None) as batch_op:
-        batch_op.alter_column('accuracy', new_column_name='val_accuracy')
-    _rename_format('ts', 'torchscript')
+    with op.batch_alter_table("trajectory_steps", schema=None) as batch_op:
+        batch_op.alter_column("accuracy", new_column_name="val_accuracy")
+    _rename_format("ts", "torchscript")
 
 
 def downgrade() -> None:
-    _rename_format('torchscript', 'ts')
-    with op.batch_alter_table('trajectory_steps', schema=None) as batch_op:
-        batch_op.alter_column('val_accuracy', new_column_name='accuracy')
+    _rename_format("torchscript", "ts")
+    with op.batch_alter_table("trajectory_steps", schema=None) as batch_op:
+        batch_op.alter_column("val_accuracy", new_column_name="accuracy")
 
 
 def _rename_format(old: str, new: str) -> None:
     """The format's name in every spec's ``export_formats`` and every budget row's ``files``."""
     bind = op.get_bind()
     for row in bind.execute(sa.select(_searches.c.id, _searches.c.spec)).all():
-        formats = (row.spec or {}).get('export_formats') or []
+        formats = (row.spec or {}).get("export_formats") or []
         if old in formats:
-            spec = {**row.spec, 'export_formats': [new if f == old else f for f in formats]}
+            spec = {**row.spec, "export_formats": [new if f == old else f for f in formats]}
             bind.execute(_searches.update().where(_searches.c.id == row.id).values(spec=spec))
     for row in bind.execute(sa.select(_budgets.c.id, _budgets.c.files)).all():
         if old in (row.files or {}):

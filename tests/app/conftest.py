@@ -14,11 +14,11 @@ from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
 from app.auth import create_token
-from store.db import engine_for, session_scope
 from app.main import create_app
 from app.migrate import upgrade
-from store.settings import Settings
 from app.testing import fresh_backend
+from store.db import engine_for, session_scope
+from store.settings import Settings
 
 
 @pytest.fixture(scope="session")
@@ -87,9 +87,15 @@ def valid() -> dict:
 
 
 FINISHED_SEARCH = {
-    "arch": "resnet18", "dataset": "digits", "input_size": 16, "width_mult": 0.25, "macs": ["8.4M", "7.5M"],
+    "arch": "resnet18",
+    "dataset": "digits",
+    "input_size": 16,
+    "width_mult": 0.25,
+    "macs": ["8.4M", "7.5M"],
     "train": {"epochs": 1, "batch_size": 128, "num_sandwich": 2, "warmup_epochs": 0},
-    "search": {"bins": 4, "score_size": 64, "calib_size": 64, "calib_batch_size": 64}, "export_formats": ["pt", "onnx"]}
+    "search": {"bins": 4, "score_size": 64, "calib_size": 64, "calib_batch_size": 64},
+    "export_formats": ["pt", "onnx"],
+}
 """A search of seconds (ResNet-18 x0.25 at 16 px, one epoch), with the network and bins of tests/engine,
 so the latency table measured here serves those tests too, through the shared cache below."""
 

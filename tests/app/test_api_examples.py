@@ -29,7 +29,9 @@ def body_examples(schema: dict) -> list[tuple[str, str, dict]]:
             model = schema["components"]["schemas"].get(ref.rsplit("/", 1)[-1], {}) if ref else {}
             examples = list(model.get("examples", []))
             if not examples and model.get("properties"):  # one example assembled from the fields' own
-                fields = {name: spec["examples"][0] for name, spec in model["properties"].items() if spec.get("examples")}
+                fields = {
+                    name: spec["examples"][0] for name, spec in model["properties"].items() if spec.get("examples")
+                }
                 examples = [fields] if set(model.get("required", [])) <= set(fields) else []
             found += [(method, path, example) for example in examples]
     return found
@@ -94,8 +96,12 @@ def test_every_readme_curl_call_runs_as_written(admin, forget_searches):
     assert created.status_code == 202, created.text
     forget_searches.append(created.json()["id"])
     for method, path, body in calls:
-        response = admin.request(method, path.replace("SEARCH_ID", created.json()["id"]), content=body,
-                                 headers={"content-type": "application/json"} if body else {})
+        response = admin.request(
+            method,
+            path.replace("SEARCH_ID", created.json()["id"]),
+            content=body,
+            headers={"content-type": "application/json"} if body else {},
+        )
         # A queued search has no config or model yet (409) and cancel/retry may conflict (409):
         # both are the documented answers; a 4xx about the request itself is not.
         assert response.status_code in (200, 201, 202, 409), f"{method} {path}: {response.status_code} {response.text}"
@@ -103,8 +109,9 @@ def test_every_readme_curl_call_runs_as_written(admin, forget_searches):
             forget_searches.append(response.json()["id"])
 
 
-@pytest.mark.parametrize(("operation", "codes"), [("/searches", {"401", "413", "503"}),
-                                                 ("/tokens", {"401", "403", "413", "503"})])
+@pytest.mark.parametrize(
+    ("operation", "codes"), [("/searches", {"401", "413", "503"}), ("/tokens", {"401", "403", "413", "503"})]
+)
 def test_secured_operations_document_their_error_answers(admin, operation, codes):
     documented = set(admin.get("/openapi.json").json()["paths"][operation]["post"]["responses"])
     assert codes <= documented

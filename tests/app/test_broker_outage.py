@@ -8,17 +8,17 @@ from __future__ import annotations
 import base64
 import json
 import shutil
-from datetime import timedelta
 from collections.abc import Iterator
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
 from celery import Celery
 from sqlalchemy import update
 
+from app.testing import REDIS_URL
 from store.db import session_scope
 from store.tables import Search, utcnow
-from app.testing import REDIS_URL
 from worker.celery_app import make_celery
 from worker.reaper import reap
 
@@ -56,8 +56,9 @@ def queued_ids(settings) -> str:
     return "\n".join(bodies)
 
 
-def test_a_search_submitted_while_the_broker_is_down_is_queued_by_its_replay(app, alice, valid, settings,
-                                                                              broken_broker):
+def test_a_search_submitted_while_the_broker_is_down_is_queued_by_its_replay(
+    app, alice, valid, settings, broken_broker
+):
     headers = {"Idempotency-Key": "job-42"}
     down = alice.post("/searches", json=valid, headers=headers)
     assert down.status_code == 503, down.text

@@ -34,7 +34,9 @@ def row_ids(html: str) -> list[str]:
 def test_without_credentials_a_browser_is_sent_to_the_login_form(app):
     client = TestClient(app, follow_redirects=False)
     response = client.get("/admin/searches/abc", params={"x": "1"})
-    assert response.status_code == 303 and response.headers["location"] == "/admin/login?next=/admin/searches/abc%3Fx%3D1"
+    assert (
+        response.status_code == 303 and response.headers["location"] == "/admin/login?next=/admin/searches/abc%3Fx%3D1"
+    )
     form = client.get(response.headers["location"])
     assert form.status_code == 200 and 'name="next" value="/admin/searches/abc?x=1"' in form.text
 
@@ -89,15 +91,20 @@ def test_a_session_expires(app, tokens):
     client.post("/admin/login", data={"token": tokens["admin"]})
     assert client.get("/admin").status_code == 200
     with session_scope(app.state.engine) as session:
-        session.execute(update(AdminSession).where(AdminSession.id == hash_token(client.cookies[COOKIE]))
-                        .values(expires_at=utcnow()))
+        session.execute(
+            update(AdminSession)
+            .where(AdminSession.id == hash_token(client.cookies[COOKIE]))
+            .values(expires_at=utcnow())
+        )
     assert client.get("/admin").status_code == 303
 
 
 def test_the_list_shows_the_finished_search_with_its_best_accuracy_per_budget(browser, finished_search):
     page = browser.get("/admin", params={"status": "succeeded"})
     assert page.status_code == 200
-    row = re.search(rf'<tr class="search-row" data-search-id="{finished_search["id"]}".*?</tr>', page.text, re.S).group(0)
+    row = re.search(rf'<tr class="search-row" data-search-id="{finished_search["id"]}".*?</tr>', page.text, re.S).group(
+        0
+    )
     assert 'data-status="succeeded"' in row and "resnet18" in row and "digits" in row and "root" in row
     for budget in finished_search["results"]:
         label = f"{budget['target'] / 1e6:.3g}M MACs"
@@ -147,8 +154,9 @@ def test_the_search_page_draws_the_trajectory_and_marks_each_budget(browser, adm
     curve = svgs(page.text)[0]
     steps = admin.get(f"/searches/{finished_search['id']}/trajectory").json()["steps"]
     points = curve.findall(f".//{SVG}circle[@class='point trajectory-point']")
-    assert [(float(p.get("data-macs")), float(p.get("data-accuracy"))) for p in points] == \
-        [(s["macs"], s["accuracy"]) for s in sorted(steps, key=lambda s: s["macs"])]
+    assert [(float(p.get("data-macs")), float(p.get("data-accuracy"))) for p in points] == [
+        (s["macs"], s["accuracy"]) for s in sorted(steps, key=lambda s: s["macs"])
+    ]
     chosen = curve.findall(f".//{SVG}circle[@class='point chosen-point']")
     assert sorted(float(c.get("data-macs")) for c in chosen) == sorted(b["macs"] for b in finished_search["results"])
     on_curve = {(p.get("cx"), p.get("cy")) for p in points}
@@ -179,8 +187,12 @@ def test_download_links_serve_the_config_and_each_model_format(browser, admin, f
     config = browser.get(next(link for link in links if "/config?" in link and target in link))
     assert config.json() == admin.get(budget["config"]).json()
     pt = next(link.replace("&amp;", "&") for link in links if "format=pt" in link and target in link)
-    assert browser.get(pt).content == admin.get(f"/searches/{finished_search['id']}/model",
-                                                 params={"macs": f"{budget['target']:g}", "format": "pt"}).content
+    assert (
+        browser.get(pt).content
+        == admin.get(
+            f"/searches/{finished_search['id']}/model", params={"macs": f"{budget['target']:g}", "format": "pt"}
+        ).content
+    )
 
 
 def test_live_endpoints_report_status_and_progress(browser, finished_search):

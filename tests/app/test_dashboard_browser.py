@@ -19,12 +19,21 @@ from worker.results import store_cancelled
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 ARTIFACTS = Path(__file__).resolve().parents[1] / "_artifacts"
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
 
 if not Path(CHROMIUM).exists():
-    pytest.skip("Debian's chromium is not installed (apt-get install chromium); .ci/run installs it",
-                allow_module_level=True)
+    pytest.skip(
+        "Debian's chromium is not installed (apt-get install chromium); .ci/run installs it", allow_module_level=True
+    )
 sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed (pip install -e '.[dev]')")
 
 
@@ -45,7 +54,7 @@ def base_url(app) -> Iterator[str]:
 
 
 @pytest.fixture(scope="module")
-def page(base_url) -> Iterator["sync_api.Page"]:
+def page(base_url) -> Iterator[sync_api.Page]:
     with sync_api.sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         page = browser.new_page(viewport={"width": 1280, "height": 900})
@@ -106,8 +115,9 @@ def test_a_running_search_updates_in_place_and_the_page_reloads_when_it_ends(pag
         assert live.locator("[data-field=epoch]").inner_text() == "1 / 3"
         page.evaluate("window.notReloaded = true")
         write({"phase": "train", "percent": 40.0, "epoch": 2, "epochs": 3, "eta_s": 65.0})
-        page.wait_for_function("document.querySelector('#live [data-field=epoch]').textContent === '2 / 3'",
-                               timeout=15_000)
+        page.wait_for_function(
+            "document.querySelector('#live [data-field=epoch]').textContent === '2 / 3'", timeout=15_000
+        )
         assert live.locator("[data-field=eta]").inner_text() == "1 min 05 s"
         assert live.locator("[data-field=percent]").inner_text() == "40.0%"
         assert page.evaluate("window.notReloaded") is True

@@ -10,8 +10,8 @@ import pytest
 
 from app.dashboard import charts
 from app.dashboard.search_page import baseline_points, uniform_baseline
-from store.tables import Search
 from engine.width_scores import BASELINE_POINTS
+from store.tables import Search
 
 SVG = "{http://www.w3.org/2000/svg}"
 
@@ -83,7 +83,9 @@ def test_the_curve_puts_every_series_on_one_scale(engine_points):
     svg = parse(charts.accuracy_curve(trajectory, chosen, baseline))
     by_value = {}
     for e in marks(svg, "point"):
-        by_value.setdefault((e.get("data-macs"), e.get("data-accuracy")), set()).add(tuple(round(c, 1) for c in centre(e)))
+        by_value.setdefault((e.get("data-macs"), e.get("data-accuracy")), set()).add(
+            tuple(round(c, 1) for c in centre(e))
+        )
     assert all(len(places) == 1 for places in by_value.values())  # the same figures land on the same pixel
     full = max(baseline, key=lambda p: p.macs)
     assert full.macs == max(p.macs for p in trajectory)  # uniform x1.0 is the trajectory's first step

@@ -23,8 +23,15 @@ def killer(settings):  # noqa: ANN001, ANN201 - a function that drops the app's 
 
     def kill() -> int:
         with admin.connect() as conn:
-            return len(conn.execute(text("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-                                         "WHERE datname = :db AND pid <> pg_backend_pid()"), {"db": database}).all())
+            return len(
+                conn.execute(
+                    text(
+                        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                        "WHERE datname = :db AND pid <> pg_backend_pid()"
+                    ),
+                    {"db": database},
+                ).all()
+            )
 
     yield kill
     admin.dispose()
@@ -44,8 +51,9 @@ def test_reads_during_connection_kills_are_answered_or_503(app, tokens, alice, v
     thread = threading.Thread(target=keep_killing, daemon=True)
     thread.start()
     try:
-        codes = Counter(client.get(path).status_code for _ in range(60)
-                        for path in ("/searches", f"/searches/{search_id}"))
+        codes = Counter(
+            client.get(path).status_code for _ in range(60) for path in ("/searches", f"/searches/{search_id}")
+        )
     finally:
         stop.set()
         thread.join()

@@ -14,10 +14,10 @@ import pytest
 import torch
 
 import models
-from store.tables import Search
 from engine.calibrate import calibrate_bn
 from engine.data import as_batches, load_data
 from engine.train import load_supernet
+from store.tables import Search
 
 
 @pytest.fixture(scope="module")
@@ -92,7 +92,10 @@ def test_errors_name_what_is_wrong(admin, alice, bob, anonymous, finished_search
     assert download(admin, search_id, macs="7.5M", format="tflite").status_code == 422
     assert download(admin, search_id, macs="7.5M", params="100k").status_code == 422
     unnamed = download(admin, search_id)  # two budgets: which one?
-    assert unnamed.status_code == 422 and "name one budget; this search has macs=7.5e+06" in unnamed.json()["detail"][0]["msg"]
+    assert (
+        unnamed.status_code == 422
+        and "name one budget; this search has macs=7.5e+06" in unnamed.json()["detail"][0]["msg"]
+    )
     queued = alice.post("/searches", json=valid).json()["id"]
     pending = download(alice, queued, macs="2M")
     assert pending.status_code == 409 and pending.json()["status"] == "queued"

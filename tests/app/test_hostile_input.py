@@ -22,8 +22,10 @@ def test_non_finite_json_numbers_are_422_without_echoing_them(alice, number):
     assert error["loc"] == ["body", "width_mult"] and "input" not in error
 
 
-@pytest.mark.parametrize("path", ["/searches?offset=1e20", "/searches?offset=100000000000000000000",
-                                  "/latency-tables?offset=100000000000000000000"])
+@pytest.mark.parametrize(
+    "path",
+    ["/searches?offset=1e20", "/searches?offset=100000000000000000000", "/latency-tables?offset=100000000000000000000"],
+)
 def test_huge_offsets_are_422(alice, path):
     response = alice.get(path)
     assert response.status_code == 422, response.text
@@ -34,16 +36,22 @@ def test_huge_dashboard_offset_is_422(admin):
     assert admin.get("/admin", params={"offset": "100000000000000000000"}).status_code == 422
 
 
-@pytest.mark.parametrize("body", [{"name": "   "}, {"name": "x" * 101}, {"name": "bob", "admin": 0},
-                                  {"name": "bob", "admin": "yes"}])
+@pytest.mark.parametrize(
+    "body", [{"name": "   "}, {"name": "x" * 101}, {"name": "bob", "admin": 0}, {"name": "bob", "admin": "yes"}]
+)
 def test_token_names_and_roles_are_strict(admin, body):
     response = admin.post("/tokens", json=body)
     assert response.status_code == 422, response.text
 
 
-@pytest.mark.parametrize(("dataset", "says"), [("imagefolder:pe\x00ts", "NUL"),
-                                               ("imagefolder:" + "x" * 300, "too long"),
-                                               ("imagefolder:" + "/".join(["y" * 200] * 2), "does not exist")])
+@pytest.mark.parametrize(
+    ("dataset", "says"),
+    [
+        ("imagefolder:pe\x00ts", "NUL"),
+        ("imagefolder:" + "x" * 300, "too long"),
+        ("imagefolder:" + "/".join(["y" * 200] * 2), "does not exist"),
+    ],
+)
 def test_unusable_dataset_paths_are_422(alice, valid, dataset, says):
     response = alice.post("/searches", json={**valid, "dataset": dataset})
     assert response.status_code == 422, response.text
@@ -51,17 +59,20 @@ def test_unusable_dataset_paths_are_422(alice, valid, dataset, says):
     assert error["loc"] == ["body", "dataset"] and says in error["msg"]
 
 
-@pytest.mark.parametrize(("change", "loc"), [
-    ({"arch": "m" * 201}, ["body", "arch"]),
-    ({"retrain": {"epochs": 10**9}}, ["body", "retrain", "epochs"]),
-    ({"retrain": {"epochs": 1001}}, ["body", "retrain", "epochs"]),
-    ({"train": {"warmup_epochs": 1e300}}, ["body", "train", "warmup_epochs"]),
-    ({"search": {"score_size": 10**15}}, ["body", "search", "score_size"]),
-    ({"search": {"calib_size": 10**15}}, ["body", "search", "calib_size"]),
-    ({"macs": [10**30]}, ["body", "macs", 0]),
-    ({"latency_ms": [1e300]}, ["body", "latency_ms", 0]),
-    ({"export_formats": ["pt"] * 10}, ["body", "export_formats"]),
-])
+@pytest.mark.parametrize(
+    ("change", "loc"),
+    [
+        ({"arch": "m" * 201}, ["body", "arch"]),
+        ({"retrain": {"epochs": 10**9}}, ["body", "retrain", "epochs"]),
+        ({"retrain": {"epochs": 1001}}, ["body", "retrain", "epochs"]),
+        ({"train": {"warmup_epochs": 1e300}}, ["body", "train", "warmup_epochs"]),
+        ({"search": {"score_size": 10**15}}, ["body", "search", "score_size"]),
+        ({"search": {"calib_size": 10**15}}, ["body", "search", "calib_size"]),
+        ({"macs": [10**30]}, ["body", "macs", 0]),
+        ({"latency_ms": [1e300]}, ["body", "latency_ms", 0]),
+        ({"export_formats": ["pt"] * 10}, ["body", "export_formats"]),
+    ],
+)
 def test_every_field_is_bounded(alice, valid, change, loc):
     response = alice.post("/searches", json={**valid, **change})
     assert response.status_code == 422, response.text
@@ -80,8 +91,11 @@ def test_bodies_over_the_limit_are_413_before_parsing(alice, app, valid):
     response = alice.post("/searches", content=big, headers={"content-type": "application/json"})
     assert response.status_code == 413, response.text
     assert str(limit) in response.json()["detail"]
-    chunked = alice.post("/searches", content=iter([big[:limit // 2].encode(), big[limit // 2:].encode()]),
-                         headers={"content-type": "application/json"})
+    chunked = alice.post(
+        "/searches",
+        content=iter([big[: limit // 2].encode(), big[limit // 2 :].encode()]),
+        headers={"content-type": "application/json"},
+    )
     assert chunked.status_code == 413
 
 

@@ -21,16 +21,26 @@ DEVICE = "test board"
 @pytest.fixture(scope="module")
 def table_file() -> bytes:
     net = build_supernet("resnet18", 10, 16, 0.25)
-    table = measure_table(net, TorchRuntime("cpu", threads=1), bins=4, max_levels=None,
-                          timing=Timing(blocks=2, block_s=0.0002, warmup=1), fit_configs=2)
+    table = measure_table(
+        net,
+        TorchRuntime("cpu", threads=1),
+        bins=4,
+        max_levels=None,
+        timing=Timing(blocks=2, block_s=0.0002, warmup=1),
+        fit_configs=2,
+    )
     table.key["device"] = DEVICE
     return json.dumps(table.to_dict()).encode()
 
 
 @pytest.fixture(scope="module")
 def uploaded(alice, table_file) -> dict:
-    response = alice.post("/latency-tables", params={"name": "bench board"}, content=table_file,
-                          headers={"Content-Type": "application/json"})
+    response = alice.post(
+        "/latency-tables",
+        params={"name": "bench board"},
+        content=table_file,
+        headers={"Content-Type": "application/json"},
+    )
     assert response.status_code == 201, response.text
     assert response.headers["location"] == f"/latency-tables/{response.json()['id']}"
     return response.json()
@@ -39,6 +49,7 @@ def uploaded(alice, table_file) -> dict:
 @pytest.fixture(scope="module")
 def search_body(finished_recipe):
     """A search of the table's network (with ``finished_search``'s recipe) naming ``table_id``, changed by ``change``."""
+
     def body(table_id: str, **change) -> dict:
         return {**finished_recipe, "macs": [], "latency_ms": [0.01], "latency_table": table_id, **change}
 
@@ -48,10 +59,20 @@ def search_body(finished_recipe):
 def test_an_uploaded_table_describes_its_network_device_and_latency_range(uploaded, table_file):
     table = LatencyTable.from_dict(json.loads(table_file))
     space = build_supernet("resnet18", 10, 16, 0.25).space
-    assert {k: uploaded[k] for k in ("owner", "name", "arch", "input_size", "width_mult", "num_classes", "bins",
-                                     "nodes", "device")} == {
-        "owner": "alice", "name": "bench board", "arch": "resnet18", "input_size": 16, "width_mult": 0.25,
-        "num_classes": 10, "bins": 4, "nodes": 69, "device": DEVICE}
+    assert {
+        k: uploaded[k]
+        for k in ("owner", "name", "arch", "input_size", "width_mult", "num_classes", "bins", "nodes", "device")
+    } == {
+        "owner": "alice",
+        "name": "bench board",
+        "arch": "resnet18",
+        "input_size": 16,
+        "width_mult": 0.25,
+        "num_classes": 10,
+        "bins": 4,
+        "nodes": 69,
+        "device": DEVICE,
+    }
     assert uploaded["runtime"] == table.describe()["runtime"] and "1 thread, batch 1" in uploaded["runtime"]
     assert uploaded["min_ms"] == pytest.approx(table.predict(space.smallest()))
     assert uploaded["max_ms"] == pytest.approx(table.predict(space.full()))
@@ -77,18 +98,33 @@ def edited(raw: bytes, change) -> bytes:
     return json.dumps(data).encode()
 
 
-@pytest.mark.parametrize(("damage", "loc", "message"), [
-    (cut, ["body"], "not a complete JSON document"),
-    (lambda raw: b"\xff\xfe not text", ["body"], "not UTF-8 text"),
-    (lambda raw: edited(raw, lambda d: d.update(format="autoslim.latency-table/2")), ["body", "format"],
-     "is not 'autoslim.latency-table/4'"),
-    (lambda raw: edited(raw, lambda d: d["nodes"].pop("layer3_0_conv1")), ["body", "nodes"],
-     "has no timing of 1 of the 69 nodes of resnet18 (the first: 'layer3_0_conv1')"),
-    (lambda raw: edited(raw, lambda d: d["key"]["net"].update(arch="lenet")), ["body", "key", "net"],
-     "describes no network autoslim can build"),
-    (lambda raw: edited(raw, lambda d: d["key"]["net"].update(width_mult=0.5)), ["body", "nodes", "conv1", "levels", 0],
-     "spans 8..16 channels of [conv1], which spans 8..32"),
-])
+@pytest.mark.parametrize(
+    ("damage", "loc", "message"),
+    [
+        (cut, ["body"], "not a complete JSON document"),
+        (lambda raw: b"\xff\xfe not text", ["body"], "not UTF-8 text"),
+        (
+            lambda raw: edited(raw, lambda d: d.update(format="autoslim.latency-table/2")),
+            ["body", "format"],
+            "is not 'autoslim.latency-table/4'",
+        ),
+        (
+            lambda raw: edited(raw, lambda d: d["nodes"].pop("layer3_0_conv1")),
+            ["body", "nodes"],
+            "has no timing of 1 of the 69 nodes of resnet18 (the first: 'layer3_0_conv1')",
+        ),
+        (
+            lambda raw: edited(raw, lambda d: d["key"]["net"].update(arch="lenet")),
+            ["body", "key", "net"],
+            "describes no network autoslim can build",
+        ),
+        (
+            lambda raw: edited(raw, lambda d: d["key"]["net"].update(width_mult=0.5)),
+            ["body", "nodes", "conv1", "levels", 0],
+            "spans 8..16 channels of [conv1], which spans 8..32",
+        ),
+    ],
+)
 def test_a_bad_table_file_is_a_422_pointing_into_the_file(alice, table_file, damage, loc, message):
     response = alice.post("/latency-tables", content=damage(table_file), headers={"Content-Type": "application/json"})
     assert response.status_code == 422, response.text
@@ -96,16 +132,27 @@ def test_a_bad_table_file_is_a_422_pointing_into_the_file(alice, table_file, dam
     assert error["loc"] == loc and message in error["msg"]
 
 
-@pytest.mark.parametrize(("change", "loc", "message"), [
-    ({"input_size": 32}, ["body", "latency_table"], "the table is for input_size 16, the search runs 32"),
-    ({"arch": "mobilenet_v2"}, ["body", "latency_table"], "the table is for arch resnet18, the search runs mobilenet_v2"),
-    ({"search": {"bins": 8}}, ["body", "latency_table"],
-     "which a search with 8 bins visits (the table was profiled with 4 bins); profile with --bins 8"),
-    ({"train": {"mode": "mutual"}}, ["body", "latency_table"], "a MutualNet search"),
-    ({"latency_ms": [1000.0]}, ["body", "latency_ms", 0], "above the full configuration; feasible range is"),
-])
-def test_a_search_naming_a_table_that_does_not_fit_it_is_a_422_saying_why(alice, uploaded, search_body, change, loc,
-                                                                          message):
+@pytest.mark.parametrize(
+    ("change", "loc", "message"),
+    [
+        ({"input_size": 32}, ["body", "latency_table"], "the table is for input_size 16, the search runs 32"),
+        (
+            {"arch": "mobilenet_v2"},
+            ["body", "latency_table"],
+            "the table is for arch resnet18, the search runs mobilenet_v2",
+        ),
+        (
+            {"search": {"bins": 8}},
+            ["body", "latency_table"],
+            "which a search with 8 bins visits (the table was profiled with 4 bins); profile with --bins 8",
+        ),
+        ({"train": {"mode": "mutual"}}, ["body", "latency_table"], "a MutualNet search"),
+        ({"latency_ms": [1000.0]}, ["body", "latency_ms", 0], "above the full configuration; feasible range is"),
+    ],
+)
+def test_a_search_naming_a_table_that_does_not_fit_it_is_a_422_saying_why(
+    alice, uploaded, search_body, change, loc, message
+):
     response = alice.post("/searches", json=search_body(uploaded["id"], **change))
     assert response.status_code == 422, response.text
     (error,) = response.json()["detail"]

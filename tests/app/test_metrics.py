@@ -60,7 +60,12 @@ def test_phase_durations_are_a_histogram_of_the_succeeded_searches_timings(app, 
         label = (("phase", phase),)
         assert metrics["autoslim_search_phase_seconds_count"][label] == len(values)
         assert abs(metrics["autoslim_search_phase_seconds_sum"][label] - sum(values)) < 1e-6
-        buckets = {float(dict(k)["le"]): v for k, v in metrics["autoslim_search_phase_seconds_bucket"].items()
-                   if dict(k)["phase"] == phase}
-        assert buckets == {**{bound: sum(v <= bound for v in values) for bound in PHASE_BUCKETS_S},
-                           float("inf"): len(values)}
+        buckets = {
+            float(dict(k)["le"]): v
+            for k, v in metrics["autoslim_search_phase_seconds_bucket"].items()
+            if dict(k)["phase"] == phase
+        }
+        assert buckets == {
+            **{bound: sum(v <= bound for v in values) for bound in PHASE_BUCKETS_S},
+            float("inf"): len(values),
+        }

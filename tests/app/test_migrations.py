@@ -10,11 +10,11 @@ from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from sqlalchemy import text
 
-from store.db import engine_for
 from app.main import create_app
 from app.migrate import SchemaError, alembic_config, current_revision, head_revision, upgrade
-from store.tables import Base
 from app.testing import fresh_backend
+from store.db import engine_for
+from store.tables import Base
 
 
 def diff(engine) -> list:
@@ -55,16 +55,24 @@ def test_revision_0006_renames_the_accuracy_column_and_the_torchscript_format_in
         command.upgrade(config, "0005")
         now = "2026-12-01 12:00:00+00:00"
         with engine.begin() as conn:
-            conn.execute(text(
-                "INSERT INTO searches (id, owner, arch, dataset, spec, queue, status, percent, attempts, max_attempts,"
-                " cancel_requested, created_at, updated_at) VALUES ('s1', 'alice', 'resnet18', 'digits', :spec, 'cpu',"
-                " 'succeeded', 100.0, 1, 3, false, :now, :now)"),
-                {"spec": json.dumps({"arch": "resnet18", "export_formats": ["pt", "ts"]}), "now": now})
-            conn.execute(text(
-                "INSERT INTO budget_results (search_id, kind, target, macs, params, channels, config, files) VALUES"
-                " ('s1', 'macs', 5e6, 4900000, 100000, '{}', '{}', :files)"),
-                {"files": json.dumps({"config": "budgets/macs-5M/config.json", "ts": "budgets/macs-5M/model.ts"})})
-            conn.execute(text("INSERT INTO trajectory_steps (search_id, step, accuracy, data) VALUES ('s1', 0, 91.5, '{}')"))
+            conn.execute(
+                text(
+                    "INSERT INTO searches (id, owner, arch, dataset, spec, queue, status, percent, attempts, max_attempts,"
+                    " cancel_requested, created_at, updated_at) VALUES ('s1', 'alice', 'resnet18', 'digits', :spec, 'cpu',"
+                    " 'succeeded', 100.0, 1, 3, false, :now, :now)"
+                ),
+                {"spec": json.dumps({"arch": "resnet18", "export_formats": ["pt", "ts"]}), "now": now},
+            )
+            conn.execute(
+                text(
+                    "INSERT INTO budget_results (search_id, kind, target, macs, params, channels, config, files) VALUES"
+                    " ('s1', 'macs', 5e6, 4900000, 100000, '{}', '{}', :files)"
+                ),
+                {"files": json.dumps({"config": "budgets/macs-5M/config.json", "ts": "budgets/macs-5M/model.ts"})},
+            )
+            conn.execute(
+                text("INSERT INTO trajectory_steps (search_id, step, accuracy, data) VALUES ('s1', 0, 91.5, '{}')")
+            )
         command.upgrade(config, "head")
         with engine.connect() as conn:
             spec = conn.execute(text("SELECT spec FROM searches")).scalar_one()
@@ -76,5 +84,6 @@ def test_revision_0006_renames_the_accuracy_column_and_the_torchscript_format_in
         command.downgrade(config, "0005")
         with engine.connect() as conn:
             assert json.loads(conn.execute(text("SELECT CAST(spec AS TEXT) FROM searches")).scalar_one())[
-                "export_formats"] == ["pt", "ts"]
+                "export_formats"
+            ] == ["pt", "ts"]
             assert conn.execute(text("SELECT accuracy FROM trajectory_steps")).scalar_one() == 91.5

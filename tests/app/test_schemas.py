@@ -5,19 +5,24 @@ from __future__ import annotations
 from dataclasses import fields
 
 import pytest
-
 from pydantic import ValidationError
 
 from app import schemas
 from app.schemas import SearchCreate
 from app.spec_validation import FieldError, check_request_budgets, validated_spec
-from store.settings import Settings
 from engine.spec import RetrainSpec, SearchSettings, SearchSpec, TrainSpec
+from store.settings import Settings
 
 
-@pytest.mark.parametrize(("model", "dataclass", "api_only"), [
-    (SearchCreate, SearchSpec, {"queue"}), (schemas.TrainSpec, TrainSpec, set()),
-    (schemas.SearchSettings, SearchSettings, set()), (schemas.RetrainSpec, RetrainSpec, set())])
+@pytest.mark.parametrize(
+    ("model", "dataclass", "api_only"),
+    [
+        (SearchCreate, SearchSpec, {"queue"}),
+        (schemas.TrainSpec, TrainSpec, set()),
+        (schemas.SearchSettings, SearchSettings, set()),
+        (schemas.RetrainSpec, RetrainSpec, set()),
+    ],
+)
 def test_fields_match_the_engine_spec(model, dataclass, api_only):
     assert set(model.model_fields) - api_only == {f.name for f in fields(dataclass)}
 

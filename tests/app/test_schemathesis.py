@@ -16,8 +16,11 @@ from hypothesis import HealthCheck, Phase, given, settings  # noqa: E402 - after
 from hypothesis.errors import Unsatisfiable  # noqa: E402
 from schemathesis import GenerationMode  # noqa: E402
 from schemathesis.checks import not_a_server_error  # noqa: E402
-from schemathesis.specs.openapi.checks import (content_type_conformance, response_schema_conformance,  # noqa: E402
-                                               status_code_conformance)
+from schemathesis.specs.openapi.checks import (  # noqa: E402
+    content_type_conformance,
+    response_schema_conformance,
+    status_code_conformance,
+)
 
 EXAMPLES = int(os.environ.get("AUTOSLIM_SCHEMATHESIS_EXAMPLES", "10"))
 EXCEPTION_GROUP = getattr(builtins, "BaseExceptionGroup", Exception)  # a builtin from Python 3.11
@@ -32,9 +35,16 @@ def api_schema(app):  # noqa: ANN001, ANN201 - a FastAPI app, a schemathesis sch
 def run_operation(operation, mode: GenerationMode, headers: dict[str, str], sent: list[int]) -> str | None:  # noqa: ANN001
     """Up to `EXAMPLES` generated requests to one operation (counted in ``sent``); the first
     failure, as text, or None."""
+
     @given(case=operation.as_strategy(generation_mode=mode))
-    @settings(max_examples=EXAMPLES, deadline=None, derandomize=True, database=None,
-              suppress_health_check=list(HealthCheck), phases=[Phase.explicit, Phase.generate])
+    @settings(
+        max_examples=EXAMPLES,
+        deadline=None,
+        derandomize=True,
+        database=None,
+        suppress_health_check=list(HealthCheck),
+        phases=[Phase.explicit, Phase.generate],
+    )
     def run(case) -> None:  # noqa: ANN001 - a schemathesis Case
         sent[0] += 1
         case.call_and_validate(headers=headers, checks=CHECKS)
@@ -54,8 +64,12 @@ def test_no_server_error_and_no_schema_violation(api_schema, tokens):  # noqa: A
     operations = [result.ok() for result in api_schema.get_all_operations()]
     assert len(operations) >= 15
     sent = [0]
-    failures = [failure for operation in operations for mode in (GenerationMode.POSITIVE, GenerationMode.NEGATIVE)
-                if (failure := run_operation(operation, mode, headers, sent))]
+    failures = [
+        failure
+        for operation in operations
+        for mode in (GenerationMode.POSITIVE, GenerationMode.NEGATIVE)
+        if (failure := run_operation(operation, mode, headers, sent))
+    ]
     print(f"schemathesis: {sent[0]} requests to {len(operations)} operations, {len(failures)} failing")
     assert not failures, "\n\n".join(failures)
     assert sent[0] >= 2 * len(operations)

@@ -38,34 +38,41 @@ def test_idempotency_key_returns_the_same_search(alice, bob, valid):
     assert changed.json()["detail"][0]["loc"] == ["header", "Idempotency-Key"]
 
 
-@pytest.mark.parametrize(("change", "loc", "says"), [
-    ({"arch": "vgg99"}, ["body", "arch"], "unknown architecture 'vgg99'"),
-    ({"arch": "os:system"}, ["body", "arch"], "module 'os' is not on the allow-list of network modules"),
-    ({"arch": "torchvision:vit_b_16"}, ["body", "arch"], "not one of torchvision's conv/BN classification networks"),
-    ({"arch": "timm:no_such_net"}, ["body", "arch"], "unknown timm network 'no_such_net'"),
-    ({"dataset": "mnist"}, ["body", "dataset"], "unknown dataset"),
-    ({"dataset": "imagefolder:/etc"}, ["body", "dataset"], "outside the data roots"),
-    ({"dataset": "imagefolder:../../etc"}, ["body", "dataset"], "outside the data roots"),
-    ({"dataset": "imagefolder:nope"}, ["body", "dataset"], "does not exist"),
-    ({"dataset": "imagefolder:empty"}, ["body", "dataset"], "at least 2 class folders"),
-    ({"dataset": "cifar10:pets"}, ["body", "dataset"], "no CIFAR-10 data"),
-    ({"macs": []}, ["body", "macs"], "at least one budget"),
-    ({"macs": [0]}, ["body", "macs", 0], "greater than 0"),
-    ({"macs": ["-3M"]}, ["body", "macs", 0], "cannot read"),
-    ({"macs": ["2M", "2M"]}, ["body", "macs"], "repeated"),
-    ({"macs": ["100M"]}, ["body", "macs", 0], "feasible range is 1.02M MACs to 4.75M MACs"),
-    ({"macs": ["3M", 10]}, ["body", "macs", 1], "below the smallest"),
-    ({"params": [1]}, ["body", "params", 0], "feasible range"),
-    ({"latency_ms": [-1]}, ["body", "latency_ms", 0], "greater than 0"),
-    ({"latency_ms": ["inf"]}, ["body", "latency_ms", 0], "finite number"),
-    ({"train": {"epochs": 100000}}, ["body", "train", "epochs"], "more than the limit of 1000"),
-    ({"train": {"epochs": 0}}, ["body", "train", "epochs"], "greater than or equal to 1"),
-    ({"train": {"mode": "magic"}}, ["body", "train", "mode"], "usnet-nonuniform"),
-    ({"train": {"epoch": 3}}, ["body", "train", "epoch"], "Extra inputs"),
-    ({"width_mult": "wide"}, ["body", "width_mult"], "valid number"),
-    ({"queue": "tpu"}, ["body", "queue"], "'cpu' or 'gpu'"),
-    ({"device": "cuda:x"}, ["body", "device"], "pattern"),
-])
+@pytest.mark.parametrize(
+    ("change", "loc", "says"),
+    [
+        ({"arch": "vgg99"}, ["body", "arch"], "unknown architecture 'vgg99'"),
+        ({"arch": "os:system"}, ["body", "arch"], "module 'os' is not on the allow-list of network modules"),
+        (
+            {"arch": "torchvision:vit_b_16"},
+            ["body", "arch"],
+            "not one of torchvision's conv/BN classification networks",
+        ),
+        ({"arch": "timm:no_such_net"}, ["body", "arch"], "unknown timm network 'no_such_net'"),
+        ({"dataset": "mnist"}, ["body", "dataset"], "unknown dataset"),
+        ({"dataset": "imagefolder:/etc"}, ["body", "dataset"], "outside the data roots"),
+        ({"dataset": "imagefolder:../../etc"}, ["body", "dataset"], "outside the data roots"),
+        ({"dataset": "imagefolder:nope"}, ["body", "dataset"], "does not exist"),
+        ({"dataset": "imagefolder:empty"}, ["body", "dataset"], "at least 2 class folders"),
+        ({"dataset": "cifar10:pets"}, ["body", "dataset"], "no CIFAR-10 data"),
+        ({"macs": []}, ["body", "macs"], "at least one budget"),
+        ({"macs": [0]}, ["body", "macs", 0], "greater than 0"),
+        ({"macs": ["-3M"]}, ["body", "macs", 0], "cannot read"),
+        ({"macs": ["2M", "2M"]}, ["body", "macs"], "repeated"),
+        ({"macs": ["100M"]}, ["body", "macs", 0], "feasible range is 1.02M MACs to 4.75M MACs"),
+        ({"macs": ["3M", 10]}, ["body", "macs", 1], "below the smallest"),
+        ({"params": [1]}, ["body", "params", 0], "feasible range"),
+        ({"latency_ms": [-1]}, ["body", "latency_ms", 0], "greater than 0"),
+        ({"latency_ms": ["inf"]}, ["body", "latency_ms", 0], "finite number"),
+        ({"train": {"epochs": 100000}}, ["body", "train", "epochs"], "more than the limit of 1000"),
+        ({"train": {"epochs": 0}}, ["body", "train", "epochs"], "greater than or equal to 1"),
+        ({"train": {"mode": "magic"}}, ["body", "train", "mode"], "usnet-nonuniform"),
+        ({"train": {"epoch": 3}}, ["body", "train", "epoch"], "Extra inputs"),
+        ({"width_mult": "wide"}, ["body", "width_mult"], "valid number"),
+        ({"queue": "tpu"}, ["body", "queue"], "'cpu' or 'gpu'"),
+        ({"device": "cuda:x"}, ["body", "device"], "pattern"),
+    ],
+)
 def test_bad_input_is_422_naming_the_field(alice, valid, change, loc, says):
     response = alice.post("/searches", json={**valid, **change})
     assert response.status_code == 422, response.text
@@ -152,16 +159,25 @@ def test_cancel_queued_then_retry_then_conflicts(alice, valid):
     assert conflict.status_code == 409 and conflict.json()["status"] == "queued"
     kinds = [e["kind"] for e in alice.get(created["links"]["events"]).json()]
     assert kinds == ["submitted", "cancelled", "retried"]
-    assert alice.get(created["links"]["trajectory"]).json() == {"search_id": created["id"], "status": "queued",
-                                                                "steps": []}
+    assert alice.get(created["links"]["trajectory"]).json() == {
+        "search_id": created["id"],
+        "status": "queued",
+        "steps": [],
+    }
 
 
 def test_openapi_documents_every_route_with_examples(anonymous):
     schema = anonymous.get("/openapi.json").json()
     paths = schema["paths"]
-    for path in ("/searches", "/searches/{search_id}", "/searches/{search_id}/config",
-                 "/searches/{search_id}/trajectory", "/searches/{search_id}/cancel", "/searches/{search_id}/retry",
-                 "/health"):
+    for path in (
+        "/searches",
+        "/searches/{search_id}",
+        "/searches/{search_id}/config",
+        "/searches/{search_id}/trajectory",
+        "/searches/{search_id}/cancel",
+        "/searches/{search_id}/retry",
+        "/health",
+    ):
         assert path in paths
     assert schema["components"]["schemas"]["SearchCreate"]["examples"][0]["arch"] == "mobilenet_v2"
     assert schema["components"]["securitySchemes"]["HTTPBearer"]["scheme"] == "bearer"

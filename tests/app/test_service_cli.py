@@ -11,13 +11,18 @@ from pathlib import Path
 import httpx
 import pytest
 
-from store.db import engine_for
 from app.testing import fresh_backend, settings_env, wait_for
+from store.db import engine_for
 
 
 def autoslim(settings, *args: str, timeout: float = 60) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "app.cli", *args], env=settings_env(settings), capture_output=True,
-                          text=True, timeout=timeout)
+    return subprocess.run(
+        [sys.executable, "-m", "app.cli", *args],
+        env=settings_env(settings),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
 
 
 def test_token_create_prints_a_working_token_last(settings, app):
@@ -28,10 +33,18 @@ def test_token_create_prints_a_working_token_last(settings, app):
     assert user.returncode == admin.returncode == 0, user.stderr + admin.stderr
     user_token, admin_token = user.stdout.strip().splitlines()[-1], admin.stdout.strip().splitlines()[-1]
     assert TestClient(app, headers={"Authorization": f"Bearer {user_token}"}).get("/searches").status_code == 200
-    assert TestClient(app, headers={"Authorization": f"Bearer {user_token}"}).post(
-        "/tokens", json={"name": "x"}).status_code == 403
-    assert TestClient(app, headers={"Authorization": f"Bearer {admin_token}"}).post(
-        "/tokens", json={"name": "x"}).status_code == 201
+    assert (
+        TestClient(app, headers={"Authorization": f"Bearer {user_token}"})
+        .post("/tokens", json={"name": "x"})
+        .status_code
+        == 403
+    )
+    assert (
+        TestClient(app, headers={"Authorization": f"Bearer {admin_token}"})
+        .post("/tokens", json={"name": "x"})
+        .status_code
+        == 201
+    )
 
 
 def test_worker_and_token_refuse_an_unmigrated_database(tmp_path):
@@ -56,11 +69,19 @@ def up(tmp_path):
         port = free_port()
         log = tmp_path / "up.log"
         with open(log, "w") as out:
-            process = subprocess.Popen([sys.executable, "-m", "app.cli", "up", "--demo", "--port", str(port)],
-                                       env=settings_env(settings), stdout=out, stderr=subprocess.STDOUT)
+            process = subprocess.Popen(
+                [sys.executable, "-m", "app.cli", "up", "--demo", "--port", str(port)],
+                env=settings_env(settings),
+                stdout=out,
+                stderr=subprocess.STDOUT,
+            )
         try:
-            line = wait_for(lambda: next((row for row in log.read_text().splitlines() if row.startswith("admin token: ")),
-                                         None), 60, "the admin token line", on_timeout=log.read_text)
+            line = wait_for(
+                lambda: next((row for row in log.read_text().splitlines() if row.startswith("admin token: ")), None),
+                60,
+                "the admin token line",
+                on_timeout=log.read_text,
+            )
             yield f"http://127.0.0.1:{port}", line.split()[-1], process, log
         finally:
             if process.poll() is None:
@@ -77,8 +98,12 @@ def test_up_serves_the_api_runs_a_real_worker_and_submits_the_demo(up):
     demo = client.get("/searches").json()["items"]
     assert len(demo) == 1 and demo[0]["dataset"] == "digits"
     search = demo[0]["links"]["self"]
-    wait_for(lambda: client.get(search).json()["attempts"] == 1, 120, "the worker to claim the demo",
-             on_timeout=log.read_text)
+    wait_for(
+        lambda: client.get(search).json()["attempts"] == 1,
+        120,
+        "the worker to claim the demo",
+        on_timeout=log.read_text,
+    )
     claimed = next(e for e in client.get(f"{search}/events").json() if e["kind"] == "claimed")
     worker_pid = int(claimed["data"]["worker"].rsplit(":", 1)[1])
     process.terminate()

@@ -11,10 +11,10 @@ import torch
 from safetensors.torch import save
 
 import models
-from app.search_service import get_visible
 from app.auth import User
-from store.db import session_scope
+from app.search_service import get_visible
 from engine.spec import PRETRAINED_TRAIN
+from store.db import session_scope
 
 NET = {"arch": "resnet18", "dataset": "digits", "input_size": 16, "width_mult": 0.25, "macs": ["5M"]}
 
@@ -49,7 +49,12 @@ def uploaded(alice, weights_pt) -> dict:
 def test_an_upload_is_stored_once_per_owner_and_content(alice, bob, uploaded, weights_pt, settings):
     state = state_dict()
     assert {k: uploaded[k] for k in ("owner", "name", "format", "size_bytes", "tensors")} == {
-        "owner": "alice", "name": "digits resnet", "format": "pt", "size_bytes": len(weights_pt), "tensors": len(state)}
+        "owner": "alice",
+        "name": "digits resnet",
+        "format": "pt",
+        "size_bytes": len(weights_pt),
+        "tensors": len(state),
+    }
     assert uploaded["sha256"] == hashlib.sha256(weights_pt).hexdigest()
     assert uploaded["parameters"] == sum(t.numel() for t in state.values() if t.is_floating_point())
     assert (settings.weights_root / uploaded["sha256"]).read_bytes() == weights_pt  # where workers read it

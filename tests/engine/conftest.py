@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from engine.data.batches import Batches
 from engine.data import DataSplits, as_batches, load_data
+from engine.data.batches import Batches
 from engine.spec import SearchSpec
 from engine.supernet_cache import obtain_supernet
 from engine.train import load_supernet
@@ -26,8 +26,15 @@ def trained(digits16: DataSplits, cache_root: Path):
     """ResNet-18 x0.25 at 16 px, nonuniform US-Net, one short epoch (far from converged: the tests
     are about the search's mechanics, `bench/` about its quality).  Same recipe and cache folder as
     test_run_search's, so the session trains it once."""
-    spec = SearchSpec.from_dict({"arch": "resnet18", "dataset": "digits", "input_size": 16, "width_mult": 0.25,
-                                 "train": {"epochs": 1, "batch_size": 16, "lr": 0.05}})
+    spec = SearchSpec.from_dict(
+        {
+            "arch": "resnet18",
+            "dataset": "digits",
+            "input_size": 16,
+            "width_mult": 0.25,
+            "train": {"epochs": 1, "batch_size": 16, "lr": 0.05},
+        }
+    )
     entry = obtain_supernet(spec, digits16, cache_root / "supernets")
     return load_supernet(entry.path)
 
@@ -36,8 +43,11 @@ def trained(digits16: DataSplits, cache_root: Path):
 def tiny(digits16: DataSplits) -> DataSplits:
     """256 training images (8 steps of 32) so a training run takes about a second."""
     keep = torch.arange(256)
-    return replace(digits16, train=digits16.train.subset(keep, digits16.train.augment),
-                   train_plain=digits16.train_plain.subset(keep, None))
+    return replace(
+        digits16,
+        train=digits16.train.subset(keep, digits16.train.augment),
+        train_plain=digits16.train_plain.subset(keep, None),
+    )
 
 
 @pytest.fixture(scope="module")

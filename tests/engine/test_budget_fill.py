@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from engine.budget_fill import fill_budget, wider
-from engine.budgets import Budget, first_fit, until_all_met
+from engine.budgets import Budget, first_fit
 from engine.greedy import GreedySlimmer
 
 BINS = 4
@@ -34,7 +34,9 @@ def test_fill_brings_the_answer_closer_to_its_budget_and_never_above_it(trained,
     # Every group is at least as wide as in the greedy answer, and the score is the filled widths' own.
     assert all(filled.widths[g] >= start.widths[g] for g in start.widths)
     assert (filled.val_accuracy, filled.val_loss) == (
-        slimmer._score_one(filled.widths).accuracy, slimmer._score_one(filled.widths).loss)
+        slimmer._score_one(filled.widths).accuracy,
+        slimmer._score_one(filled.widths).loss,
+    )
 
 
 def test_an_answer_with_no_room_is_kept_as_it_is(trained, samples, search):

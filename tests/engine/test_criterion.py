@@ -49,6 +49,8 @@ def test_racing_by_loss_takes_the_exact_loss_steps(trained, samples):
     calib, score = samples
     done = lambda steps: len(steps) > 3  # noqa: E731
     exact = GreedySlimmer(trained, calib, score, bins=BINS, criterion="loss").run(done=done)
-    raced = GreedySlimmer(trained, calib, score, bins=BINS, criterion="loss", race_fraction=0.5, race_z=2.0).run(done=done)
+    raced = GreedySlimmer(trained, calib, score, bins=BINS, criterion="loss", race_fraction=0.5, race_z=2.0).run(
+        done=done
+    )
     assert [s.widths for s in raced] == [s.widths for s in exact]
     assert [s.val_loss for s in raced] == pytest.approx([s.val_loss for s in exact], abs=1e-6)

@@ -36,8 +36,9 @@ def _write_npz(folder: Path, n_train: int = 40, n_test: int = 10, size: int = 32
     folder.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(1)
     for name, n in (("train", n_train), ("test", n_test)):
-        np.savez(folder / f"{name}.npz", x=rng.integers(0, 256, (n, size, size, 3), dtype=np.uint8),
-                 y=np.arange(n) % 10)
+        np.savez(
+            folder / f"{name}.npz", x=rng.integers(0, 256, (n, size, size, 3), dtype=np.uint8), y=np.arange(n) % 10
+        )
 
 
 def _write_tree(folder: Path, classes=("cat", "dog", "emu"), per_class: int = 6, size: int = 20) -> None:

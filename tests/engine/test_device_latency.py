@@ -33,8 +33,7 @@ def resnet():
 
 @pytest.fixture(scope="module")
 def ort_table(resnet) -> LatencyTable:
-    return measure_table(resnet, OnnxRuntime(threads=1), batch_size=1, bins=4, max_levels=2, timing=FAST,
-                         fit_configs=2)
+    return measure_table(resnet, OnnxRuntime(threads=1), batch_size=1, bins=4, max_levels=2, timing=FAST, fit_configs=2)
 
 
 @pytest.fixture(scope="module")
@@ -66,7 +65,11 @@ def test_onnxruntime_table_records_its_runtime_and_times_fused_nodes_inside_thei
 
     key = ort_table.key
     assert (key["runtime"], key["version"], key["provider"], key["threads"]) == (
-        "onnxruntime", onnxruntime.__version__, "CPUExecutionProvider", 1)
+        "onnxruntime",
+        onnxruntime.__version__,
+        "CPUExecutionProvider",
+        1,
+    )
     assert key["batch_size"] == 1 and key["bins"] == 4 and key["device"] and key["net"]["arch"] == "resnet18"
     graph = PartialForward(resnet)
     assert set(ort_table.nodes) == {n.name for n in runnable_nodes(graph)}
@@ -76,8 +79,10 @@ def test_onnxruntime_table_records_its_runtime_and_times_fused_nodes_inside_thei
     assert ort_table.nodes["layer1_0_bn2"].at(widths) == ort_table.nodes["add"].at(widths) == 0.0
     assert ort_table.nodes["layer1_0_conv2"].at(widths) > 0 and ort_table.nodes["pool"].at(widths) > 0
     assert ort_table.predict(resnet.space.smallest()) > 0
-    assert ort_table.describe() == {"device": key["device"],
-                                    "runtime": f"onnxruntime {onnxruntime.__version__} (CPUExecutionProvider, 1 thread, batch 1)"}
+    assert ort_table.describe() == {
+        "device": key["device"],
+        "runtime": f"onnxruntime {onnxruntime.__version__} (CPUExecutionProvider, 1 thread, batch 1)",
+    }
 
 
 def test_a_table_file_reads_back_as_the_same_table(resnet, ort_table):
@@ -92,14 +97,29 @@ def damaged(table: LatencyTable, change) -> bytes:
     return json.dumps(data).encode()
 
 
-@pytest.mark.parametrize(("change", "loc", "message"), [
-    (lambda d: d.update(format="autoslim.latency-table/2"), ("format",), "write the table with"),
-    (lambda d: d["key"].pop("threads"), ("key", "threads"), "is missing"),
-    (lambda d: d.update(scale=0), ("scale",), "must be positive"),
-    (lambda d: d["nodes"]["layer1_0_conv1"].update(ms=[[1.0, -2.0], [1.0, 1.0]]), ("nodes", "layer1_0_conv1", "ms", 0, 1), "non-negative"),
-    (lambda d: d["nodes"]["layer1_0_conv1"].update(ms=[1.0, 2.0]), ("nodes", "layer1_0_conv1", "ms", 0), "list of 2 entries"),
-    (lambda d: d["nodes"]["layer1_0_conv1"]["levels"][0].reverse(), ("nodes", "layer1_0_conv1", "levels", 0), "ascending"),
-])
+@pytest.mark.parametrize(
+    ("change", "loc", "message"),
+    [
+        (lambda d: d.update(format="autoslim.latency-table/2"), ("format",), "write the table with"),
+        (lambda d: d["key"].pop("threads"), ("key", "threads"), "is missing"),
+        (lambda d: d.update(scale=0), ("scale",), "must be positive"),
+        (
+            lambda d: d["nodes"]["layer1_0_conv1"].update(ms=[[1.0, -2.0], [1.0, 1.0]]),
+            ("nodes", "layer1_0_conv1", "ms", 0, 1),
+            "non-negative",
+        ),
+        (
+            lambda d: d["nodes"]["layer1_0_conv1"].update(ms=[1.0, 2.0]),
+            ("nodes", "layer1_0_conv1", "ms", 0),
+            "list of 2 entries",
+        ),
+        (
+            lambda d: d["nodes"]["layer1_0_conv1"]["levels"][0].reverse(),
+            ("nodes", "layer1_0_conv1", "levels", 0),
+            "ascending",
+        ),
+    ],
+)
 def test_a_damaged_table_names_the_part_at_fault(ort_table, change, loc, message):
     with pytest.raises(TableError) as err:
         read_table(damaged(ort_table, change))
@@ -116,7 +136,9 @@ def test_a_table_must_hold_every_node_of_its_network_over_its_counts(resnet, ort
     def missing(d):
         del d["nodes"]["layer1_0_conv1"]
 
-    with pytest.raises(TableError, match=r"has no timing of 1 of the 69 nodes of resnet18 \(the first: 'layer1_0_conv1'\)"):
+    with pytest.raises(
+        TableError, match=r"has no timing of 1 of the 69 nodes of resnet18 \(the first: 'layer1_0_conv1'\)"
+    ):
         check_graph(read_table(damaged(ort_table, missing)), resnet)
     other = damaged(ort_table, lambda d: d["nodes"]["pool"]["axes"][0]["terms"].update(conv1=1))
     with pytest.raises(TableError) as err:
@@ -132,9 +154,12 @@ def test_a_search_needs_the_table_of_its_network_and_every_width_its_bins_visit(
     assert err.value.loc == ("key", "net", "input_size")
     with pytest.raises(TableError, match="the table is for arch mobilenet_v2, the search runs resnet18"):
         check_search(torch_table, type(spec)(**{**spec.__dict__, "arch": "resnet18"}), bins=2)
-    with pytest.raises(TableError, match=r"has no timing at 32 channels of \[features.2.conv.0.0\], which a search "
-                                         r"with 4 bins visits \(the table was profiled with 2 bins\); profile with "
-                                         r"--bins 4") as err:
+    with pytest.raises(
+        TableError,
+        match=r"has no timing at 32 channels of \[features.2.conv.0.0\], which a search "
+        r"with 4 bins visits \(the table was profiled with 2 bins\); profile with "
+        r"--bins 4",
+    ) as err:
         check_search(torch_table, spec, bins=4)
     assert err.value.loc == ("nodes", "features_2_conv_0_0", "levels", 1)
 
@@ -188,13 +213,43 @@ def test_profile_runs_with_only_torch_onnx_onnxruntime_and_numpy_installed(tmp_p
     """The device's ``pip install torch onnx onnxruntime numpy`` (and autoslim without its dependencies):
     every other distribution of this environment is made unimportable, the command must still work."""
     out = tmp_path / "table.json"
-    args = ["profile", "--arch", "resnet18", "--input-size", "8", "--width-mult", "0.25", "--runtime", "onnxruntime",
-            "--bins", "2", "--threads", "1", "--fit-models", "2", "--block-ms", "0.2", "--device-name", "test board",
-            "--out", str(out)]
+    args = [
+        "profile",
+        "--arch",
+        "resnet18",
+        "--input-size",
+        "8",
+        "--width-mult",
+        "0.25",
+        "--runtime",
+        "onnxruntime",
+        "--bins",
+        "2",
+        "--threads",
+        "1",
+        "--fit-models",
+        "2",
+        "--block-ms",
+        "0.2",
+        "--device-name",
+        "test board",
+        "--out",
+        str(out),
+    ]
     allowed = requirements_of({"torch", "onnx", "onnxruntime", "numpy"}) | {"autoslim"}
-    run = subprocess.run([sys.executable, "-c", PROFILE, *args], cwd=ROOT, capture_output=True, text=True, timeout=300,
-                         env={"PATH": "/usr/bin:/bin", "PYTHONPATH": str(ROOT), "OMP_WAIT_POLICY": "PASSIVE",
-                              "ALLOWED": json.dumps(sorted(allowed))})
+    run = subprocess.run(
+        [sys.executable, "-c", PROFILE, *args],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={
+            "PATH": "/usr/bin:/bin",
+            "PYTHONPATH": str(ROOT),
+            "OMP_WAIT_POLICY": "PASSIVE",
+            "ALLOWED": json.dumps(sorted(allowed)),
+        },
+    )
     assert run.returncode == 0, run.stderr
     report = json.loads(run.stdout.strip().splitlines()[-1])
     assert report["code"] == 0 and {"torch", "onnxruntime", "numpy"} <= set(report["loaded"]) <= allowed

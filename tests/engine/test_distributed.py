@@ -28,8 +28,8 @@ import pytest
 import torch
 from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
 
-from engine.data.batches import Batches
 from engine.data import DataSplits, as_batches, load_data
+from engine.data.batches import Batches
 from engine.data.images import ImageTensors
 from engine.distributed import Ranks, init_from_env, launch, shutdown
 from engine.greedy import GreedySlimmer
@@ -64,8 +64,11 @@ def _float64(digits: DataSplits) -> DataSplits:
     images = train.images[:IMAGES]
     images = images.double() / 255 if images.dtype == torch.uint8 else images.double()
     mean, std = tuple(train.mean.flatten().tolist()), tuple(train.std.flatten().tolist())
-    return replace(digits, train=ImageTensors(images, train.labels[:IMAGES], mean, std, train.augment),
-                   train_plain=ImageTensors(images, train.labels[:IMAGES], mean, std))
+    return replace(
+        digits,
+        train=ImageTensors(images, train.labels[:IMAGES], mean, std, train.augment),
+        train_plain=ImageTensors(images, train.labels[:IMAGES], mean, std),
+    )
 
 
 def _net(mode: str = "usnet-nonuniform") -> Supernet:
@@ -93,8 +96,12 @@ def _rank_job(out: str) -> dict:
     ranks = init_from_env("cpu")
     try:
         finals = {mode: str(_train(mode, Path(out) / mode, ranks=ranks)) for mode in MODES}
-        return {"rank": ranks.rank, "world": ranks.world, "finals": finals,
-                "trajectory": _search(Path(finals["usnet-nonuniform"]), _digits(), ranks)}
+        return {
+            "rank": ranks.rank,
+            "world": ranks.world,
+            "finals": finals,
+            "trajectory": _search(Path(finals["usnet-nonuniform"]), _digits(), ranks),
+        }
     finally:
         shutdown()
 

@@ -19,9 +19,30 @@ import sys
 from app.cli import main
 from engine.device import compute_threads
 
-FLAGS = ["--arch", "resnet18", "--dataset", "digits", "--width-mult", "0.25", "--input-size", "8", "--epochs", "1",
-         "--batch-size", "64", "--bins", "4", "--calib-size", "64", "--score-size", "64", "--macs", "1.95M",
-         "--device", "cpu"]
+FLAGS = [
+    "--arch",
+    "resnet18",
+    "--dataset",
+    "digits",
+    "--width-mult",
+    "0.25",
+    "--input-size",
+    "8",
+    "--epochs",
+    "1",
+    "--batch-size",
+    "64",
+    "--bins",
+    "4",
+    "--calib-size",
+    "64",
+    "--score-size",
+    "64",
+    "--macs",
+    "1.95M",
+    "--device",
+    "cpu",
+]
 """ResNet-18 x0.25 at the digits' own 8 px (2.19M MACs): a search of a few seconds once the ranks run."""
 
 
@@ -38,8 +59,20 @@ def test_search_on_two_ranks_runs_to_the_end_with_the_one_process_answer(tmp_pat
     assert one["ranks"] == 1 and one["supernet"]["reused"] is True and one["supernet"]["key"] == two["supernet"]["key"]
     assert len(two["trajectory"]) > 2 and one["trajectory"] == two["trajectory"]
     assert one["budgets"] == two["budgets"] and two["budgets"][0]["macs"] <= 1.95e6
-    torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
-                "-m", "app.cli", "search", *FLAGS, "--out", str(tmp_path / "torchrun")]
+    torchrun = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc-per-node",
+        "2",
+        "-m",
+        "app.cli",
+        "search",
+        *FLAGS,
+        "--out",
+        str(tmp_path / "torchrun"),
+    ]
     env = {**os.environ, "OMP_NUM_THREADS": str(compute_threads())}
     run = subprocess.run(torchrun, env=env, capture_output=True, text=True, timeout=600, check=False)
     assert run.returncode == 0, run.stderr[-3000:]

@@ -7,8 +7,20 @@ from pathlib import Path
 import pytest
 import torch
 
-from engine.budgets import (Budget, BudgetError, budgets_of, check_budgets, feasible_range, first_fit, format_amount,
-                            parse_amount, parse_amounts, parse_targets, space_range, until_all_met)
+from engine.budgets import (
+    Budget,
+    BudgetError,
+    budgets_of,
+    check_budgets,
+    feasible_range,
+    first_fit,
+    format_amount,
+    parse_amount,
+    parse_amounts,
+    parse_targets,
+    space_range,
+    until_all_met,
+)
 from engine.candidate_scoring import FullScorer, SharedPrefixScorer
 from engine.data import as_batches
 from engine.greedy import GreedySlimmer, candidates, load_state, narrower
@@ -25,8 +37,11 @@ def _slimmer(net, samples, scorer="shared", **kw) -> GreedySlimmer:
 
 def _budgets(net) -> list[Budget]:
     full = net.space.full()
-    return [Budget("macs", 0.75 * count_macs(net.space, full)), Budget("macs", 0.55 * count_macs(net.space, full)),
-            Budget("params", 0.6 * count_params(net.space, full))]
+    return [
+        Budget("macs", 0.75 * count_macs(net.space, full)),
+        Budget("macs", 0.55 * count_macs(net.space, full)),
+        Budget("params", 0.6 * count_params(net.space, full)),
+    ]
 
 
 @pytest.fixture(scope="module")
@@ -41,7 +56,9 @@ def test_each_step_removes_one_bin_with_exact_costs_until_every_budget_is_met(tr
     for parent, step in zip(steps, steps[1:]):
         changed = [g for g in step.widths if step.widths[g] != parent.widths[g]]
         assert changed == [step.removed]
-        assert step.widths[step.removed] == narrower(trained.space.groups[step.removed], parent.widths[step.removed], BINS)
+        assert step.widths[step.removed] == narrower(
+            trained.space.groups[step.removed], parent.widths[step.removed], BINS
+        )
         assert step.macs == count_macs(trained.space, step.widths) < parent.macs
         assert step.params == count_params(trained.space, step.widths)
     for budget in budgets:
@@ -70,7 +87,9 @@ def test_shared_prefix_scores_equal_the_full_recomputation(arch, width, digits16
     assert net.widths == parent
     net.to(memory_format=torch.channels_last)  # the layout a search runs in with `channels_last`
     calib, score = calib.channels_last(), score.channels_last()
-    assert SharedPrefixScorer(net, calib, score).score(parent, options) == FullScorer(net, calib, score).score(parent, options)
+    assert SharedPrefixScorer(net, calib, score).score(parent, options) == FullScorer(net, calib, score).score(
+        parent, options
+    )
 
 
 def test_shared_and_full_search_give_the_same_trajectory(trained, samples):
@@ -128,8 +147,12 @@ def test_shares_of_the_full_network_resolve_against_its_figures():
     assert parse_targets("40%, 2M,12.5 %") == ["40%", 2e6, "12.5%"]
     full = {"macs": 8_000_000, "params": 300_000, "latency_ms": 2.0}
     budgets = budgets_of(macs=["40%", 1e6], latency_ms=["50%"], params=["100%"], full=full)
-    assert [(b.kind, b.target) for b in budgets] == [("macs", 3.2e6), ("macs", 1e6), ("latency_ms", 1.0),
-                                                     ("params", 3e5)]
+    assert [(b.kind, b.target) for b in budgets] == [
+        ("macs", 3.2e6),
+        ("macs", 1e6),
+        ("latency_ms", 1.0),
+        ("params", 3e5),
+    ]
     for bad in ("0%", "150%", "-5%", "40%%", "x%"):
         with pytest.raises(BudgetError, match="share"):
             budgets_of(macs=[bad], full=full)

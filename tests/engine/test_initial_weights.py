@@ -16,8 +16,17 @@ from safetensors.torch import save_file
 from torchvision import models as tv
 
 import models
-from engine.initial_weights import (WeightsError, check_fits, file_sha256, load_initial_weights, network_keys,
-                                    network_shapes, read_state_dict, shapes_of, start_from_weights)
+from engine.initial_weights import (
+    WeightsError,
+    check_fits,
+    file_sha256,
+    load_initial_weights,
+    network_keys,
+    network_shapes,
+    read_state_dict,
+    shapes_of,
+    start_from_weights,
+)
 from engine.sampling import Member
 from engine.spec import PRETRAINED_TRAIN, SearchSpec, TrainSpec
 from engine.supernet_cache import supernet_key
@@ -32,8 +41,11 @@ def trained_looking(model: torch.nn.Module, seed: int = 0) -> torch.nn.Module:
     with torch.no_grad():
         for tensor in model.state_dict().values():
             if tensor.is_floating_point():
-                tensor.copy_(torch.rand(tensor.shape, generator=generator) * 0.2 + 0.9
-                             if tensor.dim() == 1 else torch.randn(tensor.shape, generator=generator) * 0.1)
+                tensor.copy_(
+                    torch.rand(tensor.shape, generator=generator) * 0.2 + 0.9
+                    if tensor.dim() == 1
+                    else torch.randn(tensor.shape, generator=generator) * 0.1
+                )
     return model.eval()
 
 
@@ -71,8 +83,11 @@ def test_a_tensor_of_another_shape_is_named_with_both_shapes(tmp_path):
     state["layer2.0.conv1.weight"] = torch.zeros(8, 16, 3, 3)
     supernet = build_for_mode("resnet18", "usnet-nonuniform", 10, 16, 0.25)
     want = supernet.net.state_dict()["layer2.0.conv1.weight"].shape
-    with pytest.raises(WeightsError, match=rf"layer2\.0\.conv1\.weight has shape \[8, 16, 3, 3\] in the weights "
-                                           rf"but \[{', '.join(map(str, want))}\] in the network") as caught:
+    with pytest.raises(
+        WeightsError,
+        match=rf"layer2\.0\.conv1\.weight has shape \[8, 16, 3, 3\] in the weights "
+        rf"but \[{', '.join(map(str, want))}\] in the network",
+    ) as caught:
         load_initial_weights(supernet, read_state_dict(saved(state, "pt", tmp_path)))
     assert caught.value.key == "layer2.0.conv1.weight"
 
@@ -107,12 +122,17 @@ def test_the_start_is_reported_with_the_accuracy_before_training_and_the_replace
     torch.save(user_model("resnet18", num_classes=4).state_dict(), weights)
     spec = SearchSpec("resnet18", "digits", macs=[1], input_size=16, width_mult=0.25, weights=str(weights))
     notices: list[dict] = []
-    start_from_weights(build_for_mode("resnet18", "usnet-nonuniform", 10, 16, 0.25), spec, digits16,
-                       lambda report: notices.append(report["event"]))
+    start_from_weights(
+        build_for_mode("resnet18", "usnet-nonuniform", 10, 16, 0.25),
+        spec,
+        digits16,
+        lambda report: notices.append(report["event"]),
+    )
     assert [n["kind"] for n in notices] == ["weights", "head-replaced"]
     assert notices[0]["data"]["sha256"] == file_sha256(weights) and 0 <= notices[0]["data"]["val_accuracy"] <= 100
     assert notices[1]["level"] == "warning" and notices[1]["message"] == (
-        "head fc replaced (fresh initialisation): the weights are for 4 classes, this dataset has 10")
+        "head fc replaced (fresh initialisation): the weights are for 4 classes, this dataset has 10"
+    )
 
 
 def test_the_meta_device_check_agrees_with_the_real_network():
@@ -153,8 +173,9 @@ def test_the_cache_key_follows_the_weights_content(tmp_path, digits16):
     assert len(keys) == 2 and supernet_key(spec, digits16) not in keys
     copy = tmp_path / "copy.pt"
     copy.write_bytes(first.read_bytes())
-    assert supernet_key(replace(spec, weights=str(copy)), digits16) == supernet_key(replace(spec, weights=str(first)),
-                                                                                   digits16)
+    assert supernet_key(replace(spec, weights=str(copy)), digits16) == supernet_key(
+        replace(spec, weights=str(first)), digits16
+    )
     assert file_sha256(copy) == file_sha256(first)
 
 
@@ -181,12 +202,19 @@ def test_the_loaded_network_teaches_the_narrower_widths_from_the_first_step():
         out.register_hook(lambda grad: outputs.append(grad.clone()))
 
     supernet.register_forward_hook(keep)
-    sandwich_step(supernet, [Member(supernet.space.full()), Member(supernet.space.smallest())], x, y,
-                  TrainSpec(), torch.device("cpu"))
+    sandwich_step(
+        supernet,
+        [Member(supernet.space.full()), Member(supernet.space.smallest())],
+        x,
+        y,
+        TrainSpec(),
+        torch.device("cpu"),
+    )
     teacher, student, student_grad = outputs[0], outputs[2], outputs[3]  # each member: forward, then backward
     with torch.no_grad():
         expected = model(x)
     torch.testing.assert_close(teacher.detach(), expected, rtol=1e-5, atol=1e-5)
     # soft cross-entropy against the user's model: d/dlogits = (softmax(student) - softmax(teacher)) / N
-    torch.testing.assert_close(student_grad, (student.detach().softmax(1) - expected.softmax(1)) / len(y),
-                               rtol=1e-4, atol=1e-6)
+    torch.testing.assert_close(
+        student_grad, (student.detach().softmax(1) - expected.softmax(1)) / len(y), rtol=1e-4, atol=1e-6
+    )

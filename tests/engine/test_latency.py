@@ -65,7 +65,9 @@ def test_prediction_is_the_scaled_sum_of_layers_plus_the_fitted_overhead(net, ta
         assert table.predict(widths) == pytest.approx(table.scale * exact + table.overhead_ms)
         assert table.fit[name]["sum_of_layers_ms"] == pytest.approx(exact)
     # A least-squares line with an intercept leaves residuals that cancel out over the fitted models.
-    residuals = [m["measured_ms"] - (table.scale * m["sum_of_layers_ms"] + table.overhead_ms) for m in table.fit.values()]
+    residuals = [
+        m["measured_ms"] - (table.scale * m["sum_of_layers_ms"] + table.overhead_ms) for m in table.fit.values()
+    ]
     assert sum(residuals) == pytest.approx(0.0, abs=1e-9)
     assert table.scale > 0 and table.predict(net.space.smallest()) > 0
 

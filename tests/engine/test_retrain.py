@@ -20,8 +20,11 @@ RECIPE = TrainSpec(batch_size=32, label_smoothing=0.1)
 @pytest.fixture(scope="module")
 def tiny(digits16: DataSplits) -> DataSplits:
     keep = torch.arange(192)
-    return replace(digits16, train=digits16.train.subset(keep, digits16.train.augment),
-                   train_plain=digits16.train_plain.subset(keep, None))
+    return replace(
+        digits16,
+        train=digits16.train.subset(keep, digits16.train.augment),
+        train_plain=digits16.train_plain.subset(keep, None),
+    )
 
 
 @pytest.fixture(scope="module")

@@ -22,9 +22,14 @@ from engine.train import load_supernet
 
 # The same recipe `autoslim search` builds from the flags in test_cli_search.py, so the supernet
 # trained here (or there) serves both.
-SPEC = {"arch": "resnet18", "dataset": "digits", "input_size": 16, "width_mult": 0.25,
-        "train": {"epochs": 1, "batch_size": 16, "lr": 0.05},
-        "search": {"bins": 4, "calib_size": 128, "score_size": 128}}
+SPEC = {
+    "arch": "resnet18",
+    "dataset": "digits",
+    "input_size": 16,
+    "width_mult": 0.25,
+    "train": {"epochs": 1, "batch_size": 16, "lr": 0.05},
+    "search": {"bins": 4, "calib_size": 128, "score_size": 128},
+}
 FULL_MACS = 8_762_624  # resnet18 x0.25 at 16 px
 
 
@@ -38,7 +43,9 @@ def caches(cache_root) -> CacheFolders:
 def first(caches, tmp_path_factory):
     workdir = tmp_path_factory.mktemp("job") / "first"
     events: list[dict] = []
-    result = run_search({**SPEC, "macs": [6_500_000, 5_000_000], "params": [400_000]}, workdir, report=events.append, caches=caches)
+    result = run_search(
+        {**SPEC, "macs": [6_500_000, 5_000_000], "params": [400_000]}, workdir, report=events.append, caches=caches
+    )
     return workdir, result, events
 
 
@@ -132,7 +139,13 @@ def test_cancelled_search_keeps_its_state_and_resumes_to_the_same_answer(first, 
     spec = SearchSpec.from_dict({**SPEC, "macs": [5_500_000]})  # several steps, even with combined moves
     seen: list[dict] = []
     with pytest.raises(Cancelled):
-        run_search(spec, tmp_path, report=seen.append, should_cancel=lambda: sum("trajectory_step" in e for e in seen) >= 3, caches=caches)
+        run_search(
+            spec,
+            tmp_path,
+            report=seen.append,
+            should_cancel=lambda: sum("trajectory_step" in e for e in seen) >= 3,
+            caches=caches,
+        )
     saved = json.loads((tmp_path / "search_state.json").read_text())["steps"]
     assert [s["index"] for s in saved] == [0, 1, 2] and not (tmp_path / "result.json").exists()
     resumed = run_search(spec, tmp_path, caches=caches)
@@ -167,9 +180,14 @@ def test_retraining_fine_tunes_each_answer_and_exports_the_retrained_model(first
 
 
 # ---- MutualNet: width x resolution ----------------------------------------------------------------
-MUTUAL = {"arch": "resnet18", "dataset": "digits", "input_size": 16, "width_mult": 0.25,
-        "train": {"mode": "mutual", "epochs": 1, "batch_size": 64, "lr": 0.05, "resolutions": [16, 12]},
-        "search": {"calib_size": 128, "score_size": 128}}
+MUTUAL = {
+    "arch": "resnet18",
+    "dataset": "digits",
+    "input_size": 16,
+    "width_mult": 0.25,
+    "train": {"mode": "mutual", "epochs": 1, "batch_size": 64, "lr": 0.05, "resolutions": [16, 12]},
+    "search": {"calib_size": 128, "score_size": 128},
+}
 
 
 @pytest.fixture(scope="module")
@@ -186,7 +204,9 @@ def test_mutual_grid_covers_every_width_and_resolution(mutual):
     grid = {(p["ratio"], p["resolution"]): p for p in result["trajectory"]}
     assert set(grid) == {(r, s) for r in ratios for s in (16, 12)}
     for ratio in ratios:  # same widths, fewer pixels: fewer MACs, same parameters
-        assert grid[ratio, 12]["macs"] < grid[ratio, 16]["macs"] and grid[ratio, 12]["params"] == grid[ratio, 16]["params"]
+        assert (
+            grid[ratio, 12]["macs"] < grid[ratio, 16]["macs"] and grid[ratio, 12]["params"] == grid[ratio, 16]["params"]
+        )
     assert result["full"]["macs"] == grid[1.0, 16]["macs"]
 
 

@@ -58,7 +58,7 @@ def test_the_eta_counts_the_single_bins_before_a_budget():
     now[0] = 2.0  # the step on the full network took 2 s: 2 s per full-network share
     first = Step(1, {}, "a,b,c,d", 960, 0, None, 0.0, 0.0)  # 4 bins took 1% of 1000 MACs each
     fours = [960 * 0.99 ** (4 * i) for i in range(12)]  # 960 ... 604.6: 12 moves of 4 bins
-    assert fours[-1] > 600 > fours[-1] * 0.99 ** 4
+    assert fours[-1] > 600 > fours[-1] * 0.99**4
     singles = [fours[-1] * 0.99 ** (4 + i) for i in range(17)]  # 580.9 ... 501.7, then 496.7 meets 500
     assert singles[-1] > 500 > singles[-1] * 0.99
     assert eta.update(first) == pytest.approx(2.0 * sum(fours + singles) / 1000, rel=1e-9)

@@ -11,8 +11,8 @@ import torch.nn.functional as F
 
 from engine.retrain import DISTILL_WEIGHT, distillation_loss, retrain
 from engine.sampling import Member
-from engine.spec import SearchSpec, TrainSpec
 from engine.search_job import run_search
+from engine.spec import SearchSpec, TrainSpec
 from engine.train import build_for_mode, frozen_copy, sandwich_step, soft_cross_entropy, train_supernet
 from models import export_slim
 
@@ -63,16 +63,26 @@ def test_teacher_original_keeps_the_start_frozen_and_trains_other_weights(tiny, 
         runs[teacher] = net
     changed = max((runs["original"].state_dict()[k].float() - original[k].float()).abs().max().item() for k in original)
     assert changed > 1e-3  # it trained
-    differs = max((runs["original"].state_dict()[k].float() - runs["full"].state_dict()[k].float()).abs().max().item()
-                  for k in original)
+    differs = max(
+        (runs["original"].state_dict()[k].float() - runs["full"].state_dict()[k].float()).abs().max().item()
+        for k in original
+    )
     assert differs > 1e-4  # and the teacher made a difference to what it learned
     with pytest.raises(ValueError, match="unknown teacher 'ema'"):
         train_supernet(_net(), tiny, replace(SPEC, teacher="ema"), tmp_path / "bad", seed=1)
 
 
 def test_teacher_original_needs_weights_to_start_from(tmp_path):
-    spec = SearchSpec.from_dict({"arch": "resnet18", "dataset": "digits", "input_size": 16, "width_mult": 0.25,
-                                 "macs": ["50%"], "train": {"epochs": 1, "teacher": "original"}})
+    spec = SearchSpec.from_dict(
+        {
+            "arch": "resnet18",
+            "dataset": "digits",
+            "input_size": 16,
+            "width_mult": 0.25,
+            "macs": ["50%"],
+            "train": {"epochs": 1, "teacher": "original"},
+        }
+    )
     with pytest.raises(ValueError, match="needs trained weights"):
         run_search(spec, tmp_path / "job")
 
@@ -92,8 +102,10 @@ def test_distilled_fine_tuning_leaves_the_teacher_and_changes_what_the_student_l
     plain = retrain(copy.deepcopy(student), tiny, recipe, 1, 0.05, seed=0, device="cpu")
     distilled = retrain(copy.deepcopy(student), tiny, recipe, 1, 0.05, seed=0, device="cpu", teacher=teacher)
     assert all(torch.equal(before[k], v) for k, v in teacher.state_dict().items())
-    assert any(not torch.allclose(a, b, atol=1e-5) for a, b in zip(plain.model.state_dict().values(),
-                                                                 distilled.model.state_dict().values()))
+    assert any(
+        not torch.allclose(a, b, atol=1e-5)
+        for a, b in zip(plain.model.state_dict().values(), distilled.model.state_dict().values())
+    )
     x = torch.randn(4, 3, 16, 16)
     logits = student.eval()(x)
     expected = soft_cross_entropy(logits, teacher.eval()(x).softmax(1))

@@ -87,7 +87,9 @@ def test_sampler_members_per_mode():
     assert all(m.members()[0].resolution is None for m in [mutual])
     snet = _net("snet")
     assert snet.spec.switches == snet_switches(0.25) == (0.25, 0.5, 0.75, 1.0)
-    assert [m.widths for m in WidthSampler(snet, "snet").members()] == [snet.space.uniform(r) for r in (1.0, 0.75, 0.5, 0.25)]
+    assert [m.widths for m in WidthSampler(snet, "snet").members()] == [
+        snet.space.uniform(r) for r in (1.0, 0.75, 0.5, 0.25)
+    ]
     with pytest.raises(ValueError, match="needs a supernet with switchable BN"):
         WidthSampler(_net(), "snet")
     with pytest.raises(ValueError, match="unknown training mode"):
@@ -124,7 +126,11 @@ def test_each_mode_trains_and_the_loss_drops(mode, tiny, tmp_path):
     assert losses[-1] < 0.8 * losses[0], losses
     last = events[-1]
     assert last["phase"] == "train" and last["percent"] == pytest.approx(100.0) and last["step"] == 48
-    assert (last["epoch"], last["epochs"]) == (6, 6) and last["images_per_s"] > 0 and last["eta_s"] == pytest.approx(0.0, abs=1e-6)
+    assert (
+        (last["epoch"], last["epochs"]) == (6, 6)
+        and last["images_per_s"] > 0
+        and last["eta_s"] == pytest.approx(0.0, abs=1e-6)
+    )
     loaded = load_supernet(final)
     assert loaded.spec == net.spec and _same_weights(loaded, net)
 
@@ -172,7 +178,9 @@ def test_finished_run_is_not_retrained_and_other_runs_are_refused(tiny, tmp_path
     net = _net()
     final = train_supernet(net, tiny, replace(SPEC, epochs=1), tmp_path)
     again = _net()
-    assert train_supernet(again, tiny, replace(SPEC, epochs=1), tmp_path, report=lambda e: pytest.fail("trained")) == final
+    assert (
+        train_supernet(again, tiny, replace(SPEC, epochs=1), tmp_path, report=lambda e: pytest.fail("trained")) == final
+    )
     assert _same_weights(net, again)
     with pytest.raises(CheckpointError, match="different run .*epochs was 1, now 2"):
         train_supernet(_net(), tiny, SPEC, tmp_path)

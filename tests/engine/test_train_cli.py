@@ -10,15 +10,34 @@ from engine.data import load_data
 from engine.spec import Cancelled, TrainSpec
 from engine.train import build_for_mode, train_supernet
 
-ARGS = ["--arch", "resnet18", "--dataset", "digits", "--width-mult", "0.25", "--input-size", "16",
-        "--epochs", "1", "--batch-size", "128", "--calib-size", "300"]
+ARGS = [
+    "--arch",
+    "resnet18",
+    "--dataset",
+    "digits",
+    "--width-mult",
+    "0.25",
+    "--input-size",
+    "16",
+    "--epochs",
+    "1",
+    "--batch-size",
+    "128",
+    "--calib-size",
+    "300",
+]
 
 
 def test_train_prints_accuracies_and_refuses_to_overwrite(tmp_path, capsys):
     assert main(["train", *ARGS, "--out", str(tmp_path)]) == 0
     out = capsys.readouterr().out
     assert f"wrote {tmp_path / 'final.pt'}" in out and "held-out accuracy (143 validation images, BN calibrated)" in out
-    assert [line.split()[1] for line in out.splitlines() if line.strip().startswith("width")] == ["0.25x", "0.50x", "0.75x", "1.00x"]
+    assert [line.split()[1] for line in out.splitlines() if line.strip().startswith("width")] == [
+        "0.25x",
+        "0.50x",
+        "0.75x",
+        "1.00x",
+    ]
     assert main(["train", *ARGS, "--out", str(tmp_path)]) == 2
     assert "already holds a training run; pass --resume" in capsys.readouterr().err
     assert main(["train", "--out", str(tmp_path), "--resume", "--lr", "0.5"]) == 2
@@ -39,7 +58,12 @@ def test_resume_continues_an_interrupted_run(tmp_path, capsys):
     assert main(["train", "--out", str(tmp_path / "run"), "--resume"]) == 0
     out = capsys.readouterr().out
     assert "held-out accuracy (143 validation images):" in out  # S-Net: private BN, no calibration
-    assert [line.split()[1] for line in out.splitlines() if line.strip().startswith("width")] == ["0.25x", "0.50x", "0.75x", "1.00x"]
+    assert [line.split()[1] for line in out.splitlines() if line.strip().startswith("width")] == [
+        "0.25x",
+        "0.50x",
+        "0.75x",
+        "1.00x",
+    ]
     final = load_checkpoint(tmp_path / "run" / "final.pt")
     assert (final["step"], final["finished"]) == (10, True)
     assert main(["train", *ARGS, "--mode", "snet", "--out", str(tmp_path / "straight")]) == 0

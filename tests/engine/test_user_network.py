@@ -13,7 +13,7 @@ from engine import run_search
 from engine.data import as_batches, load_data
 from engine.spec import CacheFolders
 
-USER_MODULE = textwrap.dedent('''
+USER_MODULE = textwrap.dedent("""
     import torch
     import torch.nn.functional as F
     from torch import nn
@@ -44,7 +44,7 @@ USER_MODULE = textwrap.dedent('''
 
     def concat_se_net(num_classes=10):
         return ConcatSENet(num_classes)
-''')
+""")
 ARCH = "user_nets:concat_se_net"
 
 
@@ -68,11 +68,16 @@ def test_user_network_is_searched_on_digits_to_its_budget(installed, tmp_path):
     full = models.build_supernet(ARCH, num_classes=10, input_size=16)
     full_macs = models.count_macs(full.space, full.space.full())
     target = round(0.6 * full_macs)
-    spec = {"arch": ARCH, "dataset": "digits", "input_size": 16, "macs": [target],
-            # Five epochs from scratch: inplace distillation from a barely trained teacher would hold
-            # this small network at ~40% (measured), so the students learn from the labels.
-            "train": {"epochs": 5, "batch_size": 32, "lr": 0.1, "inplace_distill": False},
-            "search": {"bins": 4, "calib_size": 128, "score_size": 200, "calib_batch_size": 64}}
+    spec = {
+        "arch": ARCH,
+        "dataset": "digits",
+        "input_size": 16,
+        "macs": [target],
+        # Five epochs from scratch: inplace distillation from a barely trained teacher would hold
+        # this small network at ~40% (measured), so the students learn from the labels.
+        "train": {"epochs": 5, "batch_size": 32, "lr": 0.1, "inplace_distill": False},
+        "search": {"bins": 4, "calib_size": 128, "score_size": 200, "calib_batch_size": 64},
+    }
     result = run_search(spec, tmp_path / "job", caches=CacheFolders(tmp_path / "supernets", tmp_path / "latency"))
     answer = result["budgets"][0]
     assert result["trajectory"][0]["macs"] == full_macs and answer["macs"] <= target

@@ -21,8 +21,25 @@ def resnet_weights(tmp_path, num_classes: int = 10) -> str:
 
 def test_train_from_weights_uses_the_pretrained_recipe_and_says_so(tmp_path, capsys):
     weights = resnet_weights(tmp_path, num_classes=4)
-    assert main(["train", *NET, "--batch-size", "256", "--calib-size", "64", "--weights", weights,
-                 "--epochs", "1", "--out", str(tmp_path / "run")]) == 0
+    assert (
+        main(
+            [
+                "train",
+                *NET,
+                "--batch-size",
+                "256",
+                "--calib-size",
+                "64",
+                "--weights",
+                weights,
+                "--epochs",
+                "1",
+                "--out",
+                str(tmp_path / "run"),
+            ]
+        )
+        == 0
+    )
     out = capsys.readouterr().out
     assert f"started from {weights}; head fc replaced (fresh initialisation)" in out
     assert "the weights are for 4 classes, this dataset has 10" in out
@@ -39,7 +56,9 @@ def test_weights_of_another_network_are_one_line_naming_the_key_before_any_train
     for command in (["train", *NET], ["search", *NET, "--macs", "1M"]):
         assert main([*command, "--weights", str(weights), "--out", str(tmp_path / command[0])]) == 2
         err = capsys.readouterr().err
-        assert err.splitlines()[-1] == (f"autoslim {command[0]}: error: conv1.weight has shape [32, 3, 3, 3] in "
-                                        "the weights but [16, 3, 3, 3] in the network"), err
+        assert err.splitlines()[-1] == (
+            f"autoslim {command[0]}: error: conv1.weight has shape [32, 3, 3, 3] in "
+            "the weights but [16, 3, 3, 3] in the network"
+        ), err
         assert "Traceback" not in err
     assert not (tmp_path / "search" / "result.json").exists()

@@ -7,8 +7,8 @@ tiny (32 px, width multiplier 0.5 or less) so the whole folder runs in about a m
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import pytest
 import torch

@@ -59,7 +59,9 @@ def record_bn_inputs(model: torch.nn.Module) -> tuple[dict[str, list[torch.Tenso
     for name, m in model.named_modules():
         if isinstance(m, SlimBatchNorm2d):
             inputs[name] = []
-            handles.append(m.register_forward_pre_hook(lambda _m, args, name=name: inputs[name].append(args[0].clone())))
+            handles.append(
+                m.register_forward_pre_hook(lambda _m, args, name=name: inputs[name].append(args[0].clone()))
+            )
     return inputs, handles
 
 

@@ -44,7 +44,9 @@ def test_macs_json_prints_the_published_figures(capsys):
 
 
 def test_macs_follows_width_and_input_size(capsys):
-    _, out, _ = run(capsys, "macs", "resnet18", "--input-size", "32", "--num-classes", "10", "--width-mult", "0.5", "--json")
+    _, out, _ = run(
+        capsys, "macs", "resnet18", "--input-size", "32", "--num-classes", "10", "--width-mult", "0.5", "--json"
+    )
     supernet = models.build_supernet("resnet18", num_classes=10, input_size=32, width_mult=0.5)
     space = supernet.space
     full = space.full()
@@ -73,21 +75,37 @@ def test_bad_inputs_exit_non_zero_with_one_line(capsys, tiny_config, tmp_path):
     data["channels"]["layer2.0.conv1"] = group.max - 1  # within bounds, off the grid
     invalid = tmp_path / "invalid.json"
     invalid.write_text(json.dumps(data))
-    assert_one_line_error(*run(capsys, "macs", "--config", str(invalid)), "layer 'layer2.0.conv1'", "not a multiple of 8")
+    assert_one_line_error(
+        *run(capsys, "macs", "--config", str(invalid)), "layer 'layer2.0.conv1'", "not a multiple of 8"
+    )
     onnx_out, h5_out = str(tmp_path / "m.onnx"), str(tmp_path / "m.h5")
     assert_one_line_error(*run(capsys, "export", "--config", str(invalid), "--out", onnx_out), "layer2.0.conv1")
     assert_one_line_error(*run(capsys, "export", "--config", str(path), "--out", h5_out), "unknown model format")
     not_a_checkpoint = tmp_path / "junk.pt"
     not_a_checkpoint.write_bytes(b"junk")
-    assert_one_line_error(*run(capsys, "export", "--config", str(path), "--out", str(tmp_path / "m.pt"),
-                               "--checkpoint", str(not_a_checkpoint)), "cannot be loaded")
+    assert_one_line_error(
+        *run(
+            capsys,
+            "export",
+            "--config",
+            str(path),
+            "--out",
+            str(tmp_path / "m.pt"),
+            "--checkpoint",
+            str(not_a_checkpoint),
+        ),
+        "cannot be loaded",
+    )
 
 
 def test_a_user_error_from_the_real_command_has_no_traceback():
-    proc = subprocess.run([sys.executable, "-m", "app.cli", "macs", "vgg16"], capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(
+        [sys.executable, "-m", "app.cli", "macs", "vgg16"], capture_output=True, text=True, timeout=120
+    )
     assert proc.returncode == 2 and proc.stdout == ""
     assert proc.stderr.strip() == (
-        "autoslim macs: error: unknown architecture 'vgg16'; choose from " + ", ".join(models.list_archs()))
+        "autoslim macs: error: unknown architecture 'vgg16'; choose from " + ", ".join(models.list_archs())
+    )
 
 
 @pytest.mark.filterwarnings("ignore::DeprecationWarning", "ignore::FutureWarning")  # jit / legacy ONNX exporter

@@ -123,14 +123,17 @@ def test_rejects_malformed_json(tmp_path):
         ChannelConfig.load(tmp_path)
 
 
-@pytest.mark.parametrize("change, message", [
-    ({"arch": "vgg16"}, "unknown architecture 'vgg16'"),
-    ({"arch": None}, "no 'arch'"),
-    ({"channels": {}}, "no 'channels'"),
-    ({"width_mult": -1.0}, "no buildable network"),
-    ({"divisor": 0}, "no buildable network"),
-    ({"input_size": "large"}, "no buildable network"),
-])
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        ({"arch": "vgg16"}, "unknown architecture 'vgg16'"),
+        ({"arch": None}, "no 'arch'"),
+        ({"channels": {}}, "no 'channels'"),
+        ({"width_mult": -1.0}, "no buildable network"),
+        ({"divisor": 0}, "no buildable network"),
+        ({"input_size": "large"}, "no buildable network"),
+    ],
+)
 def test_rejects_unbuildable_network(valid, change, message):
     data, _ = valid
     with pytest.raises(ConfigError, match=message):

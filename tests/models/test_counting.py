@@ -48,8 +48,11 @@ def hook_macs(model: nn.Module, input_size: int) -> int:
         nonlocal total
         total += m.in_features * m.out_features
 
-    handles = [m.register_forward_hook(conv_hook if isinstance(m, nn.Conv2d) else linear_hook)
-               for m in model.modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
+    handles = [
+        m.register_forward_hook(conv_hook if isinstance(m, nn.Conv2d) else linear_hook)
+        for m in model.modules()
+        if isinstance(m, (nn.Conv2d, nn.Linear))
+    ]
     with torch.no_grad():
         model(torch.zeros(1, 3, input_size, input_size))
     for h in handles:

@@ -26,8 +26,9 @@ def fvcore_macs(model: nn.Module, size: int) -> int:
 
 
 def conv_bn(cin: int, cout: int, kernel: int = 3, groups: int = 1) -> nn.Sequential:
-    return nn.Sequential(nn.Conv2d(cin, cout, kernel, padding=kernel // 2, groups=groups, bias=False),
-                         nn.BatchNorm2d(cout), nn.ReLU())
+    return nn.Sequential(
+        nn.Conv2d(cin, cout, kernel, padding=kernel // 2, groups=groups, bias=False), nn.BatchNorm2d(cout), nn.ReLU()
+    )
 
 
 class ConcatSENet(nn.Module):

@@ -50,7 +50,10 @@ def test_resnet18_stage_outputs_share_a_group_with_the_shortcut():
     assert group_with(space, "conv1") == {"conv1", "layer1.0.conv2", "layer1.1.conv2"}
     for stage in (2, 3, 4):
         assert group_with(space, f"layer{stage}.0.downsample.0") == {
-            f"layer{stage}.0.conv2", f"layer{stage}.0.downsample.0", f"layer{stage}.1.conv2"}
+            f"layer{stage}.0.conv2",
+            f"layer{stage}.0.downsample.0",
+            f"layer{stage}.1.conv2",
+        }
         for block in (0, 1):  # a block's inner conv is free
             assert group_with(space, f"layer{stage}.{block}.conv1") == {f"layer{stage}.{block}.conv1"}
     assert len(space.groups) == 12
@@ -72,7 +75,9 @@ def test_mobilenet_v2_depthwise_tied_to_expand_and_residuals_tied():
         assert group_with(space, depthwise) == {expand, depthwise}
     # Residual blocks: 24-channel stage (blocks 2-3), 32 (4-6), 64 (7-10), 96 (11-13), 160 (14-16).
     for first, last in ((2, 3), (4, 6), (7, 10), (11, 13), (14, 16)):
-        assert group_with(space, f"features.{first}.conv.2.0") == {f"features.{b}.conv.2.0" for b in range(first, last + 1)}
+        assert group_with(space, f"features.{first}.conv.2.0") == {
+            f"features.{b}.conv.2.0" for b in range(first, last + 1)
+        }
     assert group_with(space, "features.18.0") == {"features.18.0"}
 
 
@@ -100,9 +105,16 @@ class TwoBranches(nn.Module):
         return self.fc(y.mean((2, 3)))
 
 
-@pytest.mark.parametrize("join", [
-    lambda p, q: p + q, lambda p, q: torch.add(p, q), lambda p, q: p.add(q), lambda p, q: p - q,
-], ids=["operator", "torch.add", "method", "subtract"])
+@pytest.mark.parametrize(
+    "join",
+    [
+        lambda p, q: p + q,
+        lambda p, q: torch.add(p, q),
+        lambda p, q: p.add(q),
+        lambda p, q: p - q,
+    ],
+    ids=["operator", "torch.add", "method", "subtract"],
+)
 def test_traced_elementwise_join_ties_branches(join):
     space = trace_space(TwoBranches(join), input_size=16)
     assert group_with(space, "a") == {"a", "b"}

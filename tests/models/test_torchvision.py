@@ -24,17 +24,46 @@ from models import zoo
 LISTED = zoo.torchvision_cnns()
 
 FAMILIES = {  # one per family, with an input size at which it runs (Inception needs 75 px)
-    "resnet18": 32, "resnext50_32x4d": 32, "wide_resnet50_2": 32, "mobilenet_v2": 32, "mobilenet_v3_small": 32,
-    "efficientnet_b0": 32, "efficientnet_v2_s": 32, "regnet_x_400mf": 32, "regnet_y_400mf": 32, "mnasnet0_5": 32,
-    "shufflenet_v2_x0_5": 32, "densenet121": 32, "googlenet": 32, "inception_v3": 75, "squeezenet1_0": 48,
-    "vgg11_bn": 32, "alexnet": 64,
+    "resnet18": 32,
+    "resnext50_32x4d": 32,
+    "wide_resnet50_2": 32,
+    "mobilenet_v2": 32,
+    "mobilenet_v3_small": 32,
+    "efficientnet_b0": 32,
+    "efficientnet_v2_s": 32,
+    "regnet_x_400mf": 32,
+    "regnet_y_400mf": 32,
+    "mnasnet0_5": 32,
+    "shufflenet_v2_x0_5": 32,
+    "densenet121": 32,
+    "googlenet": 32,
+    "inception_v3": 75,
+    "squeezenet1_0": 48,
+    "vgg11_bn": 32,
+    "alexnet": 64,
 }
 
 
 def test_every_conv_bn_family_is_listed_and_transformers_are_not():
-    for family in ("resnet", "resnext", "wide_resnet", "mobilenet_v2", "mobilenet_v3", "efficientnet_b",
-                   "efficientnet_v2", "regnet_x", "regnet_y", "mnasnet", "shufflenet", "densenet", "googlenet",
-                   "inception", "squeezenet", "vgg", "alexnet"):
+    for family in (
+        "resnet",
+        "resnext",
+        "wide_resnet",
+        "mobilenet_v2",
+        "mobilenet_v3",
+        "efficientnet_b",
+        "efficientnet_v2",
+        "regnet_x",
+        "regnet_y",
+        "mnasnet",
+        "shufflenet",
+        "densenet",
+        "googlenet",
+        "inception",
+        "squeezenet",
+        "vgg",
+        "alexnet",
+    ):
         assert any(name.startswith(f"torchvision:{family}") for name in LISTED), family
     assert not any(bad in name for name in LISTED for bad in ("vit_", "swin", "convnext", "maxvit"))
     assert {f"torchvision:{name}" for name in FAMILIES} <= set(LISTED)
@@ -77,12 +106,13 @@ def randomised(model: nn.Module, seed: int) -> nn.Module:
     return model.eval()
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def original(name: str) -> nn.Module:
     with torch.random.fork_rng():
         torch.manual_seed(0)
-        return randomised(zoo._without_aux_heads(functools.partial(tv.get_model, name, weights=None,
-                                                                   num_classes=10)), 1)
+        return randomised(
+            zoo._without_aux_heads(functools.partial(tv.get_model, name, weights=None, num_classes=10)), 1
+        )
 
 
 def independent_macs(model: nn.Module, size: int) -> int:

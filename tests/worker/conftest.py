@@ -10,14 +10,14 @@ from fastapi.testclient import TestClient
 from sqlalchemy import update
 
 from app.auth import User, create_token
-from store.db import engine_for, session_scope
 from app.main import create_app
 from app.migrate import upgrade
 from app.schemas import SearchCreate
 from app.search_service import submit
+from app.testing import WorkerProcess, fresh_backend
+from store.db import engine_for, session_scope
 from store.settings import Settings
 from store.tables import Search
-from app.testing import WorkerProcess, fresh_backend
 
 
 @pytest.fixture(scope="session")
@@ -51,8 +51,9 @@ def queued(app, settings: Settings) -> Iterator[Callable[..., str]]:  # noqa: AN
     made: list[str] = []
 
     def make(**fields) -> str:
-        body = SearchCreate.model_validate({"arch": "mobilenet_v2", "dataset": "digits", "width_mult": 0.35,
-                                            "macs": ["2M"], **fields})
+        body = SearchCreate.model_validate(
+            {"arch": "mobilenet_v2", "dataset": "digits", "width_mult": 0.35, "macs": ["2M"], **fields}
+        )
         with session_scope(app.state.engine) as session:
             search, _ = submit(session, app.state.celery, settings, User("tester", "user", 0), body)
             made.append(search.id)
@@ -60,21 +61,26 @@ def queued(app, settings: Settings) -> Iterator[Callable[..., str]]:  # noqa: AN
 
     yield make
     with session_scope(app.state.engine) as session:
-        session.execute(update(Search).where(Search.id.in_(made), Search.status.in_(("queued", "running")))
-                        .values(status="cancelled", claim_id=None))
+        session.execute(
+            update(Search)
+            .where(Search.id.in_(made), Search.status.in_(("queued", "running")))
+            .values(status="cancelled", claim_id=None)
+        )
 
 
 @pytest.fixture(scope="session")
-def start_worker(settings: Settings,
-                 tmp_path_factory: pytest.TempPathFactory) -> Iterator[Callable[..., WorkerProcess]]:
+def start_worker(
+    settings: Settings, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Callable[..., WorkerProcess]]:
     """Start ``autoslim worker`` processes; all are stopped at the end of the session."""
     started: list[WorkerProcess] = []
     logs = tmp_path_factory.mktemp("worker-logs")
 
     def start(queue: str = "cpu", **overrides) -> WorkerProcess:
         """A worker on ``queue``; ``overrides`` change its settings (e.g. ``worker_gpus="cpu:2"``)."""
-        worker = WorkerProcess(settings.model_copy(update=overrides),
-                               Path(logs) / f"worker-{len(started)}-{queue}.log", queue)
+        worker = WorkerProcess(
+            settings.model_copy(update=overrides), Path(logs) / f"worker-{len(started)}-{queue}.log", queue
+        )
         started.append(worker)
         return worker
 

@@ -9,9 +9,9 @@ from pathlib import Path
 
 from sqlalchemy import func, select, update
 
+from app.testing import wait_for
 from store.db import session_scope
 from store.tables import Event, Search, TrajectoryStep, utcnow
-from app.testing import wait_for
 from worker.claims import ClaimLost, ProgressWriter, claim
 from worker.reaper import reap
 
@@ -23,8 +23,9 @@ def row(engine, search_id: str) -> Search:
 
 def age_heartbeat(engine, search_id: str, seconds: float) -> None:
     with session_scope(engine) as session:
-        session.execute(update(Search).where(Search.id == search_id)
-                        .values(heartbeat_at=utcnow() - timedelta(seconds=seconds)))
+        session.execute(
+            update(Search).where(Search.id == search_id).values(heartbeat_at=utcnow() - timedelta(seconds=seconds))
+        )
 
 
 def test_exactly_one_of_many_concurrent_claims_wins(engine, queued):
@@ -73,8 +74,16 @@ def test_reaper_requeues_a_stale_search_voids_the_old_claim_and_fails_at_the_cap
 
 
 def step(index: int) -> dict:
-    return {"index": index, "widths": {"g": 8}, "removed": None if index == 0 else "g", "macs": 1000 - index,
-            "params": 10, "latency_ms": None, "val_accuracy": 90.0 - index, "val_loss": 0.3}
+    return {
+        "index": index,
+        "widths": {"g": 8},
+        "removed": None if index == 0 else "g",
+        "macs": 1000 - index,
+        "params": 10,
+        "latency_ms": None,
+        "val_accuracy": 90.0 - index,
+        "val_loss": 0.3,
+    }
 
 
 def test_progress_is_throttled_steps_are_kept_once_and_cancel_reaches_the_engine(engine, queued):
@@ -91,10 +100,12 @@ def test_progress_is_throttled_steps_are_kept_once_and_cancel_reaches_the_engine
         stored = row(engine, search_id)
         assert (stored.phase, stored.percent) == ("search", 61.0)
         with session_scope(engine) as session:
-            steps = session.scalars(select(TrajectoryStep.step).where(TrajectoryStep.search_id == search_id)
-                                    .order_by(TrajectoryStep.step)).all()
-            phases = session.scalar(select(func.count()).select_from(Event)
-                                    .where(Event.search_id == search_id, Event.kind == "phase"))
+            steps = session.scalars(
+                select(TrajectoryStep.step).where(TrajectoryStep.search_id == search_id).order_by(TrajectoryStep.step)
+            ).all()
+            phases = session.scalar(
+                select(func.count()).select_from(Event).where(Event.search_id == search_id, Event.kind == "phase")
+            )
         assert steps == [0, 1] and phases == 2
         before = row(engine, search_id).heartbeat_at
         time.sleep(0.5)
@@ -145,12 +156,26 @@ def test_a_resumed_search_reports_whole_search_figures(engine, queued, app):
         time.sleep(0.1)
         writer({"phase": "search", "percent": 80.0})
         assert row(engine, search_id).percent == 80.0
-    full = {"index": 0, "widths": {"g0": 8}, "removed": None, "macs": 1000, "params": 100, "latency_ms": None,
-            "val_accuracy": 50.0, "val_loss": 1.0}
-    engine_report = {"budgets": [], "trajectory": [], "full": full, "uniform": [],
-                     "timings": {"data_s": 0.02, "train_s": 0.01, "search_s": 0.05, "total_s": 0.2},
-                     "supernet": {"key": f"k-{search_id}", "path": "/x", "reused": True},
-                     "spec": {"arch": "mobilenet_v2", "dataset": "digits"}, "spec_hash": "h"}
+    full = {
+        "index": 0,
+        "widths": {"g0": 8},
+        "removed": None,
+        "macs": 1000,
+        "params": 100,
+        "latency_ms": None,
+        "val_accuracy": 50.0,
+        "val_loss": 1.0,
+    }
+    engine_report = {
+        "budgets": [],
+        "trajectory": [],
+        "full": full,
+        "uniform": [],
+        "timings": {"data_s": 0.02, "train_s": 0.01, "search_s": 0.05, "total_s": 0.2},
+        "supernet": {"key": f"k-{search_id}", "path": "/x", "reused": True},
+        "spec": {"arch": "mobilenet_v2", "dataset": "digits"},
+        "spec_hash": "h",
+    }
     store_success(second, engine_report, Path("/nonexistent"), {"arch": "mobilenet_v2", "dataset": "digits"})
     done = row(engine, search_id)
     assert done.supernet_reused is False

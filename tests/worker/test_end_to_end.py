@@ -30,17 +30,23 @@ from torch import nn
 from torchvision import models as tv
 
 import models
-from store.db import session_scope
-from store.tables import Event, Search, Supernet
 from app.testing import wait_for
 from engine.calibrate import calibrate_bn, evaluate
 from engine.data import as_batches, load_data
+from store.db import session_scope
+from store.tables import Event, Search, Supernet
 from worker.celery_app import enqueue
 
-TINY = {"arch": "resnet18", "dataset": "digits", "input_size": 8, "width_mult": 0.25, "macs": ["2.1M", "1.95M"],
-        "train": {"epochs": 1, "batch_size": 128, "num_sandwich": 2, "warmup_epochs": 0},
-        "search": {"bins": 4, "score_size": 64, "calib_size": 64, "calib_batch_size": 64},
-        "export_formats": ["pt"]}
+TINY = {
+    "arch": "resnet18",
+    "dataset": "digits",
+    "input_size": 8,
+    "width_mult": 0.25,
+    "macs": ["2.1M", "1.95M"],
+    "train": {"epochs": 1, "batch_size": 128, "num_sandwich": 2, "warmup_epochs": 0},
+    "search": {"bins": 4, "score_size": 64, "calib_size": 64, "calib_batch_size": 64},
+    "export_formats": ["pt"],
+}
 SEARCH_TIMEOUT_S = 300
 
 
@@ -48,15 +54,18 @@ def get(client, search_id: str) -> dict:
     return client.get(f"/searches/{search_id}").json()
 
 
-def wait_status(client, search_id: str, statuses: tuple[str, ...], workers, timeout_s: float = SEARCH_TIMEOUT_S) -> dict:
+def wait_status(
+    client, search_id: str, statuses: tuple[str, ...], workers, timeout_s: float = SEARCH_TIMEOUT_S
+) -> dict:
     def reached() -> dict | None:
         detail = get(client, search_id)
         return detail if detail["status"] in statuses else None
 
     def explain() -> str:
         detail = get(client, search_id)
-        return f"search: {json.dumps({k: detail[k] for k in ('status', 'phase', 'error', 'attempts')})}\n" + \
-            "\n".join(f"--- {w.log.name}\n{w.tail()}" for w in workers)
+        return f"search: {json.dumps({k: detail[k] for k in ('status', 'phase', 'error', 'attempts')})}\n" + "\n".join(
+            f"--- {w.log.name}\n{w.tail()}" for w in workers
+        )
 
     return wait_for(reached, timeout_s, f"search {search_id} to become {'/'.join(statuses)}", on_timeout=explain)
 
@@ -129,8 +138,12 @@ def test_trajectory_is_complete_and_matches_the_engine_result(finished, client, 
 
 def test_a_redelivered_message_does_not_run_the_search_again(finished, app, engine, cpu_worker):
     enqueue(app.state.celery, finished["id"], "cpu")
-    wait_for(lambda: "'skipped'" in cpu_worker.tail(100_000), 60, "the worker to skip the duplicate message",
-             on_timeout=cpu_worker.tail)
+    wait_for(
+        lambda: "'skipped'" in cpu_worker.tail(100_000),
+        60,
+        "the worker to skip the duplicate message",
+        on_timeout=cpu_worker.tail,
+    )
     with session_scope(engine) as session:
         search = session.get(Search, finished["id"])
         assert (search.status, search.attempts) == ("succeeded", 1)
@@ -158,8 +171,9 @@ def test_cancel_keeps_progress_and_retry_continues_on_the_cached_supernet(finish
     assert [s["step"] for s in steps] == list(range(len(steps)))
 
 
-def test_kill_9_mid_training_then_a_new_worker_finishes_without_a_duplicate_run(client, engine, settings,
-                                                                                own_workers, cpu_worker):
+def test_kill_9_mid_training_then_a_new_worker_finishes_without_a_duplicate_run(
+    client, engine, settings, own_workers, cpu_worker
+):
     first = own_workers(queue="gpu")
     body = {**TINY, "seed": 1, "queue": "gpu", "train": {**TINY["train"], "epochs": 2}}
     created = client.post("/searches", json=body).json()
@@ -205,8 +219,9 @@ def rank_pids(worker) -> list[int]:
     return sorted(pids)
 
 
-def test_a_two_rank_worker_finds_the_one_rank_trajectory_and_reports_progress(finished, client, engine, settings,
-                                                                              own_workers):
+def test_a_two_rank_worker_finds_the_one_rank_trajectory_and_reports_progress(
+    finished, client, engine, settings, own_workers
+):
     """The search of `finished` again, claimed by a worker whose searches run as two ranks: on the same
     cached supernet the greedy, spread over the ranks, must take exactly the one-process steps."""
     worker = own_workers(**TWO_RANKS)
@@ -218,8 +233,9 @@ def test_a_two_rank_worker_finds_the_one_rank_trajectory_and_reports_progress(fi
     assert done["percent"] == 100.0 and done["phase"] == "done"
     steps = client.get(created["links"]["trajectory"]).json()["steps"]
     assert len(steps) > 2 and steps == client.get(finished["links"]["trajectory"]).json()["steps"]
-    assert [(r["macs"], r["val_accuracy"]) for r in done["results"]] == \
-        [(r["macs"], r["val_accuracy"]) for r in finished["results"]]
+    assert [(r["macs"], r["val_accuracy"]) for r in done["results"]] == [
+        (r["macs"], r["val_accuracy"]) for r in finished["results"]
+    ]
     phases = [e.data.get("phase") for e in events(engine, done["id"]) if e.kind == "phase"]
     assert {"search", "export"} <= set(phases)  # reported by rank 0 as it went
 
@@ -228,8 +244,12 @@ def test_a_cancel_stops_every_rank_and_the_search_is_cancelled(client, engine, o
     worker = own_workers(**TWO_RANKS)
     body = {**TINY, "seed": 2, "queue": "gpu", "train": {**TINY["train"], "epochs": 4}}
     created = client.post("/searches", json=body).json()
-    wait_for(lambda: get(client, created["id"])["phase"] == "train" and len(rank_pids(worker)) == 2,
-             SEARCH_TIMEOUT_S, "both ranks to start training", on_timeout=worker.tail)
+    wait_for(
+        lambda: get(client, created["id"])["phase"] == "train" and len(rank_pids(worker)) == 2,
+        SEARCH_TIMEOUT_S,
+        "both ranks to start training",
+        on_timeout=worker.tail,
+    )
     assert client.post(created["links"]["cancel"]).status_code == 202
     stopped = wait_status(client, created["id"], ("cancelled", "succeeded", "failed"), [worker])
     assert stopped["status"] == "cancelled", stopped["error"]
@@ -240,8 +260,9 @@ def test_a_cancel_stops_every_rank_and_the_search_is_cancelled(client, engine, o
     assert kinds.count("cancel-requested") == 1 and kinds[-1] == "cancelled"
 
 
-def test_a_dead_rank_loses_the_attempt_and_the_next_claim_resumes_from_the_checkpoint(client, engine, settings,
-                                                                                     own_workers):
+def test_a_dead_rank_loses_the_attempt_and_the_next_claim_resumes_from_the_checkpoint(
+    client, engine, settings, own_workers
+):
     worker = own_workers(**TWO_RANKS)
     body = {**TINY, "seed": 3, "queue": "gpu", "train": {**TINY["train"], "epochs": 3}}
     created = client.post("/searches", json=body).json()
@@ -250,7 +271,9 @@ def test_a_dead_rank_loses_the_attempt_and_the_next_claim_resumes_from_the_check
         detail = get(client, created["id"])
         return detail["phase"] == "train" and (detail["progress"] or {}).get("epoch", 0) >= 1
 
-    wait_for(training_after_a_checkpoint, SEARCH_TIMEOUT_S, "training to reach its second epoch", on_timeout=worker.tail)
+    wait_for(
+        training_after_a_checkpoint, SEARCH_TIMEOUT_S, "training to reach its second epoch", on_timeout=worker.tail
+    )
     ranks = rank_pids(worker)
     assert len(ranks) == 2
     os.kill(ranks[-1], signal.SIGKILL)  # no clean-up of any kind; the launcher stops the other rank
@@ -266,9 +289,15 @@ def test_a_dead_rank_loses_the_attempt_and_the_next_claim_resumes_from_the_check
 
 
 # ---- starting from trained weights -----------------------------------------------------------------
-MV3 = {"arch": "torchvision:mobilenet_v3_small", "dataset": "digits", "input_size": 32, "macs": ["1.9M"],
-       "train": {"epochs": 1, "batch_size": 128, "num_sandwich": 2},
-       "search": {"bins": 4, "score_size": 64, "calib_size": 64, "calib_batch_size": 64}, "export_formats": ["pt"]}
+MV3 = {
+    "arch": "torchvision:mobilenet_v3_small",
+    "dataset": "digits",
+    "input_size": 32,
+    "macs": ["1.9M"],
+    "train": {"epochs": 1, "batch_size": 128, "num_sandwich": 2},
+    "search": {"bins": 4, "score_size": 64, "calib_size": 64, "calib_batch_size": 64},
+    "export_formats": ["pt"],
+}
 """torchvision's MobileNetV3-Small (2.17M MACs at 32 px, 10 classes), a network autoslim has no code for,
 searched from weights the test trains; one pretrained-recipe epoch, so the search takes about a minute."""
 
@@ -280,15 +309,18 @@ def trained_mobilenet_v3_small() -> nn.Module:
     torch.manual_seed(0)
     model = tv.mobilenet_v3_small(num_classes=10)
     optimizer = torch.optim.Adam(model.parameters(), 3e-3)
-    loader = torch.utils.data.DataLoader(data.train, batch_size=32, shuffle=True,
-                                         generator=torch.Generator().manual_seed(0))
+    loader = torch.utils.data.DataLoader(
+        data.train, batch_size=32, shuffle=True, generator=torch.Generator().manual_seed(0)
+    )
     model.train()
     for x, y in loader:
         optimizer.zero_grad()
         F.cross_entropy(model(x), y).backward()
         optimizer.step()
     # A few dozen steps leave the running BN statistics lagging the weights: estimate them afresh.
-    calibrate_bn(model, as_batches(data.train_plain, 512), [m for m in model.modules() if isinstance(m, nn.BatchNorm2d)])
+    calibrate_bn(
+        model, as_batches(data.train_plain, 512), [m for m in model.modules() if isinstance(m, nn.BatchNorm2d)]
+    )
     return model.eval()
 
 
@@ -318,10 +350,13 @@ def test_a_torchvision_search_starts_its_supernet_from_uploaded_weights(client, 
     config = client.get(f"/searches/{done['id']}/config", params={"macs": "1.9M"}).json()
     assert config["macs"] == answer["macs"] and config["arch"] == MV3["arch"]
     rebuilt = models.build(MV3["arch"], channels=models.ChannelConfig.from_dict(config))
-    downloaded = torch.load(io.BytesIO(client.get(f"/searches/{done['id']}/model",
-                                                  params={"macs": "1.9M", "format": "pt"}).content), weights_only=False)
-    assert {k: v.shape for k, v in downloaded.state_dict().items()} == \
-        {k: v.shape for k, v in rebuilt.state_dict().items()}
+    downloaded = torch.load(
+        io.BytesIO(client.get(f"/searches/{done['id']}/model", params={"macs": "1.9M", "format": "pt"}).content),
+        weights_only=False,
+    )
+    assert {k: v.shape for k, v in downloaded.state_dict().items()} == {
+        k: v.shape for k, v in rebuilt.state_dict().items()
+    }
     assert plain_macs(downloaded, MV3["input_size"]) == answer["macs"] < plain_macs(model, MV3["input_size"])
     with torch.no_grad():
         assert downloaded.eval()(torch.zeros(2, 3, 32, 32)).shape == (2, 10)
