@@ -62,8 +62,9 @@ def _step_label(step: TrajectoryStep) -> str:
 
 
 def chosen_points(results: list[BudgetResult]) -> list[charts.Point]:
-    """Each budget's configuration at its validation accuracy: the same measure as the trajectory,
-    so the ring sits on the trajectory point it was chosen from."""
+    """Each budget's configuration at its validation accuracy: the same measure as the trajectory.
+    The ring sits on the step it was chosen from, or right of it when the budget fill
+    (`engine.budget_fill`) widened that step while it still fitted."""
     return [charts.Point(r.macs, r.val_accuracy, budget_label(r)) for r in results if r.val_accuracy is not None]
 
 

@@ -11,6 +11,7 @@ from app.cli import main
 from app.cli.search_cmds import width_accuracy
 from engine.latency import LatencyTable, measure_table
 from engine.latency_runtimes import Timing, TorchRuntime
+from engine.spec import SearchResult, UniformPoint
 from models import build_supernet
 
 # The recipe of test_run_search.SPEC: with the same cache folder, one supernet serves both modules.
@@ -56,7 +57,7 @@ def test_search_prints_a_table_and_writes_configs_the_other_commands_accept(cach
         config = out / budget["files"]["config"]
         row = next(line for line in printed.splitlines() if line.strip().startswith(label))
         assert f"{budget['macs'] / 1e6:.3f}M" in row and f"{budget['val_accuracy']:.2f}%" in row and str(config) in row
-        width = width_accuracy(result["uniform"], budget["macs"])  # the width multiplier beside each answer
+        width = width_accuracy(SearchResult.from_dict(result).uniform, budget["macs"])  # the width multiplier beside it
         assert f"{width:.2f}% {budget['val_accuracy'] - width:+7.2f}" in row
         assert main(["macs", "--config", str(config), "--json"]) == 0
         counted = json.loads(capsys.readouterr().out)
@@ -109,9 +110,8 @@ def test_search_prints_a_table_and_writes_configs_the_other_commands_accept(cach
 
 def test_width_accuracy_is_interpolated_between_the_measured_uniform_widths():
     uniform = [
-        {"macs": 4e6, "val_accuracy": 80.0},
-        {"macs": 1e6, "val_accuracy": 50.0},
-        {"macs": 2e6, "val_accuracy": 70.0},
+        UniformPoint(ratio, int(macs), 0, accuracy, 0.0)
+        for ratio, macs, accuracy in ((1.0, 4e6, 80.0), (0.5, 1e6, 50.0), (0.75, 2e6, 70.0))
     ]
     assert width_accuracy(uniform, 1.5e6) == pytest.approx(60.0)
     assert width_accuracy(uniform, 3e6) == pytest.approx(75.0)

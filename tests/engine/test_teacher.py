@@ -111,3 +111,22 @@ def test_distilled_fine_tuning_leaves_the_teacher_and_changes_what_the_student_l
     expected = soft_cross_entropy(logits, teacher.eval()(x).softmax(1))
     assert distillation_loss(logits, teacher, x, torch.device("cpu")).item() == pytest.approx(expected.item(), rel=1e-6)
     assert 0 < DISTILL_WEIGHT < 1
+
+
+def test_a_converted_torchvision_network_is_copied_as_its_own_teacher():
+    """A converted MobileNetV3's traced channel space is too deep to deep-copy (it recursed past
+    Python's limit and failed every search from uploaded MobileNetV3 weights): the teacher shares
+    the space and owns its weights."""
+    import torchvision
+
+    import models
+
+    torch.manual_seed(0)
+    net = models.convert(torchvision.models.mobilenet_v3_small(num_classes=10), 32).eval()
+    teacher = frozen_copy(net)
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        assert torch.equal(teacher(x), net(x))
+        next(net.parameters()).add_(1.0)  # the live network moves; the teacher does not
+        assert not torch.equal(teacher(x), net(x))
+    assert teacher.space is net.space and not any(p.requires_grad for p in teacher.parameters())

@@ -150,7 +150,11 @@ def test_a_redelivered_message_does_not_run_the_search_again(finished, app, engi
 
 
 def test_cancel_keeps_progress_and_retry_continues_on_the_cached_supernet(finished, client, engine, cpu_worker):
-    created = client.post("/searches", json={**TINY, "macs": ["1.8M"]}).json()
+    # The exact greedy over 16 bins a layer: the same cached supernet (bins are not part of its recipe),
+    # but a search of many single-bin steps, so the cancel reaches it running (with combined moves
+    # and fill it could finish on the cached supernet in about a second, before the cancel arrived).
+    slow = {**TINY["search"], "bins": 16, "bins_per_step": 1, "fill": False}
+    created = client.post("/searches", json={**TINY, "macs": ["1.8M"], "search": slow}).json()
     wait_status(client, created["id"], ("running", "succeeded"), [cpu_worker], 60)
     cancelled = client.post(created["links"]["cancel"])
     assert cancelled.status_code in (202, 409)  # 409 only if it finished first
