@@ -229,8 +229,8 @@ def _table(result: SearchResult, out: Path) -> str:
         f" {'test acc':>8}" if retrained else ""
     )
     lines = [head + "  config"]
-    for b in result.budgets:
-        width = width_accuracy(result.uniform, b.macs)
+    widths = [width_accuracy(result.uniform, b.macs) for b in result.budgets]
+    for b, width in zip(result.budgets, widths):
         versus = ("-", "-") if width is None else (f"{width:.2f}%", f"{b.val_accuracy - width:+.2f}")
         row = (
             f"{Budget(b.kind, b.target).describe():>16} {b.macs / 1e6:>8.3f}M {b.params / 1e6:>8.4f}M "
@@ -245,7 +245,7 @@ def _table(result: SearchResult, out: Path) -> str:
         f"{_ms(full.latency_ms):>10} {full.val_accuracy:>7.2f}%"
     )
     lines += _latency_lines(result.budgets)
-    if any(width_accuracy(result.uniform, b.macs) is not None for b in result.budgets):
+    if any(width is not None for width in widths):
         lines.append(
             "width x: the supernet at a uniform width multiplier of the same MACs (interpolated between "
             "the two nearest measured widths), scored like the answers; margin: the answer's val acc less it"
