@@ -163,10 +163,7 @@ def frozen_copy(supernet: Supernet) -> Supernet:
     """The full width of ``supernet`` as it is now, as a fixed teacher: eval mode (its BN statistics),
     no gradients.  Taken before a resumed run loads its checkpoint, so it is always the network
     training started from."""
-    # The channel space is the traced graph analysis: fixed for the architecture, and deep (torch.fx
-    # nodes link to each other, so copying a converted MobileNetV3's recurses past Python's limit).
-    # The teacher shares it; everything else (weights, BN statistics) is its own.
-    teacher = copy.deepcopy(supernet, {id(supernet.space): supernet.space})
+    teacher = copy.deepcopy(supernet)  # shares the channel space (`ChannelSpace.__deepcopy__`)
     teacher.set_full()
     for parameter in teacher.parameters():
         parameter.requires_grad_(False)

@@ -34,6 +34,12 @@ class ChannelSpace:
         }
         """Layers whose output channels a configuration changes: the keys of a config's ``channels``."""
 
+    def __deepcopy__(self, memo: dict) -> ChannelSpace:
+        """Itself: the analysis of an architecture, never changed after tracing, so a copied supernet
+        (a frozen teacher, say) shares it.  Copying it would also recurse through torch.fx's linked
+        nodes, past Python's limit on a converted MobileNetV3."""
+        return self
+
     # ---- configurations -------------------------------------------------------------------
     def full(self) -> dict[str, int]:
         return {g.name: g.max for g in self.groups.values()}
